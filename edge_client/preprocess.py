@@ -1,0 +1,58 @@
+"""Image preprocessing, exactly as the bundle manifest describes it (Pillow and numpy only).
+
+The same functions feed training, evaluation and the camera, so a model never sees pixels prepared
+differently from how it was trained. Two modes:
+
+* ``center_crop``: resize the short side to ``resize_short`` (bilinear), center-crop ``size``².
+* ``whole``: keep the image as it is; its sides must be multiples of the latent stride.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def load_rgb(path: str | Path) -> Image.Image:
+    """Open an image file as RGB. Raises ``OSError`` (Pillow's) when it is not a readable image."""
+    with Image.open(path) as im:
+        im.draft("RGB", (im.width, im.height))  # no-op unless JPEG; keeps full size
+        return im.convert("RGB")
+
+
+def resize_short_side(im: Image.Image, short: int) -> Image.Image:
+    w, h = im.size
+    if min(w, h) == short:
+        return im
+    scale = short / min(w, h)
+    size = (max(short, round(w * scale)), max(short, round(h * scale)))
+    return im.resize(size, Image.BILINEAR)
+
+
+def center_crop(im: Image.Image, size: int) -> Image.Image:
+    w, h = im.size
+    if w < size or h < size:
+        raise ValueError(f"image {w}x{h} is smaller than the {size}x{size} crop")
+    left, top = (w - size) // 2, (h - size) // 2
+    return im.crop((left, top, left + size, top + size))
+
+
+def to_array(im: Image.Image) -> np.ndarray:
+    """RGB image -> float32 array (3, H, W) in [0, 1], the encoder's input layout."""
+    return np.asarray(im, dtype=np.float32).transpose(2, 0, 1) / np.float32(255.0)
+
+
+def prepare(im: Image.Image, spec: dict, stride: int) -> np.ndarray:
+    """Apply a manifest preprocessing ``spec`` to an RGB image; returns (3, H, W) float32."""
+    mode = spec.get("mode", "center_crop")
+    if mode == "center_crop":
+        im = center_crop(resize_short_side(im, spec["resize_short"]), spec["size"])
+    elif mode == "whole":
+        w, h = im.size
+        if w % stride or h % stride or w == 0 or h == 0:
+            raise ValueError(f"whole-image mode needs sides that are multiples of {stride}, got {w}x{h}")
+    else:
+        raise ValueError(f"unknown preprocessing mode {mode!r}")
+    return to_array(im)

@@ -1,0 +1,63 @@
+"""Training hyper-parameters. Every value says why it has that value."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+
+@dataclass
+class TrainConfig:
+    model: str = "spic-s16"  # the registered default: stride 16 keeps 0.1 bpp reachable
+    epochs: int = 30  # ~2.6 min/epoch at crop 128 on 2 cores: the whole run fits in ~90 minutes
+    batch_size: int = 64  # large enough for stable BatchNorm in h_c, small enough for 2 cores
+    lr: float = 3e-3  # one-cycle peak for AdamW; small conv nets tolerate it and it converges fast
+    weight_decay: float = 0.05  # AdamW-style decoupled decay on conv/linear weights only
+    warmup_frac: float = 0.15  # one-cycle warm-up share: protects the sigmoid latent early on
+    label_smoothing: float = 0.1  # standard for ImageNet-style training, +0.5-1 point top-1
+    # Train on random crops smaller than the 224 evaluation crop: 3x fewer pixels per step. Random
+    # areas 25-100% make objects appear at the evaluation scale on average (FixRes, Touvron 2019).
+    crop: int = 128
+    crop_scale_min: float = 0.25
+    # The last epochs train at a larger crop to shrink the train/test resolution gap that the
+    # calibration runs (GUIDE.md) found costly; progressive resizing as in fast.ai's Imagenette runs.
+    final_crop: int = 192
+    final_crop_epochs: int = 4
+    eval_size: int = 224  # the issue's evaluation protocol: 224² center crops
+    qfs: tuple[int, ...] = (16, 48, 128)  # the paper's QFs; one is drawn per batch
+    # Loss = mse + alpha * bpp + beta * cross-entropy (mse on [0,1] pixels, bpp in bits/pixel).
+    # beta puts the classifier's gradient a few times above the reconstruction's: the task first.
+    beta: float = 0.1
+    # alpha is not fixed: a dual update steers the estimated rate at QF 16 to rate_target_bpp, so the
+    # lowest rate point lands under the issue's 0.10 bpp (real bytes, header included) by design.
+    rate_target_qf: int = 16
+    rate_target_bpp: float = 0.075  # 0.10 minus ~0.005 of header and ~0.02 of table mismatch
+    alpha_init: float = 0.05
+    alpha_lr: float = 0.01  # per-step log-alpha gain: alpha can move ~4x per epoch when far off
+    alpha_min: float = 1e-4
+    alpha_max: float = 10.0
+    seed: int = 0
+    eval_every: int = 5  # epochs between validation passes (~40 s each on 2 cores)
+    log_every: int = 20  # steps between JSONL log lines
+    threads: int = 0  # torch intra-op threads; 0 = all cores
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["qfs"] = list(self.qfs)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown training config keys: {sorted(unknown)}")
+        d = dict(d)
+        if "qfs" in d:
+            d["qfs"] = tuple(d["qfs"])
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> TrainConfig:
+        return cls.from_dict(json.loads(Path(path).read_text()))

@@ -1,0 +1,230 @@
+"""The SPIC network (Patwa et al., ICIP 2020), in PyTorch, for training and ONNX export only.
+
+    x ──g_a──► y ∈ [0,1]^(C×h×w) ──Q(QF)──► ŷ ──g_s──► x̂          (reconstruction, on demand)
+                                            └──h_c──► class logits  (classification on the latent)
+
+* ``g_a``: strided convolutions with leaky ReLU ending in a sigmoid, so the latent is bounded and
+  one quantization rule (``shared.quantize``) serves every QF.
+* ``Q``: ``floor(y·QF + ½)/QF``, true rounding forward, identity backward.
+* ``g_s``: transposed convolutions back to pixels.
+* ``h_c``: a small residual network that reads ŷ directly; no pixel decode on the cloud.
+* ``entropy_model``: a per-channel factorized density for the rate term (see ``entropy_model``).
+
+Names follow the paper and CompressAI. ``forward()`` is for training; real bytes go through the
+exported ONNX graphs plus ``shared`` (entropy coding never enters a graph).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from models.entropy_model import FactorizedDensity
+from models.registry import register_model
+
+# ImageNet statistics: the encoder normalises inside its graph, so the edge feeds plain [0,1] RGB.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def quantize(y: torch.Tensor, qf: int | None, mode: str = "ste") -> torch.Tensor:
+    """The torch mirror of ``shared.quantize`` with explicit modes.
+
+    * ``"ste"``: true rounding in the forward pass, identity in the backward pass (the paper's).
+    * ``"symbols"``: integer symbols in [0, QF] (int64), exactly ``shared.quantize.quantize``.
+    * ``"none"``: the latent unquantized (the paper's "uncompressed" column); ``qf`` is ignored.
+    """
+    if mode == "none" or qf is None:
+        return y
+    symbols = torch.clamp(torch.floor(y * qf + 0.5), 0, qf)
+    if mode == "symbols":
+        return symbols.to(torch.int64)
+    if mode == "ste":
+        return y + (symbols / qf - y).detach()
+    raise ValueError(f"unknown quantize mode {mode!r}")
+
+
+@dataclass
+class SPICConfig:
+    """Architecture hyper-parameters; saved in every checkpoint and in the bundle manifest."""
+
+    # g_a: one stride-2 conv per entry, then one stride-2 conv to the latent. 5x5 early layers see
+    # enough context at full resolution; 3x3 later keeps the encoder under 0.6 GFLOP at 224².
+    enc_channels: tuple[int, ...] = (32, 64, 128)
+    enc_kernels: tuple[int, ...] = (5, 5, 3)
+    # 32 channels at stride 16 is 6272 symbols at 224²: 0.1 bpp is then 0.8 bit/symbol, which a
+    # static per-channel table can reach; stride 8 would need 0.2 bit/symbol.
+    latent_channels: int = 32
+    latent_kernel: int = 3
+    dec_channels: tuple[int, ...] = (128, 64, 32)
+    # h_c runs in the cloud, so it may be wider than the encoder: two stages of residual blocks.
+    cls_widths: tuple[int, ...] = (128, 256)
+    cls_blocks: int = 2
+    num_classes: int = 10
+    # Eight logistics per channel fit the saturated, multi-modal latent histograms far better than
+    # one (a single logistic overestimated the rate 2-2.5x in the calibration runs, GUIDE.md).
+    density_mixtures: int = 8
+    leaky_slope: float = 0.1
+    mean: tuple[float, ...] = field(default=IMAGENET_MEAN)
+    std: tuple[float, ...] = field(default=IMAGENET_STD)
+
+    @property
+    def stride(self) -> int:
+        return 2 ** (len(self.enc_channels) + 1)
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SPICConfig:
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+class Encoder(nn.Module):
+    """g_a: [0,1] RGB (N,3,H,W) -> bounded latent y (N,C,H/s,W/s)."""
+
+    def __init__(self, cfg: SPICConfig):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(cfg.mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(cfg.std).view(1, 3, 1, 1))
+        layers: list[nn.Module] = []
+        cin = 3
+        for cout, k in zip(cfg.enc_channels, cfg.enc_kernels, strict=True):
+            layers += [nn.Conv2d(cin, cout, k, 2, k // 2), nn.LeakyReLU(cfg.leaky_slope)]
+            cin = cout
+        k = cfg.latent_kernel
+        layers += [nn.Conv2d(cin, cfg.latent_channels, k, 2, k // 2), nn.Sigmoid()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.mean) / self.std)
+
+
+class Decoder(nn.Module):
+    """g_s: latent (N,C,h,w) -> reconstruction in [0,1] (N,3,h·s,w·s)."""
+
+    def __init__(self, cfg: SPICConfig):
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = cfg.latent_channels
+        for cout in cfg.dec_channels:
+            layers += [nn.ConvTranspose2d(cin, cout, 4, 2, 1), nn.LeakyReLU(cfg.leaky_slope)]
+            cin = cout
+        layers += [nn.ConvTranspose2d(cin, 3, 4, 2, 1), nn.Sigmoid()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, y_hat: torch.Tensor) -> torch.Tensor:
+        return self.net(y_hat)
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.act = nn.ReLU(inplace=True)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.act(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.act(out + self.shortcut(x))
+
+
+class LatentClassifier(nn.Module):
+    """h_c: quantized latent (N,C,h,w) -> logits (N,num_classes). Works at any h, w >= 1."""
+
+    def __init__(self, cfg: SPICConfig):
+        super().__init__()
+        w0 = cfg.cls_widths[0]
+        layers: list[nn.Module] = [
+            nn.Conv2d(cfg.latent_channels, w0, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(w0),
+            nn.ReLU(inplace=True),
+        ]
+        cin = w0
+        for i, width in enumerate(cfg.cls_widths):
+            for b in range(cfg.cls_blocks):
+                layers.append(BasicBlock(cin, width, stride=2 if (i > 0 and b == 0) else 1))
+                cin = width
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(cin, cfg.num_classes)
+        )
+
+    def forward(self, y_hat: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(y_hat))
+
+
+class SPIC(nn.Module):
+    def __init__(self, cfg: SPICConfig | None = None):
+        super().__init__()
+        self.cfg = cfg or SPICConfig()
+        self.g_a = Encoder(self.cfg)
+        self.g_s = Decoder(self.cfg)
+        self.h_c = LatentClassifier(self.cfg)
+        self.entropy_model = FactorizedDensity(self.cfg.latent_channels, self.cfg.density_mixtures)
+
+    def forward(self, x: torch.Tensor, qf: int | None, decode: bool = True) -> dict:
+        """Training pass. ``qf=None`` leaves the latent unquantized (and gives no likelihoods)."""
+        y = self.g_a(x)
+        y_hat = quantize(y, qf, "ste")
+        out = {"y": y, "y_hat": y_hat, "logits": self.h_c(y_hat), "likelihoods": None}
+        if qf is not None:
+            out["likelihoods"] = self.entropy_model.likelihood(y_hat, qf)
+        if decode:
+            out["x_hat"] = self.g_s(y_hat)
+        return out
+
+
+def count_encoder_macs(model: SPIC, size: int = 224) -> int:
+    """Multiply-accumulates of g_a for one ``size``² frame (FLOPs are conventionally 2x this)."""
+    macs = 0
+
+    def hook(mod: nn.Conv2d, _inp, out: torch.Tensor) -> None:
+        nonlocal macs
+        k = mod.kernel_size[0] * mod.kernel_size[1]
+        macs += out.numel() * (mod.in_channels // mod.groups) * k
+
+    handles = [m.register_forward_hook(hook) for m in model.g_a.modules() if isinstance(m, nn.Conv2d)]
+    with torch.no_grad():
+        model.g_a(torch.zeros(1, 3, size, size))
+    for h in handles:
+        h.remove()
+    return macs
+
+
+@register_model
+def spic_s16(**overrides) -> SPIC:
+    """The default: stride 16, 32 latent channels; about 0.51 GFLOP (2·MAC) at 224²."""
+    return SPIC(SPICConfig(**overrides))
+
+
+@register_model
+def spic_s8(**overrides) -> SPIC:
+    """Closer to the paper's layout: stride 8 (three convs), for higher-rate, sharper recon."""
+    base = dict(enc_channels=(32, 64), enc_kernels=(5, 5), latent_kernel=5, dec_channels=(64, 32))
+    return SPIC(SPICConfig(**{**base, **overrides}))
+
+
+@register_model
+def spic_tiny(**overrides) -> SPIC:
+    """A few-thousand-parameter model for tests and smoke runs; not for accuracy."""
+    base = dict(
+        enc_channels=(8, 8, 8),
+        enc_kernels=(3, 3, 3),
+        latent_channels=4,
+        dec_channels=(8, 8, 8),
+        cls_widths=(8, 16),
+        cls_blocks=1,
+        density_mixtures=2,
+    )
+    return SPIC(SPICConfig(**{**base, **overrides}))

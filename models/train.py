@@ -1,0 +1,255 @@
+"""spic-train: multi-task training of SPIC, L = MSE + α·rate + β·cross-entropy.
+
+One readable loop. Runs on CPU by default; ``--device cuda`` for a GPU; under ``torchrun`` it
+trains data-parallel with DDP (gloo on CPU, NCCL on CUDA). A run directory holds:
+
+    config.json        the full training config (also inside every checkpoint)
+    log.jsonl          one JSON object per logged step and per validation pass
+    checkpoint.pt      the latest state: config, weights, optimizer, scheduler, step, alpha
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from models.config import TrainConfig
+from models.data import InMemoryImages, eval_arrays, train_batches
+from models.entropy_model import bits_per_pixel
+from models.network import SPIC, SPICConfig, quantize
+from models.registry import create_model
+
+
+def to_tensor(batch_nhwc: np.ndarray, device: torch.device) -> torch.Tensor:
+    x = torch.from_numpy(batch_nhwc).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Decay conv and linear weights only: decaying BatchNorm or the density would bias them."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        is_weight = p.ndim >= 2 and not name.startswith("entropy_model")
+        (decay if is_weight else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+@torch.no_grad()
+def evaluate(model: SPIC, images: np.ndarray, labels: np.ndarray, qfs, device, batch: int = 100) -> dict:
+    """Top-1 unquantized and per QF, the model's rate estimate, and reconstruction PSNR."""
+    model.eval()
+    correct = {"none": 0, **{q: 0 for q in qfs}}
+    bits = {q: 0.0 for q in qfs}
+    sq_err = {q: 0.0 for q in qfs}
+    for i in range(0, len(images), batch):
+        x = to_tensor(images[i : i + batch], device)
+        y_true = torch.from_numpy(labels[i : i + batch]).to(device)
+        y = model.g_a(x)
+        correct["none"] += (model.h_c(y).argmax(1) == y_true).sum().item()
+        for q in qfs:
+            y_hat = quantize(y, q, "ste")
+            correct[q] += (model.h_c(y_hat).argmax(1) == y_true).sum().item()
+            lik = model.entropy_model.likelihood(y_hat, q)
+            bits[q] += bits_per_pixel(lik, x.shape[2] * x.shape[3]).sum().item()
+            sq_err[q] += ((model.g_s(y_hat) - x) ** 2).flatten(1).mean(1).clamp_min(1e-10).log10().mul(-10).sum().item()
+    n = len(images)
+    out = {"top1_unquantized": correct["none"] / n}
+    for q in qfs:
+        out[f"qf{q}"] = {"top1": correct[q] / n, "model_bpp": bits[q] / n, "psnr": sq_err[q] / n}
+    model.train()
+    return out
+
+
+def save_checkpoint(path: Path, **state) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # atomic: a crash mid-save never leaves a half-written checkpoint
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="spic-train", description=__doc__.split("\n")[0])
+    p.add_argument("--data", required=True, help="dataset root with train/<class>/* and val/<class>/*")
+    p.add_argument("--out", required=True, help="run directory (created)")
+    p.add_argument("--config", help="JSON file of TrainConfig fields (defaults otherwise)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config field, e.g. --set epochs=2 (JSON values)")
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--val-limit", type=int, help="evaluate on a seeded subset of val images")
+    return p.parse_args(argv)
+
+
+def build_config(args: argparse.Namespace) -> TrainConfig:
+    d = TrainConfig.from_json(args.config).to_dict() if args.config else TrainConfig().to_dict()
+    for item in args.set:
+        key, _, value = item.partition("=")
+        try:
+            d[key] = json.loads(value)
+        except json.JSONDecodeError:
+            d[key] = value
+    return TrainConfig.from_dict(d)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    out = Path(args.out)
+    ckpt_path = out / "checkpoint.pt"
+    ckpt = None
+    if args.resume:
+        if args.config or args.set:
+            raise SystemExit("--resume continues the checkpoint's own config; drop --config/--set")
+        if not ckpt_path.exists():
+            raise SystemExit(f"--resume: no checkpoint at {ckpt_path}")
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        cfg = TrainConfig.from_dict(ckpt["config"]["train"])
+    else:
+        cfg = build_config(args)
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if world > 1:
+        backend = "nccl" if args.device.startswith("cuda") else "gloo"
+        torch.distributed.init_process_group(backend)
+    device = torch.device(args.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    is_main = rank == 0
+    torch.manual_seed(cfg.seed)
+
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    train = InMemoryImages(Path(args.data) / "train", short_side=cfg.eval_size)
+    val_images, val_labels, val_classes = eval_arrays(Path(args.data) / "val", cfg.eval_size, args.val_limit)
+    if val_classes != train.classes:
+        raise SystemExit(f"train and val classes differ: {train.classes} vs {val_classes}")
+
+    model: SPIC = create_model(cfg.model, num_classes=len(train.classes)).to(device)
+    model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
+    local_batch = cfg.batch_size // world
+    steps_per_epoch = len(train) // world // local_batch
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=cfg.warmup_frac
+    )
+    step, start_epoch, log_alpha = 0, 0, math.log(cfg.alpha_init)
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        step, start_epoch, log_alpha = ckpt["step"], ckpt["epoch"], math.log(ckpt["alpha"])
+        if is_main:
+            print(f"resumed from {ckpt_path} at epoch {start_epoch}, step {step}", file=sys.stderr)
+
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model)
+    log = (out / "log.jsonl").open("a") if is_main else None
+
+    def write_log(record: dict) -> None:
+        if log:
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+
+    def checkpoint(epoch: int) -> None:
+        if is_main:
+            save_checkpoint(
+                ckpt_path,
+                config={"train": cfg.to_dict(), "arch": model.cfg.to_dict(), "model": cfg.model},
+                classes=train.classes,
+                model=model.state_dict(),
+                optimizer=optimizer.state_dict(),
+                scheduler=scheduler.state_dict(),
+                step=step,
+                epoch=epoch,
+                alpha=math.exp(log_alpha),
+            )
+
+    for epoch in range(start_epoch, cfg.epochs):
+        crop = cfg.final_crop if epoch >= cfg.epochs - cfg.final_crop_epochs else cfg.crop
+        rng = np.random.default_rng([cfg.seed, epoch])  # per-epoch seed: resume replays exactly
+        qf_rng = np.random.default_rng([cfg.seed, epoch, 1])
+        bar = tqdm(
+            train_batches(train, local_batch, crop, rng, rank, world),
+            total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not is_main,
+            file=sys.stderr, dynamic_ncols=True, mininterval=1 if sys.stderr.isatty() else 30,
+        )
+        t0 = time.time()
+        for images, labels in bar:
+            qf = int(qf_rng.choice(cfg.qfs))
+            x = to_tensor(images, device)
+            target = torch.from_numpy(labels).to(device)
+            res = net(x, qf)
+            pixels = x.shape[2] * x.shape[3]
+            mse = F.mse_loss(res["x_hat"], x)
+            bpp = bits_per_pixel(res["likelihoods"], pixels).mean()
+            ce = F.cross_entropy(res["logits"], target, label_smoothing=cfg.label_smoothing)
+            alpha = math.exp(log_alpha)
+            loss = mse + alpha * bpp + cfg.beta * ce
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            step += 1
+
+            # Dual update of alpha on the rate at the target QF (same step for every rank).
+            with torch.no_grad():
+                if qf == cfg.rate_target_qf:
+                    bpp_t = bpp.detach()
+                else:
+                    y_t = quantize(res["y"].detach(), cfg.rate_target_qf, "ste")
+                    lik = model.entropy_model.likelihood(y_t, cfg.rate_target_qf)
+                    bpp_t = bits_per_pixel(lik, pixels).mean()
+                if world > 1:
+                    torch.distributed.all_reduce(bpp_t)
+                    bpp_t /= world
+            rel = (bpp_t.item() - cfg.rate_target_bpp) / cfg.rate_target_bpp
+            log_alpha += cfg.alpha_lr * max(-1.0, min(1.0, rel))
+            log_alpha = min(max(log_alpha, math.log(cfg.alpha_min)), math.log(cfg.alpha_max))
+
+            acc = (res["logits"].argmax(1) == target).float().mean().item()
+            bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc:.2f}", bpp=f"{bpp.item():.3f}",
+                            qf=qf, alpha=f"{alpha:.3g}")
+            if step % cfg.log_every == 0:
+                write_log({"step": step, "epoch": epoch, "qf": qf, "loss": loss.item(),
+                           "mse": mse.item(), "bpp": bpp.item(), "bpp_target_qf": bpp_t.item(),
+                           "ce": ce.item(), "acc": acc, "alpha": alpha, "crop": crop,
+                           "lr": scheduler.get_last_lr()[0]})
+        checkpoint(epoch + 1)
+        last = epoch + 1 == cfg.epochs
+        if is_main and (last or (epoch + 1) % cfg.eval_every == 0):
+            metrics = evaluate(model, val_images, val_labels, cfg.qfs, device)
+            metrics.update(epoch=epoch + 1, step=step, epoch_seconds=time.time() - t0)
+            write_log({"val": metrics})
+            print(json.dumps({"val": metrics}), file=sys.stderr)
+
+    if world > 1:
+        torch.distributed.destroy_process_group()
+    return 0
+
+
+def load_checkpoint(path: str | Path) -> tuple[SPIC, dict]:
+    """Rebuild the model a checkpoint describes (used by export and evaluation)."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    arch = SPICConfig.from_dict(ckpt["config"]["arch"])
+    model = SPIC(arch)
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    return model, ckpt
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
