@@ -70,6 +70,12 @@ def evaluate(model: SPIC, images: np.ndarray, labels: np.ndarray, qfs, device, b
     return out
 
 
+def rate_target(cfg: TrainConfig, step: int, total_steps: int) -> float:
+    """The rate the dual update steers to: annealed from the start value to the final one."""
+    frac = min(1.0, step / max(1.0, cfg.rate_anneal_frac * total_steps))
+    return cfg.rate_target_start_bpp + frac * (cfg.rate_target_bpp - cfg.rate_target_start_bpp)
+
+
 def save_checkpoint(path: Path, **state) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
@@ -216,8 +222,9 @@ def main(argv: list[str] | None = None) -> int:
                 if world > 1:
                     torch.distributed.all_reduce(bpp_t)
                     bpp_t /= world
-            rel = (bpp_t.item() - cfg.rate_target_bpp) / cfg.rate_target_bpp
-            log_alpha += cfg.alpha_lr * max(-1.0, min(1.0, rel))
+            target_bpp = rate_target(cfg, step, cfg.epochs * steps_per_epoch)
+            rel = (bpp_t.item() - target_bpp) / target_bpp
+            log_alpha += cfg.alpha_lr * max(-0.5, min(0.5, rel))
             log_alpha = min(max(log_alpha, math.log(cfg.alpha_min)), math.log(cfg.alpha_max))
 
             acc = (res["logits"].argmax(1) == target).float().mean().item()
@@ -225,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
                             qf=qf, alpha=f"{alpha:.3g}")
             if step % cfg.log_every == 0:
                 write_log({"step": step, "epoch": epoch, "qf": qf, "loss": loss.item(),
-                           "mse": mse.item(), "bpp": bpp.item(), "bpp_target_qf": bpp_t.item(),
+                           "mse": mse.item(), "bpp": bpp.item(), "bpp_target_qf": bpp_t.item(), "target_bpp": target_bpp,
                            "ce": ce.item(), "acc": acc, "alpha": alpha, "crop": crop,
                            "lr": scheduler.get_last_lr()[0]})
         checkpoint(epoch + 1)
