@@ -1,0 +1,62 @@
+"""spic-inspect FILE...: print each SPIC frame's header as one JSON object per line.
+
+Exit status 0 when every file is a valid frame, 2 when any is not (each bad file gets a one-line
+``spic-inspect: FILE: reason: message`` on stderr; the good ones are still printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from shared import bitstream
+from shared.codecs import CODEC_IDS
+from shared.errors import BitstreamError
+
+
+def describe(frame: bitstream.Frame, path: str) -> dict:
+    c, h, w = frame.latent_shape
+    in_w, in_h = frame.input_size
+    return {
+        "file": path,
+        "version": frame.version,
+        "codec": CODEC_IDS[frame.codec],
+        "codec_id": frame.codec,
+        "qf": frame.qf,
+        "model_id": frame.model_id_hex,
+        "latent_shape": [c, h, w],
+        "stride": frame.stride,
+        "input_size": [in_w, in_h],
+        "image_size": list(frame.image_size),
+        "header_bytes": bitstream.OVERHEAD,
+        "payload_bytes": len(frame.payload),
+        "total_bytes": frame.nbytes,
+        "bpp": round(frame.bpp, 6),
+        "bits_per_symbol": round(8 * len(frame.payload) / (c * h * w), 6),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="spic-inspect", description=__doc__.split("\n")[0])
+    parser.add_argument("files", nargs="+", metavar="FILE")
+    args = parser.parse_args(argv)
+    status = 0
+    for path in args.files:
+        try:
+            with open(path, "rb") as f:
+                frame = bitstream.unpack(f.read())
+        except BitstreamError as exc:
+            print(f"spic-inspect: {path}: {exc.reason}: {exc}", file=sys.stderr)
+            status = 2
+            continue
+        except OSError as exc:
+            print(f"spic-inspect: {path}: unreadable: {exc.strerror or exc}", file=sys.stderr)
+            status = 2
+            continue
+        print(json.dumps(describe(frame, path)))
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

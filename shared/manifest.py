@@ -1,0 +1,156 @@
+"""The model bundle: what a camera and a cloud must agree on besides the frame format.
+
+A bundle is a folder::
+
+    manifest.json      this schema: ids, classes, preprocessing, latent rule, QFs, tables
+    encoder.onnx       g_a: float32 (N, 3, H, W) in [0, 1] -> y (N, C, H/s, W/s) in [0, 1]
+    decoder.onnx       g_s: ŷ (N, C, h, w) -> x̂ (N, 3, h·s, w·s) in [0, 1]
+    classifier.onnx    h_c: ŷ (N, C, h, w) -> logits (N, classes)
+    MODEL_CARD.md      how it was trained and how well it does
+
+The model id is the first 8 bytes of SHA-256 over the manifest (without its ``model_id``, as
+canonical JSON) and the SHA-256 of every file it lists. It travels in every frame, so a frame can
+only be decoded with the exact tables and networks that made it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from shared.quantize import check_qf
+
+MANIFEST_NAME = "manifest.json"
+
+
+class Preprocessing(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["center_crop", "whole"] = "center_crop"
+    resize_short: int = Field(224, ge=1)
+    size: int = Field(224, ge=1)
+    resample: Literal["bilinear"] = "bilinear"
+    color: Literal["RGB"] = "RGB"
+    layout: Literal["NCHW"] = "NCHW"
+    scale: float = 1 / 255  # uint8 pixels -> [0, 1]; mean/std normalisation is inside encoder.onnx
+
+
+class LatentRule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    channels: int = Field(ge=1)
+    stride: int = Field(ge=1)
+    low: float = 0.0
+    high: float = 1.0
+
+    def shape_for(self, height: int, width: int) -> tuple[int, int, int]:
+        if height % self.stride or width % self.stride:
+            raise ValueError(f"input {width}x{height} is not a multiple of the stride {self.stride}")
+        return self.channels, height // self.stride, width // self.stride
+
+
+class ClassInfo(BaseModel):
+    index: int = Field(ge=0)
+    id: str
+    name: str
+
+
+class BundleFile(BaseModel):
+    path: str
+    sha256: str
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["spic-bundle"] = "spic-bundle"
+    format_version: Literal[1] = 1
+    model_id: str = Field(default="", pattern=r"^([0-9a-f]{16})?$")
+    name: str
+    architecture: str
+    architecture_config: dict = Field(default_factory=dict)
+    classes: list[ClassInfo]
+    preprocessing: Preprocessing = Field(default_factory=Preprocessing)
+    latent: LatentRule
+    qfs: list[int]
+    default_qf: int
+    # Per QF (as a string key, JSON objects have no int keys): (C, QF + 1) integer counts.
+    tables: dict[str, list[list[int]]]
+    files: dict[str, BundleFile]
+
+    @field_validator("qfs")
+    @classmethod
+    def _qfs_valid(cls, v: list[int]) -> list[int]:
+        for q in v:
+            check_qf(q)
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Manifest:
+        if self.default_qf not in self.qfs:
+            raise ValueError(f"default_qf {self.default_qf} is not among qfs {self.qfs}")
+        for q in self.qfs:
+            t = self.tables.get(str(q))
+            if t is None:
+                raise ValueError(f"no frequency table for QF {q}")
+            if len(t) != self.latent.channels or any(len(row) != q + 1 for row in t):
+                raise ValueError(f"table for QF {q} must be {self.latent.channels} x {q + 1}")
+        if [c.index for c in self.classes] != list(range(len(self.classes))):
+            raise ValueError("class indices must be 0..n-1 in order")
+        return self
+
+    @property
+    def model_id_bytes(self) -> bytes:
+        return bytes.fromhex(self.model_id)
+
+    def table(self, qf: int) -> np.ndarray:
+        return np.asarray(self.tables[str(qf)], dtype=np.int64)
+
+    def content_hash(self) -> str:
+        """The model id this manifest should carry, from its content and its files' hashes."""
+        body = self.model_dump(mode="json", exclude={"model_id"})
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(canonical).hexdigest()[:16]
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_manifest(bundle_dir: str | Path, verify: bool = True) -> Manifest:
+    """Read a bundle's manifest; with ``verify``, check every file hash and the model id."""
+    bundle_dir = Path(bundle_dir)
+    path = bundle_dir / MANIFEST_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"no {MANIFEST_NAME} in {bundle_dir}: not a SPIC model bundle")
+    manifest = Manifest.model_validate_json(path.read_text())
+    if verify:
+        for role, f in manifest.files.items():
+            actual = sha256_file(bundle_dir / f.path)
+            if actual != f.sha256:
+                raise ValueError(f"bundle file {f.path} ({role}) does not match its manifest hash")
+        if manifest.content_hash() != manifest.model_id:
+            raise ValueError(f"manifest model id {manifest.model_id} does not match its content")
+    return manifest
+
+
+def write_manifest(bundle_dir: str | Path, manifest: Manifest) -> Manifest:
+    """Hash the bundle's files, set the model id, and write manifest.json."""
+    bundle_dir = Path(bundle_dir)
+    files = {
+        role: BundleFile(path=f.path, sha256=sha256_file(bundle_dir / f.path))
+        for role, f in manifest.files.items()
+    }
+    manifest = manifest.model_copy(update={"files": files, "model_id": ""})
+    manifest = manifest.model_copy(update={"model_id": manifest.content_hash()})
+    (bundle_dir / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=1) + "\n")
+    return manifest

@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from shared.quantize import PAPER_QFS, alphabet_size, check_qf, dequantize, quantize
+
+
+@pytest.mark.parametrize("qf", PAPER_QFS)
+def test_rule_on_the_edges(qf):
+    y = np.array([0.0, 0.5 / qf - 1e-6, 0.5 / qf + 1e-6, 1.0, -3.0, 7.0, np.nan], dtype=np.float32)
+    assert quantize(y, qf).tolist() == [0, 0, 1, qf, 0, qf, 0]
+    assert alphabet_size(qf) == qf + 1
+
+
+@given(arrays(np.float32, st.integers(1, 200), elements=st.floats(0, 1, width=32)), st.integers(1, 255))
+def test_round_trip_error_is_at_most_half_a_step(y, qf):
+    s = quantize(y, qf)
+    assert s.dtype == np.uint16 and s.max() <= qf
+    assert np.abs(dequantize(s, qf) - y).max() <= 0.5 / qf + 1e-6
+    np.testing.assert_array_equal(quantize(dequantize(s, qf), qf), s)  # symbols are fixed points
+
+
+@pytest.mark.parametrize("bad", [0, 256, 1.5, True, -1])
+def test_bad_qf(bad):
+    with pytest.raises(ValueError):
+        check_qf(bad)
