@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
 
 def load_rgb(path: str | Path) -> Image.Image:
     """Open an image file as RGB. Raises ``OSError`` (Pillow's) when it is not a readable image."""

@@ -16,9 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from edge_client.preprocess import center_crop, load_rgb, resize_short_side
-
-IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".webp"}
+from edge_client.preprocess import IMAGE_SUFFIXES, center_crop, load_rgb, resize_short_side
 
 
 def scan_image_folder(root: str | Path) -> tuple[list[Path], np.ndarray, list[str]]:

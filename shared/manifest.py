@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -152,5 +153,11 @@ def write_manifest(bundle_dir: str | Path, manifest: Manifest) -> Manifest:
     }
     manifest = manifest.model_copy(update={"files": files, "model_id": ""})
     manifest = manifest.model_copy(update={"model_id": manifest.content_hash()})
-    (bundle_dir / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=1) + "\n")
+    (bundle_dir / MANIFEST_NAME).write_text(_to_json(manifest))
     return manifest
+
+
+def _to_json(manifest: Manifest) -> str:
+    """Indented JSON, but every list of numbers on one line (the tables are ~6k integers)."""
+    text = json.dumps(manifest.model_dump(mode="json"), indent=1)
+    return re.sub(r"\[\s*([-0-9.e, \n]+?)\s*\]", lambda m: "[" + ",".join(m.group(1).split()).replace(",,", ",") + "]", text) + "\n"

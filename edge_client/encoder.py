@@ -1,0 +1,116 @@
+"""EdgeEncoder: an image in, a complete SPIC frame out. onnxruntime, numpy and Pillow only.
+
+    preprocess (manifest) -> encoder.onnx -> shared.quantize -> entropy code -> pack (bitstream)
+
+Each stage is timed, so ``spic-edge encode`` and ``bench/edge_latency.py`` can report where the
+milliseconds go.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from edge_client.errors import BundleError, ImageError
+from edge_client.onnx_session import make_session
+from edge_client.preprocess import load_rgb, prepare
+from shared import bitstream
+from shared.codebook import Codebook
+from shared.codecs import CODECS
+from shared.manifest import load_manifest
+from shared.quantize import quantize
+
+STAGES = ("preprocess", "encoder", "quantize", "entropy", "pack")
+
+
+@dataclass
+class EncodedFrame:
+    data: bytes
+    symbols: np.ndarray
+    qf: int
+    input_size: tuple[int, int]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def bpp(self) -> float:
+        w, h = self.input_size
+        return 8 * len(self.data) / (w * h)
+
+
+class EdgeEncoder:
+    def __init__(
+        self,
+        bundle_path: str | Path,
+        qf: int | None = None,
+        codec: str = "rans",
+        threads: int = 1,
+        cache_dir: str | Path | None = None,
+        whole_image: bool = False,
+        encoder_file: str | None = None,
+    ):
+        bundle_path = Path(bundle_path)
+        try:
+            self.manifest = load_manifest(bundle_path)
+        except (OSError, ValueError) as exc:
+            raise BundleError(f"cannot load model bundle {bundle_path}: {exc}") from exc
+        self.qf = self.manifest.default_qf if qf is None else int(qf)
+        if self.qf not in self.manifest.qfs:
+            raise BundleError(f"QF {self.qf} is not supported by this bundle; supported: {self.manifest.qfs}")
+        if codec not in CODECS:
+            raise BundleError(f"unknown codec {codec!r}; choose from {', '.join(CODECS)}")
+        self.codec_name = codec
+        self.codebook = Codebook(self.manifest)
+        self.codec = self.codebook.codec(codec, self.qf)
+        self.spec = self.manifest.preprocessing.model_dump()
+        if whole_image:
+            self.spec["mode"] = "whole"
+        self.stride = self.manifest.latent.stride
+        onnx_path = bundle_path / (encoder_file or self.manifest.files["encoder"].path)
+        self.session = make_session(onnx_path, threads=threads, cache_dir=cache_dir)
+
+    @property
+    def model_id(self) -> str:
+        return self.manifest.model_id
+
+    def load(self, source: str | Path | Image.Image) -> Image.Image:
+        if isinstance(source, Image.Image):
+            return source.convert("RGB")
+        try:
+            return load_rgb(source)
+        except (OSError, ValueError) as exc:
+            raise ImageError(f"cannot read image {source}: {exc}") from exc
+
+    def encode(self, image: str | Path | Image.Image) -> bytes:
+        return self.encode_timed(image).data
+
+    def encode_timed(self, image: str | Path | Image.Image) -> EncodedFrame:
+        t0 = time.perf_counter()
+        im = self.load(image)
+        try:
+            x = prepare(im, self.spec, self.stride)
+        except ValueError as exc:
+            raise ImageError(str(exc)) from exc
+        t1 = time.perf_counter()
+        y = self.session.run(None, {"image": x[None]})[0][0]
+        t2 = time.perf_counter()
+        symbols = quantize(y, self.qf)
+        t3 = time.perf_counter()
+        payload = self.codec.encode(symbols)
+        t4 = time.perf_counter()
+        frame = bitstream.Frame(
+            codec=self.codec.codec_id,
+            qf=self.qf,
+            model_id=self.codebook.model_id,
+            latent_shape=tuple(int(d) for d in symbols.shape),
+            image_size=(min(im.width, bitstream.MAX_IMAGE_SIDE), min(im.height, bitstream.MAX_IMAGE_SIDE)),
+            payload=payload,
+            stride=self.stride,
+        )
+        data = bitstream.pack(frame)
+        t5 = time.perf_counter()
+        timings = dict(zip(STAGES, np.diff([t0, t1, t2, t3, t4, t5]) * 1e3, strict=True))
+        return EncodedFrame(data, symbols, self.qf, (x.shape[2], x.shape[1]), {k: float(v) for k, v in timings.items()})

@@ -1,0 +1,1 @@
+"""Evaluation of model bundles on real bitstreams (no torch needed)."""

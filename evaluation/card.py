@@ -1,0 +1,78 @@
+"""spic-card --bundle B --data VAL_DIR: measure a bundle on real bytes and write its model card.
+
+Replaces the "## Results" section of ``B/MODEL_CARD.md`` with a table of uncompressed top-1, and
+per QF and codec the mean bpp (real frame bytes, header included, over 224² pixels), top-1, PSNR
+and SSIM, next to the exact command that produced them; the raw rows go to ``B/eval.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shlex
+import sys
+from pathlib import Path
+
+from evaluation.spic_eval import evaluate_spic, labelled_images, rows_to_dicts
+from shared.manifest import load_manifest
+
+
+def results_markdown(rows: list[dict], command: str, dataset: str, macs_gflop: str | None) -> str:
+    unq = next(r for r in rows if r["setting"] == "unquantized")
+    lines = [
+        "## Results",
+        "",
+        f"On `{dataset}`, {unq['n_images']} images, 224² center crops. bpp = bits of the whole frame",
+        "(header and CRC included) per pixel of the 224² crop; every frame was really encoded by",
+        "`EdgeEncoder`, decoded by the cloud codebook, and classified on the latent.",
+        "",
+        "```bash",
+        command,
+        "```",
+        "",
+        f"Uncompressed (latent not quantized) top-1: **{100 * unq['top1']:.2f}%**",
+        "",
+        "| QF | codec | mean bpp | top-1 | Δ top-1 vs uncompressed | PSNR (dB) | SSIM |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if r["setting"] == "unquantized":
+            continue
+        lines.append(
+            f"| {r['setting'][2:]} | {r['codec'].removeprefix('spic-')} | {r['bpp']:.4f} | {100 * r['top1']:.2f}% | "
+            f"{100 * (r['top1'] - unq['top1']):+.2f} | {r['psnr']:.2f} | {r['ssim']:.4f} |"
+        )
+    if macs_gflop:
+        lines += ["", f"Encoder cost: {macs_gflop} per 224² frame (see above)."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="spic-card", description=__doc__.split("\n")[0])
+    p.add_argument("--bundle", required=True)
+    p.add_argument("--data", required=True, help="labelled ImageFolder split, e.g. imagenette/val")
+    p.add_argument("--limit", type=int, help="seeded class-balanced subset of this many images")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    bundle = Path(args.bundle)
+    manifest = load_manifest(bundle)
+    paths, labels, classes = labelled_images(args.data, args.limit)
+    if classes != [c.id for c in manifest.classes]:
+        raise SystemExit(f"the data's classes {classes} are not the bundle's {[c.id for c in manifest.classes]}")
+    rows = rows_to_dicts(evaluate_spic(bundle, paths, labels, progress=not args.no_progress))
+    command = "spic-card " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    (bundle / "eval.json").write_text(json.dumps({"model_id": manifest.model_id, "command": command,
+                                                   "dataset": args.data, "rows": rows}, indent=1) + "\n")
+    card_path = bundle / "MODEL_CARD.md"
+    card = card_path.read_text()
+    gflop = re.search(r"\*\*([0-9.]+ GFLOP)\*\*", card)
+    section = results_markdown(rows, command, args.data, gflop.group(1) if gflop else None)
+    card = re.sub(r"## Results\n.*", lambda _: section, card, flags=re.S)
+    card_path.write_text(card)
+    print(json.dumps({"model_id": manifest.model_id, "rows": rows}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,111 @@
+"""SPIC-Q on real bytes: every image is encoded to a frame by the edge path, decoded by the cloud
+path, and classified on the latent. Reports mean bpp from the real frame sizes, top-1, and the
+PSNR/SSIM of the decoder's reconstructions against the encoder's input crop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from skimage.metrics import structural_similarity
+from tqdm import tqdm
+
+from cloud_service.runtime import BundleRuntime
+from edge_client.encoder import EdgeEncoder
+from edge_client.preprocess import IMAGE_SUFFIXES, load_rgb, prepare
+
+
+@dataclass
+class Row:
+    codec: str
+    setting: str
+    classifier: str
+    bpp: float | None
+    top1: float | None
+    psnr: float | None
+    ssim: float | None
+    n_images: int
+
+
+def labelled_images(root: str | Path, limit: int | None = None, seed: int = 0) -> tuple[list[Path], np.ndarray, list[str]]:
+    """An ImageFolder split; ``limit`` takes a seeded, class-balanced subset."""
+    root = Path(root)
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    rng = np.random.default_rng(seed)
+    paths, labels = [], []
+    for i, c in enumerate(classes):
+        files = sorted(p for p in (root / c).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if limit is not None:
+            per_class = limit // len(classes) + (1 if i < limit % len(classes) else 0)
+            files = [files[j] for j in sorted(rng.permutation(len(files))[:per_class])]
+        paths += files
+        labels += [i] * len(files)
+    return paths, np.asarray(labels), classes
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float(10 * np.log10(255.0**2 / max(mse, 1e-10)))
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> float:
+    return float(structural_similarity(a, b, channel_axis=2, data_range=255))
+
+
+def evaluate_spic(bundle: str | Path, paths: list[Path], labels: np.ndarray | None, qfs=None,
+                  codecs=("rans", "huffman"), batch: int = 50, progress: bool = True) -> list[Row]:
+    runtime = BundleRuntime(bundle, threads=2)
+    qfs = list(qfs or runtime.manifest.qfs)
+    encoders = {(q, c): EdgeEncoder(bundle, qf=q, codec=c, threads=2) for q in qfs for c in codecs}
+    first = encoders[(qfs[0], codecs[0])]
+    n = len(paths)
+    bits = {k: 0 for k in encoders}
+    correct = {q: 0 for q in qfs}
+    correct_unq = 0
+    quality = {q: [0.0, 0.0] for q in qfs}
+    bar = tqdm(total=n, desc="SPIC", disable=not progress, dynamic_ncols=True)
+    for start in range(0, n, batch):
+        chunk = paths[start : start + batch]
+        images = [load_rgb(p) for p in chunk]
+        crops = [prepare(im, first.spec, first.stride) for im in images]
+        y = first.session.run(None, {"image": np.stack(crops)})[0]
+        truth = None if labels is None else labels[start : start + batch]
+        if truth is not None:
+            correct_unq += int((runtime.classify_latents(y).argmax(1) == truth).sum())
+        for q in qfs:
+            symbols = None
+            for c in codecs:
+                frames = [encoders[(q, c)].encode(im) for im in images]
+                bits[(q, c)] += sum(8 * len(f) for f in frames)
+                decoded = [runtime.codebook.decode(f)[1] for f in frames]
+                if symbols is not None and not all(np.array_equal(a, b) for a, b in zip(symbols, decoded, strict=True)):
+                    raise AssertionError("codecs decoded different symbols from the same images")
+                symbols = decoded
+            y_hat = runtime.latents(symbols, [q] * len(symbols))
+            if truth is not None:
+                correct[q] += int((runtime.classify_latents(y_hat).argmax(1) == truth).sum())
+            recon = runtime.reconstruct_latents(y_hat)
+            for crop, rec in zip(crops, recon, strict=True):
+                ref = (crop.transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8)
+                quality[q][0] += psnr(ref, rec)
+                quality[q][1] += ssim(ref, rec)
+        bar.update(len(chunk))
+    bar.close()
+    h, w = first.spec["size"], first.spec["size"]
+    rows = [Row("spic", "unquantized", "SPIC-U(latent)", None, None if labels is None else correct_unq / n, None, None, n)]
+    for q in qfs:
+        for c in codecs:
+            rows.append(Row(f"spic-{c}", f"QF{q}", "SPIC-Q", bits[(q, c)] / n / (h * w),
+                            None if labels is None else correct[q] / n, quality[q][0] / n, quality[q][1] / n, n))
+    return rows
+
+
+def rows_to_dicts(rows: list[Row]) -> list[dict]:
+    return [asdict(r) for r in rows]
+
+
+def save_example(recon: np.ndarray, path: Path) -> None:
+    Image.fromarray(recon).save(path)

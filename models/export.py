@@ -1,0 +1,167 @@
+"""spic-export CHECKPOINT --out BUNDLE_DIR --data TRAIN_DIR: a deployable model bundle.
+
+Writes ``encoder.onnx``, ``decoder.onnx`` and ``classifier.onnx`` (dynamic batch and spatial
+sizes), ``manifest.json`` (see ``shared.manifest``) and ``MODEL_CARD.md``. Only the conv nets go
+to ONNX; entropy coding stays outside the graph.
+
+The per-channel frequency tables are measured on training images, prepared exactly as the camera
+prepares them and encoded by the exported ``encoder.onnx`` itself, so the tables describe what
+deployed encoders emit. Every count gets +1 (Laplace smoothing) so that no in-range symbol has to
+be escaped; on ~1.8 M latent values per channel that costs nothing measurable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from models.data import eval_arrays
+from models.network import SPIC, count_encoder_macs
+from models.train import load_checkpoint
+from shared.manifest import BundleFile, ClassInfo, LatentRule, Manifest, Preprocessing, write_manifest
+from shared.quantize import quantize
+
+# Names of the ImageNet classes in Imagenette; other datasets fall back to their folder names.
+WNID_NAMES = {
+    "n01440764": "tench",
+    "n02102040": "English springer",
+    "n02979186": "cassette player",
+    "n03000684": "chain saw",
+    "n03028079": "church",
+    "n03394916": "French horn",
+    "n03417042": "garbage truck",
+    "n03425413": "gas pump",
+    "n03445777": "golf ball",
+    "n03888257": "parachute",
+}
+
+OPSET = 17
+FILES = {"encoder": "encoder.onnx", "decoder": "decoder.onnx", "classifier": "classifier.onnx"}
+
+
+def export_onnx(model: SPIC, out: Path, probe: int = 64) -> None:
+    """Export g_a, g_s and h_c with dynamic batch and spatial axes."""
+    model = model.eval().to(memory_format=torch.contiguous_format)
+    c, s = model.cfg.latent_channels, model.cfg.stride
+    x = torch.rand(2, 3, probe, probe)
+    y = torch.rand(2, c, probe // s, probe // s)
+    graphs = {
+        "encoder": (model.g_a, x, "image", "latent"),
+        "decoder": (model.g_s, y, "latent", "image"),
+        "classifier": (model.h_c, y, "latent", "logits"),
+    }
+    for role, (module, arg, in_name, out_name) in graphs.items():
+        out_axes = {0: "batch"} if role == "classifier" else {0: "batch", 2: "height", 3: "width"}
+        # The TorchScript exporter (dynamo=False) needs no onnxscript and handles plain conv nets;
+        # torch marks it deprecated, which is noise here.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module, (arg,), str(out / FILES[role]), input_names=[in_name], output_names=[out_name],
+                dynamic_axes={in_name: {0: "batch", 2: "height", 3: "width"}, out_name: out_axes},
+                opset_version=OPSET, dynamo=False,
+            )
+
+
+def measure_tables(encoder_path: Path, images: np.ndarray, qfs, batch: int = 64) -> dict[str, list[list[int]]]:
+    """Per-channel symbol counts of the exported encoder's latents, at each QF, plus one."""
+    session = ort.InferenceSession(str(encoder_path), providers=["CPUExecutionProvider"])
+    counts = None
+    for i in range(0, len(images), batch):
+        x = images[i : i + batch].transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
+        y = session.run(None, {"image": x})[0]
+        if counts is None:
+            counts = {q: np.zeros((y.shape[1], q + 1), dtype=np.int64) for q in qfs}
+        for q in qfs:
+            sym = quantize(y, q).transpose(1, 0, 2, 3).reshape(y.shape[1], -1)
+            for ch in range(y.shape[1]):
+                counts[q][ch] += np.bincount(sym[ch], minlength=q + 1)
+    return {str(q): (counts[q] + 1).tolist() for q in qfs}
+
+
+def write_card(out: Path, manifest: Manifest, ckpt: dict, macs: int, command: str) -> None:
+    train = ckpt["config"]["train"]
+    card = f"""# Model card: {manifest.name}
+
+Model id `{manifest.model_id}` · architecture `{manifest.architecture}` · {len(manifest.classes)} classes ·
+latent {manifest.latent.channels} channels at stride {manifest.latent.stride} · QFs {manifest.qfs}
+(default {manifest.default_qf}).
+
+## What it is
+
+The SPIC network of Patwa et al. (ICIP 2020): a convolutional encoder `g_a` (leaky ReLU, sigmoid
+latent) whose latent is quantized at a quantization factor QF and entropy coded; a classifier
+`h_c` that reads the quantized latent directly; a decoder `g_s` for reconstructions on demand.
+Trained with L = MSE + α·rate + β·cross-entropy, true rounding forward and identity backward,
+with QF drawn per batch from {train["qfs"]}.
+
+- Encoder cost: {macs / 1e6:.0f} M multiply-accumulates = **{2 * macs / 1e9:.3f} GFLOP** per 224² frame
+  (counted by `models.network.count_encoder_macs`).
+- Trained for {train["epochs"]} epochs ({ckpt["step"]} steps), seed {train["seed"]}; full config in
+  `manifest.json` (architecture) and below (training).
+
+## How it was made
+
+```bash
+{command}
+```
+
+Training config:
+
+```json
+{json.dumps(train, indent=1)}
+```
+
+## Results
+
+Not evaluated yet. Run `spic-card` (see the README) to fill this section.
+"""
+    (out / "MODEL_CARD.md").write_text(card)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="spic-export", description=__doc__.split("\n")[0])
+    p.add_argument("checkpoint")
+    p.add_argument("--out", required=True, help="bundle directory to write")
+    p.add_argument("--data", required=True, help="training images (ImageFolder) to measure the tables on")
+    p.add_argument("--name", help="bundle name (default: the output folder's name)")
+    p.add_argument("--default-qf", type=int, default=48)
+    p.add_argument("--size", type=int, default=224, help="center-crop size the camera uses")
+    p.add_argument("--table-limit", type=int, help="measure tables on a seeded subset of images")
+    args = p.parse_args(argv)
+
+    model, ckpt = load_checkpoint(args.checkpoint)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    export_onnx(model, out)
+    qfs = list(ckpt["config"]["train"]["qfs"])
+    images, _, _ = eval_arrays(args.data, args.size, args.table_limit)
+    tables = measure_tables(out / FILES["encoder"], images, qfs)
+    manifest = Manifest(
+        name=args.name or out.name,
+        architecture=ckpt["config"]["model"],
+        architecture_config=model.cfg.to_dict(),
+        classes=[ClassInfo(index=i, id=c, name=WNID_NAMES.get(c, c)) for i, c in enumerate(ckpt["classes"])],
+        preprocessing=Preprocessing(mode="center_crop", resize_short=args.size, size=args.size),
+        latent=LatentRule(channels=model.cfg.latent_channels, stride=model.cfg.stride),
+        qfs=qfs,
+        default_qf=args.default_qf,
+        tables=tables,
+        files={role: BundleFile(path=name, sha256="") for role, name in FILES.items()},
+    )
+    manifest = write_manifest(out, manifest)
+    command = "spic-export " + " ".join(sys.argv[1:] if argv is None else argv)
+    write_card(out, manifest, ckpt, count_encoder_macs(model), command)
+    print(json.dumps({"bundle": str(out), "model_id": manifest.model_id, "qfs": qfs}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
