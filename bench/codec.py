@@ -96,7 +96,7 @@ def main() -> None:
             codec = make_codec(name, tables)
             payload = codec.encode(symbols)
             assert np.array_equal(codec.decode(payload, SHAPE), symbols)
-            t_enc = median_seconds(lambda c=codec: c.encode(symbols), args.repeats)
+            t_enc = median_seconds(lambda c=codec, s=symbols: c.encode(s), args.repeats)
             t_dec = median_seconds(lambda c=codec, p=payload: c.decode(p, SHAPE), args.repeats)
             row = {
                 "setting": setting,
@@ -109,19 +109,33 @@ def main() -> None:
                 "empirical_entropy_bits_per_symbol": round(entropy / n, 4),
                 "payload_over_entropy_pct": round(100 * (8 * len(payload) / entropy - 1), 2),
                 "frame_overhead_bytes": bitstream.OVERHEAD,
-                "frame_overhead_pct_of_frame": round(100 * bitstream.OVERHEAD / (bitstream.OVERHEAD + len(payload)), 2),
+                "frame_overhead_pct_of_frame": round(
+                    100 * bitstream.OVERHEAD / (bitstream.OVERHEAD + len(payload)), 2
+                ),
             }
             if name == "huffman":
                 optimum = codec.code_bits(symbols)
                 row["huffman_optimum_bits_per_symbol"] = round(optimum / n, 4)
-                row["payload_over_huffman_optimum_pct"] = round(100 * (8 * len(payload) / optimum - 1), 2)
+                row["payload_over_huffman_optimum_pct"] = round(
+                    100 * (8 * len(payload) / optimum - 1), 2
+                )
             results.append(row)
             print(
                 f"{setting:7s} {name:8s} enc {row['encode_msym_s']:7.2f} M/s  dec {row['decode_msym_s']:7.2f} M/s  "
                 f"{row['payload_bits_per_symbol']:.4f} bits/sym  entropy {row['empirical_entropy_bits_per_symbol']:.4f}  "
                 f"(+{row['payload_over_entropy_pct']:.2f}%)"
             )
-    print(json.dumps({"benchmark": "codec", "shape": list(SHAPE), "qf": QF, "malloc_tuned": tuned, "results": results}))
+    print(
+        json.dumps(
+            {
+                "benchmark": "codec",
+                "shape": list(SHAPE),
+                "qf": QF,
+                "malloc_tuned": tuned,
+                "results": results,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

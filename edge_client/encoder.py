@@ -59,7 +59,9 @@ class EdgeEncoder:
             raise BundleError(f"cannot load model bundle {bundle_path}: {exc}") from exc
         self.qf = self.manifest.default_qf if qf is None else int(qf)
         if self.qf not in self.manifest.qfs:
-            raise BundleError(f"QF {self.qf} is not supported by this bundle; supported: {self.manifest.qfs}")
+            raise BundleError(
+                f"QF {self.qf} is not supported by this bundle; supported: {self.manifest.qfs}"
+            )
         if codec not in CODECS:
             raise BundleError(f"unknown codec {codec!r}; choose from {', '.join(CODECS)}")
         self.codec_name = codec
@@ -106,11 +108,20 @@ class EdgeEncoder:
             qf=self.qf,
             model_id=self.codebook.model_id,
             latent_shape=tuple(int(d) for d in symbols.shape),
-            image_size=(min(im.width, bitstream.MAX_IMAGE_SIDE), min(im.height, bitstream.MAX_IMAGE_SIDE)),
+            image_size=(
+                min(im.width, bitstream.MAX_IMAGE_SIDE),
+                min(im.height, bitstream.MAX_IMAGE_SIDE),
+            ),
             payload=payload,
             stride=self.stride,
         )
         data = bitstream.pack(frame)
         t5 = time.perf_counter()
         timings = dict(zip(STAGES, np.diff([t0, t1, t2, t3, t4, t5]) * 1e3, strict=True))
-        return EncodedFrame(data, symbols, self.qf, (x.shape[2], x.shape[1]), {k: float(v) for k, v in timings.items()})
+        return EncodedFrame(
+            data,
+            symbols,
+            self.qf,
+            (x.shape[2], x.shape[1]),
+            {k: float(v) for k, v in timings.items()},
+        )

@@ -20,7 +20,9 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("SPIC_CACHE_DIR", Path.home() / ".cache" / "spic"))
 
 
-def make_session(model_path: str | Path, threads: int = 1, cache_dir: str | Path | None = None) -> ort.InferenceSession:
+def make_session(
+    model_path: str | Path, threads: int = 1, cache_dir: str | Path | None = None
+) -> ort.InferenceSession:
     model_path = Path(model_path)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads

@@ -54,7 +54,9 @@ def prepare(im: Image.Image, spec: dict, stride: int) -> np.ndarray:
     elif mode == "whole":
         w, h = im.size
         if w % stride or h % stride or w == 0 or h == 0:
-            raise ValueError(f"whole-image mode needs sides that are multiples of {stride}, got {w}x{h}")
+            raise ValueError(
+                f"whole-image mode needs sides that are multiples of {stride}, got {w}x{h}"
+            )
     else:
         raise ValueError(f"unknown preprocessing mode {mode!r}")
     return to_array(im)

@@ -59,11 +59,20 @@ def main(argv: list[str] | None = None) -> int:
     manifest = load_manifest(bundle)
     paths, labels, classes = labelled_images(args.data, args.limit)
     if classes != [c.id for c in manifest.classes]:
-        raise SystemExit(f"the data's classes {classes} are not the bundle's {[c.id for c in manifest.classes]}")
+        raise SystemExit(
+            f"the data's classes {classes} are not the bundle's {[c.id for c in manifest.classes]}"
+        )
     rows = rows_to_dicts(evaluate_spic(bundle, paths, labels, progress=not args.no_progress))
-    command = "spic-card " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
-    (bundle / "eval.json").write_text(json.dumps({"model_id": manifest.model_id, "command": command,
-                                                   "dataset": args.data, "rows": rows}, indent=1) + "\n")
+    command = "spic-card " + " ".join(
+        shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)
+    )
+    (bundle / "eval.json").write_text(
+        json.dumps(
+            {"model_id": manifest.model_id, "command": command, "dataset": args.data, "rows": rows},
+            indent=1,
+        )
+        + "\n"
+    )
     card_path = bundle / "MODEL_CARD.md"
     card = card_path.read_text()
     gflop = re.search(r"\*\*([0-9.]+ GFLOP)\*\*", card)

@@ -30,7 +30,9 @@ class Row:
     n_images: int
 
 
-def labelled_images(root: str | Path, limit: int | None = None, seed: int = 0) -> tuple[list[Path], np.ndarray, list[str]]:
+def labelled_images(
+    root: str | Path, limit: int | None = None, seed: int = 0
+) -> tuple[list[Path], np.ndarray, list[str]]:
     """An ImageFolder split; ``limit`` takes a seeded, class-balanced subset."""
     root = Path(root)
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
@@ -55,8 +57,15 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
     return float(structural_similarity(a, b, channel_axis=2, data_range=255))
 
 
-def evaluate_spic(bundle: str | Path, paths: list[Path], labels: np.ndarray | None, qfs=None,
-                  codecs=("rans", "huffman"), batch: int = 50, progress: bool = True) -> list[Row]:
+def evaluate_spic(
+    bundle: str | Path,
+    paths: list[Path],
+    labels: np.ndarray | None,
+    qfs=None,
+    codecs=("rans", "huffman"),
+    batch: int = 50,
+    progress: bool = True,
+) -> list[Row]:
     runtime = BundleRuntime(bundle, threads=2)
     qfs = list(qfs or runtime.manifest.qfs)
     encoders = {(q, c): EdgeEncoder(bundle, qf=q, codec=c, threads=2) for q in qfs for c in codecs}
@@ -81,7 +90,9 @@ def evaluate_spic(bundle: str | Path, paths: list[Path], labels: np.ndarray | No
                 frames = [encoders[(q, c)].encode(im) for im in images]
                 bits[(q, c)] += sum(8 * len(f) for f in frames)
                 decoded = [runtime.codebook.decode(f)[1] for f in frames]
-                if symbols is not None and not all(np.array_equal(a, b) for a, b in zip(symbols, decoded, strict=True)):
+                if symbols is not None and not all(
+                    np.array_equal(a, b) for a, b in zip(symbols, decoded, strict=True)
+                ):
                     raise AssertionError("codecs decoded different symbols from the same images")
                 symbols = decoded
             y_hat = runtime.latents(symbols, [q] * len(symbols))
@@ -95,11 +106,32 @@ def evaluate_spic(bundle: str | Path, paths: list[Path], labels: np.ndarray | No
         bar.update(len(chunk))
     bar.close()
     h, w = first.spec["size"], first.spec["size"]
-    rows = [Row("spic", "unquantized", "SPIC-U(latent)", None, None if labels is None else correct_unq / n, None, None, n)]
+    rows = [
+        Row(
+            "spic",
+            "unquantized",
+            "SPIC-U(latent)",
+            None,
+            None if labels is None else correct_unq / n,
+            None,
+            None,
+            n,
+        )
+    ]
     for q in qfs:
         for c in codecs:
-            rows.append(Row(f"spic-{c}", f"QF{q}", "SPIC-Q", bits[(q, c)] / n / (h * w),
-                            None if labels is None else correct[q] / n, quality[q][0] / n, quality[q][1] / n, n))
+            rows.append(
+                Row(
+                    f"spic-{c}",
+                    f"QF{q}",
+                    "SPIC-Q",
+                    bits[(q, c)] / n / (h * w),
+                    None if labels is None else correct[q] / n,
+                    quality[q][0] / n,
+                    quality[q][1] / n,
+                    n,
+                )
+            )
     return rows
 
 

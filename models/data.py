@@ -80,7 +80,9 @@ def train_batches(
     see disjoint shards; the permutation comes from ``rng``, which all ranks seed alike.
     """
     order = rng.permutation(len(data))[rank::world]
-    n_batches = len(order) // batch_size  # drop the ragged tail so BatchNorm never sees tiny batches
+    n_batches = (
+        len(order) // batch_size
+    )  # drop the ragged tail so BatchNorm never sees tiny batches
     seeds = rng.integers(0, 2**63, size=n_batches)
     q: queue.Queue = queue.Queue(maxsize=prefetch)
 

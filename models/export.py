@@ -25,7 +25,14 @@ import torch
 from models.data import eval_arrays
 from models.network import SPIC, count_encoder_macs
 from models.train import load_checkpoint
-from shared.manifest import BundleFile, ClassInfo, LatentRule, Manifest, Preprocessing, write_manifest
+from shared.manifest import (
+    BundleFile,
+    ClassInfo,
+    LatentRule,
+    Manifest,
+    Preprocessing,
+    write_manifest,
+)
 from shared.quantize import quantize
 
 # Names of the ImageNet classes in Imagenette; other datasets fall back to their folder names.
@@ -64,13 +71,20 @@ def export_onnx(model: SPIC, out: Path, probe: int = 64) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                module, (arg,), str(out / FILES[role]), input_names=[in_name], output_names=[out_name],
+                module,
+                (arg,),
+                str(out / FILES[role]),
+                input_names=[in_name],
+                output_names=[out_name],
                 dynamic_axes={in_name: {0: "batch", 2: "height", 3: "width"}, out_name: out_axes},
-                opset_version=OPSET, dynamo=False,
+                opset_version=OPSET,
+                dynamo=False,
             )
 
 
-def measure_tables(encoder_path: Path, images: np.ndarray, qfs, batch: int = 64) -> dict[str, list[list[int]]]:
+def measure_tables(
+    encoder_path: Path, images: np.ndarray, qfs, batch: int = 64
+) -> dict[str, list[list[int]]]:
     """Per-channel symbol counts of the exported encoder's latents, at each QF, plus one."""
     session = ort.InferenceSession(str(encoder_path), providers=["CPUExecutionProvider"])
     counts = None
@@ -130,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="spic-export", description=__doc__.split("\n")[0])
     p.add_argument("checkpoint")
     p.add_argument("--out", required=True, help="bundle directory to write")
-    p.add_argument("--data", required=True, help="training images (ImageFolder) to measure the tables on")
+    p.add_argument(
+        "--data", required=True, help="training images (ImageFolder) to measure the tables on"
+    )
     p.add_argument("--name", help="bundle name (default: the output folder's name)")
     p.add_argument("--default-qf", type=int, default=48)
     p.add_argument("--size", type=int, default=224, help="center-crop size the camera uses")
@@ -148,7 +164,10 @@ def main(argv: list[str] | None = None) -> int:
         name=args.name or out.name,
         architecture=ckpt["config"]["model"],
         architecture_config=model.cfg.to_dict(),
-        classes=[ClassInfo(index=i, id=c, name=WNID_NAMES.get(c, c)) for i, c in enumerate(ckpt["classes"])],
+        classes=[
+            ClassInfo(index=i, id=c, name=WNID_NAMES.get(c, c))
+            for i, c in enumerate(ckpt["classes"])
+        ],
         preprocessing=Preprocessing(mode="center_crop", resize_short=args.size, size=args.size),
         latent=LatentRule(channels=model.cfg.latent_channels, stride=model.cfg.stride),
         qfs=qfs,

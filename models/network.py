@@ -194,7 +194,9 @@ def count_encoder_macs(model: SPIC, size: int = 224) -> int:
         k = mod.kernel_size[0] * mod.kernel_size[1]
         macs += out.numel() * (mod.in_channels // mod.groups) * k
 
-    handles = [m.register_forward_hook(hook) for m in model.g_a.modules() if isinstance(m, nn.Conv2d)]
+    handles = [
+        m.register_forward_hook(hook) for m in model.g_a.modules() if isinstance(m, nn.Conv2d)
+    ]
     with torch.no_grad():
         model.g_a(torch.zeros(1, 3, size, size))
     for h in handles:

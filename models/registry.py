@@ -33,5 +33,7 @@ def create_model(name: str, **kwargs: Any) -> Any:
     try:
         factory = _REGISTRY[name]
     except KeyError:
-        raise KeyError(f"unknown model {name!r}; registered: {', '.join(sorted(_REGISTRY))}") from None
+        raise KeyError(
+            f"unknown model {name!r}; registered: {', '.join(sorted(_REGISTRY))}"
+        ) from None
     return factory(**kwargs)

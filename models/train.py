@@ -41,11 +41,16 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     for name, p in model.named_parameters():
         is_weight = p.ndim >= 2 and not name.startswith("entropy_model")
         (decay if is_weight else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
 
 
 @torch.no_grad()
-def evaluate(model: SPIC, images: np.ndarray, labels: np.ndarray, qfs, device, batch: int = 100) -> dict:
+def evaluate(
+    model: SPIC, images: np.ndarray, labels: np.ndarray, qfs, device, batch: int = 100
+) -> dict:
     """Top-1 unquantized and per QF, the model's rate estimate, and reconstruction PSNR."""
     model.eval()
     correct = {"none": 0, **{q: 0 for q in qfs}}
@@ -61,7 +66,16 @@ def evaluate(model: SPIC, images: np.ndarray, labels: np.ndarray, qfs, device, b
             correct[q] += (model.h_c(y_hat).argmax(1) == y_true).sum().item()
             lik = model.entropy_model.likelihood(y_hat, q)
             bits[q] += bits_per_pixel(lik, x.shape[2] * x.shape[3]).sum().item()
-            sq_err[q] += ((model.g_s(y_hat) - x) ** 2).flatten(1).mean(1).clamp_min(1e-10).log10().mul(-10).sum().item()
+            sq_err[q] += (
+                ((model.g_s(y_hat) - x) ** 2)
+                .flatten(1)
+                .mean(1)
+                .clamp_min(1e-10)
+                .log10()
+                .mul(-10)
+                .sum()
+                .item()
+            )
     n = len(images)
     out = {"top1_unquantized": correct["none"] / n}
     for q in qfs:
@@ -84,14 +98,26 @@ def save_checkpoint(path: Path, **state) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="spic-train", description=__doc__.split("\n")[0])
-    p.add_argument("--data", required=True, help="dataset root with train/<class>/* and val/<class>/*")
+    p.add_argument(
+        "--data", required=True, help="dataset root with train/<class>/* and val/<class>/*"
+    )
     p.add_argument("--out", required=True, help="run directory (created)")
     p.add_argument("--config", help="JSON file of TrainConfig fields (defaults otherwise)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one config field, e.g. --set epochs=2 (JSON values)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config field, e.g. --set epochs=2 (JSON values)",
+    )
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--val-limit", type=int, help="evaluate on a seeded subset of val images")
+    p.add_argument(
+        "--epochs-this-run",
+        type=int,
+        help="stop after this many epochs (checkpointed); continue later with --resume",
+    )
     return p.parse_args(argv)
 
 
@@ -139,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
     train = InMemoryImages(Path(args.data) / "train", short_side=cfg.eval_size)
-    val_images, val_labels, val_classes = eval_arrays(Path(args.data) / "val", cfg.eval_size, args.val_limit)
+    val_images, val_labels, val_classes = eval_arrays(
+        Path(args.data) / "val", cfg.eval_size, args.val_limit
+    )
     if val_classes != train.classes:
         raise SystemExit(f"train and val classes differ: {train.classes} vs {val_classes}")
 
@@ -149,7 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     local_batch = cfg.batch_size // world
     steps_per_epoch = len(train) // world // local_batch
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=cfg.warmup_frac
+        optimizer,
+        max_lr=cfg.lr,
+        total_steps=cfg.epochs * steps_per_epoch,
+        pct_start=cfg.warmup_frac,
     )
     step, start_epoch, log_alpha = 0, 0, math.log(cfg.alpha_init)
     if ckpt is not None:
@@ -157,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         step, start_epoch, log_alpha = ckpt["step"], ckpt["epoch"], math.log(ckpt["alpha"])
+        if "torch_rng" in ckpt:
+            torch.set_rng_state(ckpt["torch_rng"])
         if is_main:
             print(f"resumed from {ckpt_path} at epoch {start_epoch}, step {step}", file=sys.stderr)
 
@@ -182,16 +215,26 @@ def main(argv: list[str] | None = None) -> int:
                 step=step,
                 epoch=epoch,
                 alpha=math.exp(log_alpha),
+                torch_rng=torch.get_rng_state(),  # dropout draws: resume replays them exactly
             )
 
-    for epoch in range(start_epoch, cfg.epochs):
+    last_epoch = (
+        cfg.epochs
+        if args.epochs_this_run is None
+        else min(cfg.epochs, start_epoch + args.epochs_this_run)
+    )
+    for epoch in range(start_epoch, last_epoch):
         crop = cfg.final_crop if epoch >= cfg.epochs - cfg.final_crop_epochs else cfg.crop
         rng = np.random.default_rng([cfg.seed, epoch])  # per-epoch seed: resume replays exactly
         qf_rng = np.random.default_rng([cfg.seed, epoch, 1])
         bar = tqdm(
             train_batches(train, local_batch, crop, rng, rank, world),
-            total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not is_main,
-            file=sys.stderr, dynamic_ncols=True, mininterval=1 if sys.stderr.isatty() else 30,
+            total=steps_per_epoch,
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            disable=not is_main,
+            file=sys.stderr,
+            dynamic_ncols=True,
+            mininterval=1 if sys.stderr.isatty() else 30,
         )
         t0 = time.time()
         for images, labels in bar:
@@ -228,13 +271,31 @@ def main(argv: list[str] | None = None) -> int:
             log_alpha = min(max(log_alpha, math.log(cfg.alpha_min)), math.log(cfg.alpha_max))
 
             acc = (res["logits"].argmax(1) == target).float().mean().item()
-            bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc:.2f}", bpp=f"{bpp.item():.3f}",
-                            qf=qf, alpha=f"{alpha:.3g}")
+            bar.set_postfix(
+                loss=f"{loss.item():.3f}",
+                acc=f"{acc:.2f}",
+                bpp=f"{bpp.item():.3f}",
+                qf=qf,
+                alpha=f"{alpha:.3g}",
+            )
             if step % cfg.log_every == 0:
-                write_log({"step": step, "epoch": epoch, "qf": qf, "loss": loss.item(),
-                           "mse": mse.item(), "bpp": bpp.item(), "bpp_target_qf": bpp_t.item(), "target_bpp": target_bpp,
-                           "ce": ce.item(), "acc": acc, "alpha": alpha, "crop": crop,
-                           "lr": scheduler.get_last_lr()[0]})
+                write_log(
+                    {
+                        "step": step,
+                        "epoch": epoch,
+                        "qf": qf,
+                        "loss": loss.item(),
+                        "mse": mse.item(),
+                        "bpp": bpp.item(),
+                        "bpp_target_qf": bpp_t.item(),
+                        "target_bpp": target_bpp,
+                        "ce": ce.item(),
+                        "acc": acc,
+                        "alpha": alpha,
+                        "crop": crop,
+                        "lr": scheduler.get_last_lr()[0],
+                    }
+                )
         checkpoint(epoch + 1)
         last = epoch + 1 == cfg.epochs
         if is_main and (last or (epoch + 1) % cfg.eval_every == 0):

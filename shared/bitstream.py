@@ -105,7 +105,9 @@ class Frame:
 def model_id_from_hex(text: str) -> bytes:
     raw = bytes.fromhex(text)
     if len(raw) != MODEL_ID_BYTES:
-        raise ValueError(f"a model id is {MODEL_ID_BYTES} bytes ({2 * MODEL_ID_BYTES} hex digits), got {text!r}")
+        raise ValueError(
+            f"a model id is {MODEL_ID_BYTES} bytes ({2 * MODEL_ID_BYTES} hex digits), got {text!r}"
+        )
     return raw
 
 
@@ -113,12 +115,16 @@ def _check_fields(codec: int, qf: int, stride_log2: int, shape: tuple[int, int, 
     if stride_log2 > MAX_STRIDE_LOG2:
         raise BitstreamError("limits", f"stride 2**{stride_log2} exceeds 2**{MAX_STRIDE_LOG2}")
     if codec not in CODEC_IDS:
-        raise BitstreamError("unknown_codec", f"unknown codec id {codec}; known: {sorted(CODEC_IDS)}")
+        raise BitstreamError(
+            "unknown_codec", f"unknown codec id {codec}; known: {sorted(CODEC_IDS)}"
+        )
     if not 1 <= qf <= 255:
         raise BitstreamError("limits", f"QF {qf} outside 1..255")
     c, h, w = shape
     if not (1 <= c <= MAX_CHANNELS and 1 <= h <= MAX_LATENT_SIDE and 1 <= w <= MAX_LATENT_SIDE):
-        raise BitstreamError("limits", f"latent shape {shape} outside 1..{MAX_CHANNELS} x 1..{MAX_LATENT_SIDE}²")
+        raise BitstreamError(
+            "limits", f"latent shape {shape} outside 1..{MAX_CHANNELS} x 1..{MAX_LATENT_SIDE}²"
+        )
     if c * h * w > MAX_SYMBOLS:
         raise BitstreamError("limits", f"latent shape {shape} has over {MAX_SYMBOLS} symbols")
 
@@ -135,9 +141,19 @@ def pack(frame: Frame) -> bytes:
     if not (0 <= iw <= MAX_IMAGE_SIDE and 0 <= ih <= MAX_IMAGE_SIDE):
         raise BitstreamError("limits", f"image size {frame.image_size} outside 0..{MAX_IMAGE_SIDE}")
     if len(frame.payload) > MAX_PAYLOAD:
-        raise BitstreamError("limits", f"payload of {len(frame.payload)} bytes exceeds {MAX_PAYLOAD}")
+        raise BitstreamError(
+            "limits", f"payload of {len(frame.payload)} bytes exceeds {MAX_PAYLOAD}"
+        )
     head = HEADER.pack(
-        MAGIC, VERSION, frame.codec, frame.qf, stride_log2, frame.model_id, *frame.latent_shape, iw, ih,
+        MAGIC,
+        VERSION,
+        frame.codec,
+        frame.qf,
+        stride_log2,
+        frame.model_id,
+        *frame.latent_shape,
+        iw,
+        ih,
         len(frame.payload),
     )
     body = head + frame.payload
@@ -148,23 +164,35 @@ def unpack(data: bytes | bytearray | memoryview) -> Frame:
     """Parse and verify a frame; raises ``BitstreamError`` and nothing else on any bad input."""
     data = bytes(data)
     if len(data) < OVERHEAD:
-        raise BitstreamError("truncated", f"{len(data)} bytes is shorter than the {OVERHEAD}-byte minimum frame")
-    magic, version, codec, qf, stride_log2, model_id, c, h, w, iw, ih, payload_len = HEADER.unpack_from(data)
+        raise BitstreamError(
+            "truncated", f"{len(data)} bytes is shorter than the {OVERHEAD}-byte minimum frame"
+        )
+    magic, version, codec, qf, stride_log2, model_id, c, h, w, iw, ih, payload_len = (
+        HEADER.unpack_from(data)
+    )
     if magic != MAGIC:
         raise BitstreamError("bad_magic", f"bad magic {magic!r}, expected {MAGIC!r}")
     if version != VERSION:
-        raise BitstreamError("unsupported_version", f"format version {version}; this reader knows {VERSION}")
+        raise BitstreamError(
+            "unsupported_version", f"format version {version}; this reader knows {VERSION}"
+        )
     if payload_len > MAX_PAYLOAD:
-        raise BitstreamError("limits", f"declared payload of {payload_len} bytes exceeds {MAX_PAYLOAD}")
+        raise BitstreamError(
+            "limits", f"declared payload of {payload_len} bytes exceeds {MAX_PAYLOAD}"
+        )
     expected = OVERHEAD + payload_len
     if len(data) < expected:
         raise BitstreamError("truncated", f"frame is {len(data)} bytes, header declares {expected}")
     if len(data) > expected:
-        raise BitstreamError("length_mismatch", f"frame is {len(data)} bytes, header declares {expected}")
+        raise BitstreamError(
+            "length_mismatch", f"frame is {len(data)} bytes, header declares {expected}"
+        )
     (crc,) = struct.unpack_from("<I", data, expected - TRAILER_SIZE)
     actual = zlib.crc32(memoryview(data)[: expected - TRAILER_SIZE])
     if crc != actual:
-        raise BitstreamError("crc_mismatch", f"CRC-32 mismatch: trailer {crc:08x}, bytes {actual:08x}")
+        raise BitstreamError(
+            "crc_mismatch", f"CRC-32 mismatch: trailer {crc:08x}, bytes {actual:08x}"
+        )
     _check_fields(codec, qf, stride_log2, (c, h, w))
     return Frame(
         codec=codec,

@@ -20,7 +20,9 @@ class ModelMismatchError(ValueError):
 
     def __init__(self, frame_id: str, served_ids: list[str]):
         self.frame_id, self.served_ids = frame_id, served_ids
-        super().__init__(f"frame was made by model {frame_id}; this decoder has {', '.join(served_ids)}")
+        super().__init__(
+            f"frame was made by model {frame_id}; this decoder has {', '.join(served_ids)}"
+        )
 
 
 class Codebook:
@@ -36,10 +38,14 @@ class Codebook:
         if name not in CODECS:
             raise ValueError(f"unknown codec {name!r}; known: {', '.join(CODECS)}")
         if qf not in self.manifest.qfs:
-            raise ValueError(f"QF {qf} not supported by model {self.manifest.model_id}; supported: {self.manifest.qfs}")
+            raise ValueError(
+                f"QF {qf} not supported by model {self.manifest.model_id}; supported: {self.manifest.qfs}"
+            )
         return self._codec(name, qf)
 
-    def encode(self, symbols: np.ndarray, qf: int, codec: str, image_size: tuple[int, int]) -> bytes:
+    def encode(
+        self, symbols: np.ndarray, qf: int, codec: str, image_size: tuple[int, int]
+    ) -> bytes:
         """Entropy-code (C, H, W) symbols and pack them into a complete frame."""
         coder = self.codec(codec, qf)
         frame = bitstream.Frame(
@@ -65,15 +71,24 @@ class Codebook:
     def decode_frame(self, frame: bitstream.Frame) -> np.ndarray:
         if frame.model_id != self.model_id:
             raise ModelMismatchError(frame.model_id_hex, [self.manifest.model_id])
-        if frame.latent_shape[0] != self.manifest.latent.channels or frame.stride != self.manifest.latent.stride:
+        if (
+            frame.latent_shape[0] != self.manifest.latent.channels
+            or frame.stride != self.manifest.latent.stride
+        ):
             raise BitstreamError(
                 "table_mismatch",
                 f"frame latent {frame.latent_shape} at stride {frame.stride} does not fit model "
                 f"{self.manifest.model_id} ({self.manifest.latent.channels} channels, stride {self.manifest.latent.stride})",
             )
         if frame.qf not in self.manifest.qfs:
-            raise BitstreamError("table_mismatch", f"QF {frame.qf} has no table in model {self.manifest.model_id}")
-        symbols = self.codec(codec_name(frame.codec), frame.qf).decode(frame.payload, frame.latent_shape)
+            raise BitstreamError(
+                "table_mismatch", f"QF {frame.qf} has no table in model {self.manifest.model_id}"
+            )
+        symbols = self.codec(codec_name(frame.codec), frame.qf).decode(
+            frame.payload, frame.latent_shape
+        )
         if symbols.max(initial=0) > frame.qf:
-            raise BitstreamError("corrupt_payload", f"symbol {int(symbols.max())} exceeds QF {frame.qf}")
+            raise BitstreamError(
+                "corrupt_payload", f"symbol {int(symbols.max())} exceeds QF {frame.qf}"
+            )
         return symbols

@@ -51,7 +51,9 @@ class LatentRule(BaseModel):
 
     def shape_for(self, height: int, width: int) -> tuple[int, int, int]:
         if height % self.stride or width % self.stride:
-            raise ValueError(f"input {width}x{height} is not a multiple of the stride {self.stride}")
+            raise ValueError(
+                f"input {width}x{height} is not a multiple of the stride {self.stride}"
+            )
         return self.channels, height // self.stride, width // self.stride
 
 
@@ -160,4 +162,11 @@ def write_manifest(bundle_dir: str | Path, manifest: Manifest) -> Manifest:
 def _to_json(manifest: Manifest) -> str:
     """Indented JSON, but every list of numbers on one line (the tables are ~6k integers)."""
     text = json.dumps(manifest.model_dump(mode="json"), indent=1)
-    return re.sub(r"\[\s*([-0-9.e, \n]+?)\s*\]", lambda m: "[" + ",".join(m.group(1).split()).replace(",,", ",") + "]", text) + "\n"
+    return (
+        re.sub(
+            r"\[\s*([-0-9.e, \n]+?)\s*\]",
+            lambda m: "[" + ",".join(m.group(1).split()).replace(",,", ",") + "]",
+            text,
+        )
+        + "\n"
+    )

@@ -8,3 +8,92 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+TINY_CLASSES = ("n01440764", "n02102040")
+
+
+def make_image_folder(
+    root: Path, per_class: int = 8, size: tuple[int, int] = (96, 80), seed: int = 0
+) -> Path:
+    """A labelled ImageFolder of generated images: class 0 reddish stripes, class 1 bluish blobs."""
+    rng = np.random.default_rng(seed)
+    for split in ("train", "val"):
+        for c, wnid in enumerate(TINY_CLASSES):
+            d = root / split / wnid
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                w, h = size
+                base = rng.integers(0, 80, (h, w, 3))
+                if c == 0:
+                    base[:, :, 0] += 150
+                    base[:: 8 + i % 4] = 255
+                else:
+                    base[:, :, 2] += 150
+                    yy, xx = np.ogrid[:h, :w]
+                    base[(yy - h / 2) ** 2 + (xx - w / 2) ** 2 < (10 + i) ** 2] = 20
+                Image.fromarray(np.clip(base, 0, 255).astype(np.uint8)).save(
+                    d / f"{split}_{i}.JPEG", quality=90
+                )
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    return make_image_folder(tmp_path_factory.mktemp("tinydata"))
+
+
+TINY_TRAIN_ARGS = [
+    "--set",
+    'model="spic-tiny"',
+    "--set",
+    "epochs=2",
+    "--set",
+    "batch_size=4",
+    "--set",
+    "crop=64",
+    "--set",
+    "final_crop=64",
+    "--set",
+    "final_crop_epochs=1",
+    "--set",
+    "eval_size=64",
+    "--set",
+    "eval_every=1",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_data, tmp_path_factory) -> Path:
+    """A spic-tiny model trained for 2 epochs on generated images (a few seconds on CPU)."""
+    from models.train import main
+
+    out = tmp_path_factory.mktemp("tinyrun")
+    assert main(["--data", str(tiny_data), "--out", str(out), *TINY_TRAIN_ARGS]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_run, tiny_data, tmp_path_factory) -> Path:
+    """A complete model bundle exported from ``tiny_run``: what edge and cloud tests serve."""
+    from models.export import main
+
+    out = tmp_path_factory.mktemp("bundles") / "spic-tiny-test"
+    assert (
+        main(
+            [
+                str(tiny_run / "checkpoint.pt"),
+                "--out",
+                str(out),
+                "--data",
+                str(tiny_data / "train"),
+                "--size",
+                "64",
+            ]
+        )
+        == 0
+    )
+    return out

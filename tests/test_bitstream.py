@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import zlib
 from pathlib import Path
@@ -20,8 +21,15 @@ GOLDEN = Path(__file__).parent / "golden"
 
 
 def sample_frame(**overrides) -> bitstream.Frame:
-    fields = dict(codec=2, qf=48, model_id=b"\x01" * 8, latent_shape=(32, 14, 14),
-                  image_size=(640, 480), payload=bytes(range(200)), stride=16)
+    fields = dict(
+        codec=2,
+        qf=48,
+        model_id=b"\x01" * 8,
+        latent_shape=(32, 14, 14),
+        image_size=(640, 480),
+        payload=bytes(range(200)),
+        stride=16,
+    )
     fields.update(overrides)
     return bitstream.Frame(**fields)
 
@@ -38,13 +46,17 @@ def test_pack_unpack_round_trip():
     assert frame.bpp == pytest.approx(8 * (34 + 200) / 224**2)
 
 
-@pytest.mark.parametrize("case", list(golden_cases()), ids=lambda c: c[0] if isinstance(c, str) else "")
+@pytest.mark.parametrize(
+    "case", list(golden_cases()), ids=lambda c: c[0] if isinstance(c, str) else ""
+)
 def test_golden_frames_are_stable(case):
     codec, qf, tables, symbols = case
     golden = (GOLDEN / f"{codec}-v{bitstream.VERSION}.spic").read_bytes()
     assert frame_for(codec, qf, tables, symbols) == golden, "the format changed: bump VERSION"
     frame = bitstream.unpack(golden)
-    np.testing.assert_array_equal(make_codec(codec, tables).decode(frame.payload, frame.latent_shape), symbols)
+    np.testing.assert_array_equal(
+        make_codec(codec, tables).decode(frame.payload, frame.latent_shape), symbols
+    )
 
 
 def _golden_bytes() -> list[bytes]:
@@ -77,8 +89,20 @@ def test_trailing_bytes_are_refused():
 
 def _forge(**fields) -> bytes:
     """A header with arbitrary fields and a *valid* CRC, as a hostile sender would make."""
-    values = dict(magic=b"SPIC", version=1, codec=2, qf=16, stride_log2=4, model_id=b"\0" * 8,
-                  c=32, h=14, w=14, iw=224, ih=224, payload_len=0)
+    values = dict(
+        magic=b"SPIC",
+        version=1,
+        codec=2,
+        qf=16,
+        stride_log2=4,
+        model_id=b"\0" * 8,
+        c=32,
+        h=14,
+        w=14,
+        iw=224,
+        ih=224,
+        payload_len=0,
+    )
     values.update(fields)
     payload = fields.get("payload", b"\0" * values["payload_len"])
     values.pop("payload", None)
@@ -117,17 +141,13 @@ def test_reasons_are_documented():
 @settings(max_examples=2000, deadline=None)
 @given(st.binary(max_size=300))
 def test_fuzz_random_bytes(data):
-    try:
+    with contextlib.suppress(BitstreamError):
         bitstream.unpack(data)
-    except BitstreamError:
-        pass
 
 
 @settings(max_examples=1000, deadline=None)
 @given(st.binary(max_size=200))
 def test_fuzz_random_bytes_behind_a_valid_header(data):
     """Random bytes after a plausible magic and version reach the deeper checks."""
-    try:
+    with contextlib.suppress(BitstreamError):
         bitstream.unpack(b"SPIC\x01" + data)
-    except BitstreamError:
-        pass

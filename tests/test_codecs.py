@@ -32,7 +32,9 @@ def coding_cases(draw):
             p = rng.dirichlet(np.full(k, 0.05))
             symbols[ch] = rng.choice(k, h * w, p=p)
         elif kind == "laplace":
-            symbols[ch] = np.clip(np.round(rng.laplace(k // 2, rng.uniform(0.05, 3), h * w)), 0, k - 1)
+            symbols[ch] = np.clip(
+                np.round(rng.laplace(k // 2, rng.uniform(0.05, 3), h * w)), 0, k - 1
+            )
         elif kind in ("single", "empty"):
             symbols[ch] = rng.integers(0, k)
         counts = np.bincount(symbols[ch], minlength=k)
@@ -54,7 +56,9 @@ def test_round_trip_is_exact(name, case):
     tables, symbols = case
     codec = make_codec(name, tables)
     payload = codec.encode(symbols)
-    decoded = make_codec(name, tables).decode(payload, symbols.shape)  # a fresh decoder, as the cloud
+    decoded = make_codec(name, tables).decode(
+        payload, symbols.shape
+    )  # a fresh decoder, as the cloud
     assert decoded.dtype == np.uint16
     np.testing.assert_array_equal(decoded, symbols)
 

@@ -9,7 +9,9 @@ GOLDEN = sorted((Path(__file__).parent / "golden").glob("*.spic"))
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "shared.inspect_cli", *args], capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "shared.inspect_cli", *args], capture_output=True, text=True
+    )
 
 
 def test_prints_one_json_header_per_frame():
@@ -20,7 +22,14 @@ def test_prints_one_json_header_per_frame():
     for r, path in zip(rows, GOLDEN, strict=True):
         assert r["total_bytes"] == path.stat().st_size
         assert r["bpp"] == round(8 * path.stat().st_size / (80 * 48), 6)
-        assert {"qf", "model_id", "latent_shape", "image_size", "payload_bytes", "version"} <= r.keys()
+        assert {
+            "qf",
+            "model_id",
+            "latent_shape",
+            "image_size",
+            "payload_bytes",
+            "version",
+        } <= r.keys()
 
 
 def test_truncated_and_flipped_frames_exit_2_with_one_line(tmp_path):

@@ -16,7 +16,9 @@ def test_rule_on_the_edges(qf):
     assert alphabet_size(qf) == qf + 1
 
 
-@given(arrays(np.float32, st.integers(1, 200), elements=st.floats(0, 1, width=32)), st.integers(1, 255))
+@given(
+    arrays(np.float32, st.integers(1, 200), elements=st.floats(0, 1, width=32)), st.integers(1, 255)
+)
 def test_round_trip_error_is_at_most_half_a_step(y, qf):
     s = quantize(y, qf)
     assert s.dtype == np.uint16 and s.max() <= qf

@@ -11,8 +11,16 @@ from pathlib import Path
 import shared
 
 # constriction is the pinned rANS coder the issue names; pydantic brings its own two helpers.
-ALLOWED = {"numpy", "pydantic", "pydantic_core", "annotated_types", "typing_extensions",
-           "typing_inspection", "constriction", "shared"}
+ALLOWED = {
+    "numpy",
+    "pydantic",
+    "pydantic_core",
+    "annotated_types",
+    "typing_extensions",
+    "typing_inspection",
+    "constriction",
+    "shared",
+}
 
 
 def test_shared_imports_nothing_else():
@@ -23,8 +31,13 @@ def test_shared_imports_nothing_else():
         f"for m in {modules!r}: importlib.import_module(m)\n"
         "print(json.dumps(sorted({n.split('.')[0] for n in sys.modules})))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(shared.__file__).parent.parent)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(shared.__file__).parent.parent,
+    )
     top = set(json.loads(out.stdout)) - set(sys.stdlib_module_names) - {"_distutils_hack"}
     top = {m for m in top if not m.startswith("_")}
     assert top <= ALLOWED, f"shared/ pulled in {sorted(top - ALLOWED)}"

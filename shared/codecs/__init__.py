@@ -25,7 +25,9 @@ def codec_name(codec_id: int) -> str:
     try:
         return CODEC_IDS[codec_id]
     except KeyError:
-        raise BitstreamError("unknown_codec", f"unknown codec id {codec_id}; known: {CODEC_IDS}") from None
+        raise BitstreamError(
+            "unknown_codec", f"unknown codec id {codec_id}; known: {CODEC_IDS}"
+        ) from None
 
 
 def make_codec(name: str, tables: np.ndarray) -> Codec:

@@ -27,7 +27,13 @@ import heapq
 
 import numpy as np
 
-from shared.codecs.tables import check_tables, join_escapes, model_weights, read_escapes, write_escapes
+from shared.codecs.tables import (
+    check_tables,
+    join_escapes,
+    model_weights,
+    read_escapes,
+    write_escapes,
+)
 from shared.errors import BitstreamError
 from shared.varint import read_varint, write_varint
 
@@ -135,7 +141,8 @@ class HuffmanCodec:
     def _check_shape(self, shape: tuple[int, ...]) -> None:
         if len(shape) != 3 or shape[0] != self.tables.shape[0]:
             raise BitstreamError(
-                "table_mismatch", f"latent shape {tuple(shape)} does not fit {self.tables.shape[0]}-channel tables"
+                "table_mismatch",
+                f"latent shape {tuple(shape)} does not fit {self.tables.shape[0]}-channel tables",
             )
 
     def code_bits(self, symbols: np.ndarray) -> int:
@@ -151,7 +158,10 @@ class HuffmanCodec:
         active = ~(flat == self.mode[:, None]).all(axis=1)
         rows = np.flatnonzero(active)
         sub = flat[rows]
-        flat_idx = np.minimum(sub, self.k).astype(np.int32) + (rows * (self.k + 1)).astype(np.int32)[:, None]
+        flat_idx = (
+            np.minimum(sub, self.k).astype(np.int32)
+            + (rows * (self.k + 1)).astype(np.int32)[:, None]
+        )
         aligned = np.take(self.enc_aligned, flat_idx)
         lens = np.take(self.enc_len, flat_idx)
         escapes = sub[aligned == self.esc_aligned[rows, None]]
@@ -174,12 +184,15 @@ class HuffmanCodec:
         for ch in range(c):
             bits, pos = read_varint(payload, pos)
             if bits > n * MAX_CODE_LENGTH or (0 < bits < n):
-                raise BitstreamError("corrupt_payload", f"channel {ch} declares {bits} bits for {n} symbols")
+                raise BitstreamError(
+                    "corrupt_payload", f"channel {ch} declares {bits} bits for {n} symbols"
+                )
             channel_bits[ch] = bits
         total = int(channel_bits.sum())
         if len(payload) - pos != (total + 7) // 8:
             raise BitstreamError(
-                "corrupt_payload", f"Huffman body is {len(payload) - pos} bytes, channel sizes say {(total + 7) // 8}"
+                "corrupt_payload",
+                f"Huffman body is {len(payload) - pos} bytes, channel sizes say {(total + 7) // 8}",
             )
         out = np.repeat(self.mode[:, None], n, axis=1).astype(np.uint16)
         rows = np.flatnonzero(channel_bits)
@@ -198,10 +211,14 @@ class HuffmanCodec:
         # repeated for the byte's 8 bit offsets and shifted into place.
         padded = np.concatenate([data, np.zeros(2, dtype=np.uint8)]).astype(np.int32)
         per_byte = (padded[:-2] << 16) | (padded[1:-1] << 8) | padded[2:]
-        shifts = np.tile(np.arange(24 - MAX_CODE_LENGTH, 24 - MAX_CODE_LENGTH - 8, -1, dtype=np.int32), len(data))
+        shifts = np.tile(
+            np.arange(24 - MAX_CODE_LENGTH, 24 - MAX_CODE_LENGTH - 8, -1, dtype=np.int32), len(data)
+        )
         window = (np.repeat(per_byte, 8) >> shifts)[:total] & ((1 << MAX_CODE_LENGTH) - 1)
         entry = np.zeros(total + 1, dtype=np.int32)  # position `total` is a sink: entry 0, invalid
-        entry[:total] = np.take(self.lut, (table_of_bit.astype(np.int32) << MAX_CODE_LENGTH) | window)
+        entry[:total] = np.take(
+            self.lut, (table_of_bit.astype(np.int32) << MAX_CODE_LENGTH) | window
+        )
         length = entry & 15
         nxt = np.arange(total + 1, dtype=np.int32)
         np.minimum(nxt + length, total, out=nxt)

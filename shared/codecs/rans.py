@@ -41,12 +41,15 @@ class RansCodec:
         self.k = weights.shape[1] - 1
         # perfect=False is passed explicitly: constriction's default is changing, and encoder and
         # decoder must quantize the probabilities identically.
-        self.models = [constriction.stream.model.Categorical(w / w.sum(), perfect=False) for w in weights]
+        self.models = [
+            constriction.stream.model.Categorical(w / w.sum(), perfect=False) for w in weights
+        ]
 
     def _check_shape(self, shape: tuple[int, ...]) -> None:
         if len(shape) != 3 or shape[0] != self.tables.shape[0]:
             raise BitstreamError(
-                "table_mismatch", f"latent shape {tuple(shape)} does not fit {self.tables.shape[0]}-channel tables"
+                "table_mismatch",
+                f"latent shape {tuple(shape)} does not fit {self.tables.shape[0]}-channel tables",
             )
 
     def encode(self, symbols: np.ndarray) -> bytes:
@@ -68,7 +71,9 @@ class RansCodec:
         n = h * w
         escapes, pos = read_escapes(payload, 0, c * n)
         if (len(payload) - pos) % 4:
-            raise BitstreamError("corrupt_payload", "rANS body is not a whole number of 32-bit words")
+            raise BitstreamError(
+                "corrupt_payload", "rANS body is not a whole number of 32-bit words"
+            )
         words = np.frombuffer(payload, dtype="<u4", offset=pos).astype(np.uint32)
         idx = np.empty((c, n), dtype=np.int64)
         try:

@@ -35,12 +35,19 @@ def golden_cases():
 def frame_for(codec: str, qf: int, tables: np.ndarray, symbols: np.ndarray) -> bytes:
     coder = make_codec(codec, tables)
     frame = bitstream.Frame(
-        codec=coder.codec_id, qf=qf, model_id=MODEL_ID, latent_shape=symbols.shape,
-        image_size=(80, 48), payload=coder.encode(symbols), stride=16,
+        codec=coder.codec_id,
+        qf=qf,
+        model_id=MODEL_ID,
+        latent_shape=symbols.shape,
+        image_size=(80, 48),
+        payload=coder.encode(symbols),
+        stride=16,
     )
     return bitstream.pack(frame)
 
 
 if __name__ == "__main__":
     for codec, qf, tables, symbols in golden_cases():
-        (HERE / f"{codec}-v{bitstream.VERSION}.spic").write_bytes(frame_for(codec, qf, tables, symbols))
+        (HERE / f"{codec}-v{bitstream.VERSION}.spic").write_bytes(
+            frame_for(codec, qf, tables, symbols)
+        )

@@ -1,0 +1,106 @@
+"""spic-export produces a self-consistent bundle that the edge and the cloud agree on."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edge_client.encoder import EdgeEncoder
+from edge_client.errors import BundleError, ImageError
+from models.export import main as export_main
+from shared.codebook import Codebook, ModelMismatchError
+from shared.errors import BitstreamError
+from shared.manifest import load_manifest
+
+
+def test_bundle_files_and_manifest(tiny_bundle):
+    assert {p.name for p in tiny_bundle.iterdir()} >= {
+        "encoder.onnx",
+        "decoder.onnx",
+        "classifier.onnx",
+        "manifest.json",
+        "MODEL_CARD.md",
+    }
+    m = load_manifest(tiny_bundle)
+    assert m.qfs == [16, 48, 128] and m.latent.stride == 16 and m.latent.channels == 4
+    assert [c.name for c in m.classes] == ["tench", "English springer"]
+    for qf in m.qfs:
+        t = m.table(qf)
+        assert t.shape == (4, qf + 1) and t.min() >= 1  # Laplace-smoothed counts
+    assert "GFLOP" in (tiny_bundle / "MODEL_CARD.md").read_text()
+
+
+def test_export_is_deterministic(tiny_run, tiny_data, tiny_bundle, tmp_path):
+    export_main(
+        [
+            str(tiny_run / "checkpoint.pt"),
+            "--out",
+            str(tmp_path / "again"),
+            "--name",
+            tiny_bundle.name,
+            "--data",
+            str(tiny_data / "train"),
+            "--size",
+            "64",
+        ]
+    )
+    assert load_manifest(tmp_path / "again").model_id == load_manifest(tiny_bundle).model_id
+
+
+def test_tampered_bundle_is_refused(tiny_bundle, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_bundle, copy)
+    with (copy / "classifier.onnx").open("ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ValueError, match="does not match"):
+        load_manifest(copy)
+    manifest = json.loads((tiny_bundle / "manifest.json").read_text())
+    manifest["tables"]["16"][0][0] += 1
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    shutil.copy(tiny_bundle / "classifier.onnx", copy / "classifier.onnx")
+    with pytest.raises(ValueError, match="model id"):
+        load_manifest(copy)
+    with pytest.raises(BundleError):
+        EdgeEncoder(copy)
+
+
+@pytest.mark.parametrize("codec", ["rans", "huffman"])
+@pytest.mark.parametrize("qf", [16, 128])
+def test_edge_frame_decodes_to_the_encoders_symbols(tiny_bundle, tiny_data, codec, qf, tmp_path):
+    encoder = EdgeEncoder(tiny_bundle, qf=qf, codec=codec, cache_dir=tmp_path)
+    image = next((tiny_data / "val").rglob("*.JPEG"))
+    result = encoder.encode_timed(image)
+    frame, symbols = Codebook(load_manifest(tiny_bundle)).decode(result.data)
+    np.testing.assert_array_equal(symbols, result.symbols)
+    assert frame.qf == qf and frame.image_size == Image.open(image).size
+    assert frame.input_size == (64, 64) and frame.bpp == pytest.approx(result.bpp)
+    assert set(result.timings_ms) == {"preprocess", "encoder", "quantize", "entropy", "pack"}
+    assert list(tmp_path.glob("encoder-*.onnx")), "the optimized graph is cached on disk"
+
+
+def test_whole_image_mode_and_bad_images(tiny_bundle, tmp_path):
+    enc = EdgeEncoder(tiny_bundle, whole_image=True, cache_dir=False)
+    frame, _ = Codebook(enc.manifest).decode(enc.encode(Image.new("RGB", (96, 48), "gray")))
+    assert frame.latent_shape == (4, 3, 6)
+    with pytest.raises(ImageError, match="multiples of 16"):
+        enc.encode(Image.new("RGB", (100, 48)))
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not a jpeg")
+    with pytest.raises(ImageError, match="bad.jpg"):
+        EdgeEncoder(tiny_bundle, cache_dir=False).encode(bad)
+
+
+def test_codebook_refuses_frames_of_other_models(tiny_bundle):
+    enc = EdgeEncoder(tiny_bundle, cache_dir=False)
+    data = bytearray(enc.encode(Image.new("RGB", (64, 64), "white")))
+    other = load_manifest(tiny_bundle).model_copy(update={"model_id": "00112233445566ff"})
+    with pytest.raises(ModelMismatchError) as err:
+        Codebook(other).decode(bytes(data))
+    assert enc.model_id in str(err.value) and "00112233445566ff" in str(err.value)
+    data[-5] ^= 1
+    with pytest.raises(BitstreamError):
+        Codebook(load_manifest(tiny_bundle)).decode(bytes(data))
