@@ -1,0 +1,128 @@
+"""CloudClient: posts frames to the cloud's ``/v1/classify`` and returns its prediction.
+
+* Every request carries an ``Idempotency-Key``, so a retry never double-counts a frame.
+* Connection errors, timeouts, 429 and 5xx are retried with full-jitter exponential backoff,
+  sleep = uniform(0, min(cap, base·2^attempt)); a ``Retry-After`` from the server wins when given.
+* Other 4xx answers are final: ``CloudRejectedError`` (``AuthError`` for 401/403) carrying the
+  server's problem+json.
+* It accepts any ``httpx.Client``, so tests can hand it Starlette's ``TestClient``.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import time
+from collections.abc import Callable
+
+import httpx
+
+from edge_client.errors import AuthError, CloudRejectedError, CloudUnavailableError
+
+log = logging.getLogger("spic.edge.client")
+RETRYABLE = {408, 425, 429, 500, 502, 503, 504}
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Parse a Retry-After header: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class CloudClient:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        client: httpx.Client | None = None,
+        timeout: float = 10.0,
+        max_retries: int = 5,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 30.0,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ):
+        self.base_url = base_url.rstrip("/")
+        self.http = client or httpx.Client(timeout=timeout)
+        self.timeout = timeout
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.max_retries, self.backoff_base, self.backoff_cap = (
+            max_retries,
+            backoff_base,
+            backoff_cap,
+        )
+        self.sleep, self.rng = sleep, rng or random.Random()
+
+    def close(self) -> None:
+        self.http.close()
+
+    def backoff(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.backoff_cap)
+        return self.rng.uniform(0, min(self.backoff_cap, self.backoff_base * 2**attempt))
+
+    def classify(self, frame: bytes, idempotency_key: str) -> dict:
+        """Post one frame; returns the cloud's JSON prediction. Raises an ``UploadError``."""
+        return self._post("/v1/classify", frame, idempotency_key).json()
+
+    def reconstruct(self, frame: bytes, idempotency_key: str) -> bytes:
+        return self._post("/v1/reconstruct", frame, idempotency_key).content
+
+    def _post(self, path: str, frame: bytes, key: str) -> httpx.Response:
+        headers = {
+            **self.headers,
+            "Content-Type": "application/octet-stream",
+            "Idempotency-Key": key,
+        }
+        last = "no attempt made"
+        for attempt in range(self.max_retries + 1):
+            retry_after = None
+            try:
+                resp = self.http.post(
+                    self.base_url + path, content=frame, headers=headers, timeout=self.timeout
+                )
+            except httpx.TransportError as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            else:
+                if resp.status_code < 300:
+                    return resp
+                problem = _problem(resp)
+                if resp.status_code in (401, 403):
+                    raise AuthError(
+                        resp.status_code,
+                        problem,
+                        f"cloud refused the API key ({resp.status_code}): {problem.get('detail', resp.text[:200])}",
+                    )
+                if resp.status_code not in RETRYABLE:
+                    raise CloudRejectedError(
+                        resp.status_code,
+                        problem,
+                        f"cloud rejected the frame ({resp.status_code}): {problem.get('detail', resp.text[:200])}",
+                    )
+                last = f"HTTP {resp.status_code}"
+                retry_after = retry_after_seconds(resp.headers.get("Retry-After"))
+            if attempt < self.max_retries:
+                delay = self.backoff(attempt, retry_after)
+                log.info("frame %s: %s; retry %d in %.2f s", key, last, attempt + 1, delay)
+                self.sleep(delay)
+        raise CloudUnavailableError(
+            f"cloud unavailable after {self.max_retries + 1} attempts: {last}"
+        )
+
+
+def _problem(resp: httpx.Response) -> dict:
+    try:
+        body = resp.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}

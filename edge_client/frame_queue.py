@@ -1,0 +1,175 @@
+"""A disk-backed store-and-forward queue: a frame is on disk before anyone is told it exists.
+
+Each queued frame is one file ``<seq:012d>.frame`` in the queue folder::
+
+    ┌──────────────────────────────────────────────┬─────────────────────────┐
+    │ one JSON line: {"key", "source", "captured"} │ the SPIC frame's bytes  │
+    └──────────────────────────────────────────────┴─────────────────────────┘
+
+* ``put`` writes a temporary file, fsyncs it, renames it into place and fsyncs the folder, and
+  only then returns: a frame reported captured survives a crash or power cut.
+* ``ack`` deletes a frame; only the uploader calls it, after the cloud confirmed the frame.
+* Frames come out in capture order (sequence numbers), also after a restart.
+* Bounded by total bytes and by age (TTL). When full, the policy decides: ``reject_new`` (the
+  default; ``put`` raises ``QueueFullError``) or ``drop_oldest``. Every refused, dropped or
+  expired frame is logged at WARNING with its key and source.
+* The idempotency key travels with the frame, so a retry after a crash is recognised by the cloud.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from edge_client.errors import QueueError, QueueFullError
+
+log = logging.getLogger("spic.edge.queue")
+SUFFIX = ".frame"
+Policy = Literal["reject_new", "drop_oldest"]
+
+
+@dataclass(frozen=True)
+class QueuedFrame:
+    seq: int
+    key: str
+    source: str
+    captured: float
+    path: Path
+
+    def read(self) -> bytes:
+        with self.path.open("rb") as f:
+            f.readline()
+            return f.read()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FrameQueue:
+    def __init__(
+        self,
+        root: str | Path,
+        max_bytes: int = 256 << 20,
+        ttl_s: float = 24 * 3600,
+        policy: Policy = "reject_new",
+    ):
+        if policy not in ("reject_new", "drop_oldest"):
+            raise ValueError(f"unknown queue policy {policy!r}")
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.max_bytes, self.ttl_s, self.policy = max_bytes, ttl_s, policy
+        for tmp in self.root.glob("*.tmp"):
+            tmp.unlink()  # a put that crashed before its rename never reported success
+        self._next = max((self._seq(p) for p in self._files()), default=0) + 1
+
+    @staticmethod
+    def _seq(path: Path) -> int:
+        return int(path.stem)
+
+    def _files(self) -> list[Path]:
+        return sorted(self.root.glob(f"*{SUFFIX}"), key=self._seq)
+
+    def _load(self, path: Path) -> QueuedFrame | None:
+        try:
+            with path.open("rb") as f:
+                meta = json.loads(f.readline())
+        except FileNotFoundError:
+            return None
+        except (ValueError, OSError) as exc:
+            raise QueueError(f"unreadable queue file {path}: {exc}") from exc
+        return QueuedFrame(self._seq(path), meta["key"], meta["source"], meta["captured"], path)
+
+    def __len__(self) -> int:
+        return len(self._files())
+
+    def total_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self._files())
+
+    def keys(self) -> set[str]:
+        return {f.key for f in self}
+
+    def __iter__(self):
+        for path in self._files():
+            item = self._load(path)
+            if item is not None:
+                yield item
+
+    def put(
+        self, frame: bytes, key: str, source: str = "", captured: float | None = None
+    ) -> QueuedFrame:
+        """Store a frame durably and return it; raises ``QueueFullError`` under ``reject_new``."""
+        self.expire()
+        header = (
+            json.dumps({"key": key, "source": source, "captured": captured or time.time()}).encode()
+            + b"\n"
+        )
+        size = len(header) + len(frame)
+        used = self.total_bytes()
+        if size > self.max_bytes:
+            log.warning(
+                "REFUSED frame %s (%s): %d bytes exceeds the queue limit", key, source, size
+            )
+            raise QueueFullError(
+                f"frame of {size} bytes exceeds the queue limit of {self.max_bytes}"
+            )
+        while used + size > self.max_bytes:
+            if self.policy == "reject_new":
+                log.warning(
+                    "REFUSED frame %s (%s): queue full (%d of %d bytes)",
+                    key,
+                    source,
+                    used,
+                    self.max_bytes,
+                )
+                raise QueueFullError(f"queue full: {used} of {self.max_bytes} bytes used")
+            oldest = next(iter(self))
+            log.warning(
+                "DROPPED oldest frame %s (%s) to make room: queue full", oldest.key, oldest.source
+            )
+            used -= oldest.path.stat().st_size
+            self._remove(oldest)
+        seq = self._next
+        self._next += 1
+        path = self.root / f"{seq:012d}{SUFFIX}"
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("wb") as f:
+            f.write(header)
+            f.write(frame)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(self.root)
+        return QueuedFrame(seq, key, source, json.loads(header)["captured"], path)
+
+    def ack(self, item: QueuedFrame) -> None:
+        """The cloud confirmed this frame: forget it."""
+        self._remove(item)
+
+    def _remove(self, item: QueuedFrame) -> None:
+        item.path.unlink(missing_ok=True)
+        _fsync_dir(self.root)
+
+    def expire(self, now: float | None = None) -> int:
+        now = time.time() if now is None else now
+        dropped = 0
+        for item in self:
+            if now - item.captured > self.ttl_s:
+                log.warning(
+                    "EXPIRED frame %s (%s) after %.0f s undelivered",
+                    item.key,
+                    item.source,
+                    now - item.captured,
+                )
+                self._remove(item)
+                dropped += 1
+        return dropped
