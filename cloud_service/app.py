@@ -1,0 +1,124 @@
+"""create_app(settings): the SPIC cloud service.
+
+The lifespan loads every configured bundle (ONNX sessions, codec tables) in the background:
+``/healthz`` answers at once, ``/readyz`` and the inference routes answer 503 until the models are
+in. One access-log line (JSON) per request: request id, route, status, model id, bytes, latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+
+from cloud_service import problems
+from cloud_service.batcher import Batcher
+from cloud_service.idempotency import IdempotencyStore
+from cloud_service.metrics import Metrics
+from cloud_service.routes import health, inference, models
+from cloud_service.runtime import BundleRuntime
+from cloud_service.settings import Settings, get_settings
+from cloud_service.state import ServiceState
+
+log = logging.getLogger("spic.cloud")
+access_log = logging.getLogger("spic.cloud.access")
+
+
+async def load_models(state: ServiceState) -> None:
+    settings = state.settings
+    try:
+        for path in settings.bundles:
+            runtime = await asyncio.to_thread(BundleRuntime, path, settings.inference_threads)
+            if runtime.model_id in state.runtimes:
+                raise ValueError(
+                    f"bundle {path} has the same model id as another: {runtime.model_id}"
+                )
+            state.runtimes[runtime.model_id] = runtime
+            state.batchers[runtime.model_id] = Batcher(
+                runtime.classify_latents,
+                settings.max_batch_size,
+                settings.max_batch_delay_ms / 1000,
+                settings.queue_size,
+                state.metrics,
+            )
+            log.info("loaded model %s (%s) from %s", runtime.model_id, runtime.manifest.name, path)
+    except Exception as exc:  # keep serving /healthz and say why /readyz is not ready
+        state.load_error = f"{type(exc).__name__}: {exc}"
+        log.error("model loading failed: %s", state.load_error)
+        return
+    state.ready = True
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    state: ServiceState = app.state.spic
+    state.reconstruct_slots = asyncio.Semaphore(state.settings.reconstruct_concurrency)
+    if not state.settings.api_keys:
+        log.warning("SPIC_CLOUD_API_KEYS is empty: authentication is OFF")
+    loader = asyncio.create_task(load_models(state))
+    yield
+    loader.cancel()
+    for batcher in state.batchers.values():
+        await batcher.close()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="SPIC cloud service",
+        version="1.0.0",
+        description="Classifies SPIC frames (semantic-preserving compressed images) straight from their latents.",
+        lifespan=lifespan,
+    )
+    app.state.spic = ServiceState(
+        settings=settings,
+        metrics=Metrics(),
+        idempotency=IdempotencyStore(settings.idempotency_ttl_s, settings.idempotency_max_entries),
+    )
+    problems.install(app)
+    app.include_router(health.router)
+    app.include_router(models.router)
+    app.include_router(inference.router)
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next):
+        state: ServiceState = app.state.spic
+        request.state.request_id = request.headers.get("x-request-id", "")[:64] or uuid.uuid4().hex
+        request.state.model_id = None
+        start = time.perf_counter()
+        state.metrics.in_flight.inc()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+        finally:
+            state.metrics.in_flight.dec()
+            elapsed = time.perf_counter() - start
+            route = getattr(request.scope.get("route"), "path", "unmatched")
+            state.metrics.requests.labels(route, str(status)).inc()
+            state.metrics.total.labels(route).observe(elapsed)
+            length = request.headers.get("content-length")
+            if route.startswith("/v1/") and length and length.isdigit():
+                state.metrics.frame_bytes.observe(int(length))
+            access_log.info(
+                json.dumps(
+                    {
+                        "request_id": request.state.request_id,
+                        "method": request.method,
+                        "route": route,
+                        "status": status,
+                        "model_id": request.state.model_id,
+                        "bytes": int(length) if length and length.isdigit() else 0,
+                        "latency_ms": round(elapsed * 1e3, 3),
+                    }
+                )
+            )
+        response.headers["X-Request-ID"] = request.state.request_id
+        return response
+
+    return app
