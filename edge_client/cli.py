@@ -55,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=env("whole_image") == "1",
         help="encode the whole image (sides must be multiples of the stride)",
     )
+    common.add_argument(
+        "--int8",
+        action="store_true",
+        default=env("int8") == "1",
+        help="use the bundle's INT8 encoder (see spic-int8)",
+    )
     common.add_argument("--json", action="store_true", help="print one JSON object per image")
     common.add_argument("-v", "--verbose", action="store_true")
     net = argparse.ArgumentParser(add_help=False)

@@ -50,7 +50,7 @@ class EdgeEncoder:
         threads: int = 1,
         cache_dir: str | Path | None = None,
         whole_image: bool = False,
-        encoder_file: str | None = None,
+        int8: bool = False,
     ):
         bundle_path = Path(bundle_path)
         try:
@@ -71,7 +71,10 @@ class EdgeEncoder:
         if whole_image:
             self.spec["mode"] = "whole"
         self.stride = self.manifest.latent.stride
-        onnx_path = bundle_path / (encoder_file or self.manifest.files["encoder"].path)
+        role = "encoder_int8" if int8 else "encoder"
+        if role not in self.manifest.files:
+            raise BundleError(f"bundle {bundle_path} has no INT8 encoder (make one with spic-int8)")
+        onnx_path = bundle_path / self.manifest.files[role].path
         self.session = make_session(onnx_path, threads=threads, cache_dir=cache_dir)
 
     @property

@@ -19,7 +19,7 @@ from shared.manifest import load_manifest
 
 
 def results_markdown(rows: list[dict], command: str, dataset: str, macs_gflop: str | None) -> str:
-    unq = next(r for r in rows if r["setting"] == "unquantized")
+    unq = next(r for r in rows if r["setting"] == "unquantized" and "INT8" not in r["classifier"])
     lines = [
         "## Results",
         "",
@@ -33,14 +33,15 @@ def results_markdown(rows: list[dict], command: str, dataset: str, macs_gflop: s
         "",
         f"Uncompressed (latent not quantized) top-1: **{100 * unq['top1']:.2f}%**",
         "",
-        "| QF | codec | mean bpp | top-1 | Δ top-1 vs uncompressed | PSNR (dB) | SSIM |",
-        "|---|---|---|---|---|---|---|",
+        "| QF | codec | encoder | mean bpp | top-1 | Δ top-1 vs uncompressed | PSNR (dB) | SSIM |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if r["setting"] == "unquantized":
             continue
+        enc = "INT8" if "INT8" in r["classifier"] else "FP32"
         lines.append(
-            f"| {r['setting'][2:]} | {r['codec'].removeprefix('spic-')} | {r['bpp']:.4f} | {100 * r['top1']:.2f}% | "
+            f"| {r['setting'][2:]} | {r['codec'].removeprefix('spic-')} | {enc} | {r['bpp']:.4f} | {100 * r['top1']:.2f}% | "
             f"{100 * (r['top1'] - unq['top1']):+.2f} | {r['psnr']:.2f} | {r['ssim']:.4f} |"
         )
     if macs_gflop:
@@ -53,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bundle", required=True)
     p.add_argument("--data", required=True, help="labelled ImageFolder split, e.g. imagenette/val")
     p.add_argument("--limit", type=int, help="seeded class-balanced subset of this many images")
+    p.add_argument(
+        "--int8", action="store_true", help="also evaluate the bundle's INT8 encoder (rANS)"
+    )
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     bundle = Path(args.bundle)
@@ -63,6 +67,12 @@ def main(argv: list[str] | None = None) -> int:
             f"the data's classes {classes} are not the bundle's {[c.id for c in manifest.classes]}"
         )
     rows = rows_to_dicts(evaluate_spic(bundle, paths, labels, progress=not args.no_progress))
+    if args.int8:
+        rows += rows_to_dicts(
+            evaluate_spic(
+                bundle, paths, labels, codecs=("rans",), progress=not args.no_progress, int8=True
+            )
+        )
     command = "spic-card " + " ".join(
         shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)
     )

@@ -170,9 +170,11 @@ def test_backpressure_answers_503_with_retry_after(tiny_bundle):
     big = EdgeEncoder(tiny_bundle, whole_image=True, cache_dir=False).encode(
         Image.fromarray(np.random.default_rng(0).integers(0, 255, (1024, 1024, 3), dtype=np.uint8))
     )
-    with running_cloud(
-        [tiny_bundle], queue_size=1, max_batch_size=1, max_body_bytes=1 << 22
-    ) as url, httpx.Client(timeout=30) as client, ThreadPoolExecutor(32) as pool:
+    with (
+        running_cloud([tiny_bundle], queue_size=1, max_batch_size=1, max_body_bytes=1 << 22) as url,
+        httpx.Client(timeout=30) as client,
+        ThreadPoolExecutor(32) as pool,
+    ):
         answers = list(
             pool.map(
                 lambda _: client.post(url + "/v1/classify", content=big, headers=OCTET),
