@@ -18,7 +18,7 @@ from fastapi import FastAPI, Request
 
 from cloud_service import problems
 from cloud_service.batcher import Batcher
-from cloud_service.idempotency import IdempotencyStore
+from cloud_service.idempotency import IdempotencyStore, SqliteIdempotencyStore
 from cloud_service.metrics import Metrics
 from cloud_service.routes import health, inference, models
 from cloud_service.runtime import BundleRuntime
@@ -75,11 +75,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Classifies SPIC frames (semantic-preserving compressed images) straight from their latents.",
         lifespan=lifespan,
     )
-    app.state.spic = ServiceState(
-        settings=settings,
-        metrics=Metrics(),
-        idempotency=IdempotencyStore(settings.idempotency_ttl_s, settings.idempotency_max_entries),
-    )
+    if settings.idempotency_db:
+        store = SqliteIdempotencyStore(
+            settings.idempotency_db, settings.idempotency_ttl_s, settings.idempotency_max_entries
+        )
+    else:
+        store = IdempotencyStore(settings.idempotency_ttl_s, settings.idempotency_max_entries)
+    app.state.spic = ServiceState(settings=settings, metrics=Metrics(), idempotency=store)
     problems.install(app)
     app.include_router(health.router)
     app.include_router(models.router)
@@ -92,10 +94,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         request.state.model_id = None
         start = time.perf_counter()
         state.metrics.in_flight.inc()
-        status = 500
+        status, replayed = 500, False
         try:
             response = await call_next(request)
             status = response.status_code
+            replayed = response.headers.get("idempotent-replayed") == "true"
         finally:
             state.metrics.in_flight.dec()
             elapsed = time.perf_counter() - start
@@ -115,6 +118,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                         "model_id": request.state.model_id,
                         "bytes": int(length) if length and length.isdigit() else 0,
                         "latency_ms": round(elapsed * 1e3, 3),
+                        "idempotency_key": request.headers.get("idempotency-key"),
+                        "replayed": replayed,
                     }
                 )
             )

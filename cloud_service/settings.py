@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     reconstruct_concurrency: int = 2  # decoder runs at once; more wait in the queue bound above
     inference_threads: int = 1  # ONNX Runtime intra-op threads per session
     retry_after_s: int = 1
+    # A SQLite file makes the idempotency store survive restarts (exactly-once across a crash);
+    # empty keeps it in memory. The only state the service has; see the README for replicas.
+    idempotency_db: str = ""
     idempotency_ttl_s: float = 3600.0
     idempotency_max_entries: int = 100_000
     top_k: int = 5

@@ -257,3 +257,14 @@ def test_not_ready_and_dependency_override(tmp_path):
             headers=OCTET,
         )
         assert resp.status_code == 409 and resp.json()["served_model_ids"] == []
+
+
+def test_sqlite_idempotency_survives_a_restart(tiny_bundle, frame, tmp_path):
+    db = tmp_path / "idem.sqlite"
+    h = {**OCTET, "Idempotency-Key": "persisted-1"}
+    with running_cloud([tiny_bundle], idempotency_db=db) as url:
+        first = httpx.post(url + "/v1/classify", content=frame, headers=h)
+    with running_cloud([tiny_bundle], idempotency_db=db) as url:  # a new process, the same file
+        again = httpx.post(url + "/v1/classify", content=frame, headers=h)
+    assert again.status_code == 200 and again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json()

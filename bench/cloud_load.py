@@ -1,0 +1,229 @@
+"""Cloud load benchmark: closed-loop HTTP load on 127.0.0.1 against a real uvicorn.
+
+    .venv/bin/python bench/cloud_load.py [--bundle B] [--seconds 10] [--concurrency 1 8 32 64]
+
+For each concurrency, that many clients send frames back to back for a fixed time; it reports
+req/s and p50/p99 latency, and the server process's CPU seconds (from /proc) to give requests
+per CPU-second. In the same run it measures the classifier's offline batch throughput (the same
+ONNX session settings, no HTTP): serving efficiency = service req/s / offline images/s. It then
+runs the JPEG pipeline (bench/jpeg_service.py: upload a JPEG at quality 75, decode, encoder +
+latent classifier, same batching) under the same load for comparison. Load generator, server and
+classifier share this machine's cores. The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from bench.edge_latency import sample_images  # noqa: E402
+from cloud_service.runtime import BundleRuntime  # noqa: E402
+from edge_client.cli import DEFAULT_BUNDLE  # noqa: E402
+from edge_client.encoder import EdgeEncoder  # noqa: E402
+from edge_client.preprocess import center_crop, resize_short_side  # noqa: E402
+from shared.codebook import Codebook  # noqa: E402
+from shared.quantize import dequantize  # noqa: E402
+from tests.cloud_server import free_port, start_cloud  # noqa: E402
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def closed_loop(
+    url: str, bodies: list[bytes], headers: dict, concurrency: int, seconds: float
+) -> dict:
+    latencies, errors = [], {}
+    deadline = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+
+        async def worker(i: int) -> None:
+            n = i
+            while time.perf_counter() < deadline:
+                t0 = time.perf_counter()
+                resp = await client.post(url, content=bodies[n % len(bodies)], headers=headers)
+                if resp.status_code == 200:
+                    latencies.append(time.perf_counter() - t0)
+                else:
+                    errors[resp.status_code] = errors.get(resp.status_code, 0) + 1
+                n += 1
+
+        t_start = time.perf_counter()
+        await asyncio.gather(*(worker(i) for i in range(concurrency)))
+        elapsed = time.perf_counter() - t_start
+    lat = np.array(latencies) * 1e3
+    return {
+        "concurrency": concurrency,
+        "requests": len(latencies),
+        "req_s": round(len(latencies) / elapsed, 1),
+        "p50_ms": round(float(np.percentile(lat, 50)), 2) if len(lat) else None,
+        "p99_ms": round(float(np.percentile(lat, 99)), 2) if len(lat) else None,
+        "errors": errors,
+    }
+
+
+def load_series(
+    proc: subprocess.Popen, url: str, bodies, headers, concurrencies, seconds
+) -> list[dict]:
+    rows = []
+    for c in concurrencies:
+        cpu0 = cpu_seconds(proc.pid)
+        row = asyncio.run(closed_loop(url, bodies, headers, c, seconds))
+        row["server_cpu_s"] = round(cpu_seconds(proc.pid) - cpu0, 2)
+        row["req_per_server_cpu_s"] = round(row["requests"] / max(row["server_cpu_s"], 1e-9), 1)
+        rows.append(row)
+        print(
+            f"  c={c:3d}: {row['req_s']:7.1f} req/s  p50 {row['p50_ms']} ms  p99 {row['p99_ms']} ms  "
+            f"{row['req_per_server_cpu_s']} req/server-CPU-s  errors {row['errors']}",
+            flush=True,
+        )
+    return rows
+
+
+def offline_throughput(
+    bundle: Path, latents: np.ndarray, threads: int, batch: int, seconds: float
+) -> float:
+    runtime = BundleRuntime(bundle, threads=threads)
+    x = np.concatenate([latents] * (batch // len(latents) + 1))[:batch]
+    runtime.classify_latents(x)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        runtime.classify_latents(x)
+        n += batch
+    return n / (time.perf_counter() - t0)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE)
+    ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
+    ap.add_argument(
+        "--batch", type=int, default=32, help="max batch size, service and offline alike"
+    )
+    ap.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads per session")
+    ap.add_argument("--skip-jpeg", action="store_true")
+    args = ap.parse_args()
+    images = sample_images(None)
+    images += [im.transpose(Image.FLIP_LEFT_RIGHT) for im in images]
+    encoder = EdgeEncoder(args.bundle, threads=1)
+    frames = [encoder.encode(im) for im in images]
+    codebook = Codebook(encoder.manifest)
+    latents = np.stack([dequantize(codebook.decode(f)[1], encoder.qf) for f in frames])
+    size = encoder.manifest.preprocessing.size
+    jpegs = []
+    for im in images:
+        buf = io.BytesIO()
+        center_crop(resize_short_side(im, size), size).save(buf, format="JPEG", quality=75)
+        jpegs.append(buf.getvalue())
+    settings = {"max_batch_size": args.batch, "inference_threads": args.threads, "queue_size": 1024}
+
+    offline = offline_throughput(args.bundle, latents, args.threads, args.batch, 5.0)
+    print(
+        f"offline classifier: {offline:.1f} images/s (batch {args.batch}, {args.threads} thread(s))",
+        flush=True,
+    )
+    result = {
+        "benchmark": "cloud_load",
+        "bundle": str(args.bundle),
+        "seconds": args.seconds,
+        "cores": os.cpu_count(),
+        "offline_classifier_images_s": round(offline, 1),
+        "mean_spic_bytes": round(float(np.mean([len(f) for f in frames])), 1),
+        "mean_jpeg_q75_bytes": round(float(np.mean([len(j) for j in jpegs])), 1),
+    }
+
+    proc, url = start_cloud([args.bundle], **settings)
+    try:
+        print("SPIC service:", flush=True)
+        result["spic"] = load_series(
+            proc,
+            url + "/v1/classify",
+            frames,
+            {"Content-Type": "application/octet-stream"},
+            args.concurrency,
+            args.seconds,
+        )
+    finally:
+        stop(proc)
+    for row in result["spic"]:
+        row["serving_efficiency"] = round(row["req_s"] / offline, 3)
+
+    if not args.skip_jpeg:
+        port = free_port()
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "SPIC_CLOUD_BUNDLES": str(args.bundle),
+            **{f"SPIC_CLOUD_{k.upper()}": str(v) for k, v in settings.items()},
+        }
+        jproc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "bench.jpeg_service:create_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
+            env=env,
+            cwd=ROOT,
+            stderr=subprocess.DEVNULL,
+        )
+        jurl = f"http://127.0.0.1:{port}"
+        for _ in range(300):
+            try:
+                httpx.post(jurl + "/v1/classify-jpeg", content=jpegs[0], timeout=5)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        try:
+            print("JPEG pipeline (upload JPEG Q75, decode, encoder + classifier):", flush=True)
+            result["jpeg"] = load_series(
+                jproc,
+                jurl + "/v1/classify-jpeg",
+                jpegs,
+                {"Content-Type": "image/jpeg"},
+                args.concurrency,
+                args.seconds,
+            )
+        finally:
+            stop(jproc)
+        result["spic_over_jpeg_req_per_server_cpu_s"] = {
+            str(s["concurrency"]): round(s["req_per_server_cpu_s"] / j["req_per_server_cpu_s"], 2)
+            for s, j in zip(result["spic"], result["jpeg"], strict=True)
+        }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

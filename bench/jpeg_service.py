@@ -1,0 +1,59 @@
+"""The JPEG baseline service for bench/cloud_load.py: upload a JPEG, decode it, and classify the
+pixels with the same bundle's encoder and latent classifier, batched the same way as SPIC.
+
+    SPIC_CLOUD_BUNDLES=... uvicorn --factory bench.jpeg_service:create_app
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from fastapi import FastAPI, Request, Response
+from PIL import Image
+
+from cloud_service.batcher import Batcher
+from cloud_service.metrics import Metrics
+from cloud_service.runtime import BundleRuntime, _session
+from cloud_service.settings import get_settings
+from edge_client.preprocess import prepare
+
+
+def create_app() -> FastAPI:
+    settings = get_settings()
+    app = FastAPI()
+
+    @app.on_event("startup")
+    async def load() -> None:
+        runtime = BundleRuntime(settings.bundles[0], settings.inference_threads)
+        encoder = _session(
+            runtime.path / runtime.manifest.files["encoder"].path, settings.inference_threads
+        )
+
+        def run(x: np.ndarray) -> np.ndarray:
+            y = encoder.run(None, {"image": x})[0]
+            return runtime.classify_latents(y)
+
+        app.state.runtime = runtime
+        app.state.batcher = Batcher(
+            run,
+            settings.max_batch_size,
+            settings.max_batch_delay_ms / 1000,
+            settings.queue_size,
+            Metrics(),
+        )
+
+    @app.post("/v1/classify-jpeg")
+    async def classify(request: Request) -> Response:
+        body = await request.body()
+        runtime = app.state.runtime
+        im = Image.open(io.BytesIO(body)).convert("RGB")
+        x = prepare(im, runtime.manifest.preprocessing.model_dump(), runtime.manifest.latent.stride)
+        probs = await app.state.batcher.submit(x)
+        i = int(np.argmax(probs))
+        return Response(
+            f'{{"label": "{runtime.labels[i]}", "confidence": {float(probs[i])}}}',
+            media_type="application/json",
+        )
+
+    return app
