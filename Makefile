@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint bench clean
+.PHONY: install test lint bench demo e2e-compose clean
 
 install: $(STAMP)
 
@@ -24,6 +24,18 @@ lint: install
 
 bench: install
 	$(PY) bench/codec.py
+	$(PY) bench/edge_latency.py
+	$(PY) bench/cloud_load.py
+
+# The main job: cloud + edge on the shipped model. IMAGES=folder adds your own photos.
+demo: install
+	$(PY) scripts/demo.py $(if $(IMAGES),--images $(IMAGES))
+
+# The end-to-end scenario through a real Docker engine (not available on the CI machine).
+e2e-compose:
+	SPIC_API_KEY=$${SPIC_API_KEY:-e2e-key} docker compose up --build -d
+	$(PY) scripts/e2e_compose.py
+	docker compose down -v
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build *.egg-info demo_out

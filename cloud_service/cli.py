@@ -15,7 +15,7 @@ import uvicorn
 from cloud_service.settings import Settings
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     defaults = Settings()
     p = argparse.ArgumentParser(prog="spic-cloud", description="SPIC cloud service")
     sub = p.add_subparsers(dest="command", required=True)
@@ -25,6 +25,11 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--workers", type=int, default=defaults.workers)
     s.add_argument("--bundle", action="append", help="model bundle folder (repeat for several)")
     s.add_argument("--log-level", default=os.environ.get("SPIC_CLOUD_LOG_LEVEL", "info"))
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     if args.bundle:
         os.environ["SPIC_CLOUD_BUNDLES"] = ",".join(args.bundle)

@@ -1,0 +1,130 @@
+"""make demo: the whole system on one machine, with the shipped default model.
+
+Starts the cloud (``spic-cloud serve``) on 127.0.0.1, encodes sample photos on the edge path
+(scikit-image's photos, plus any folder given with --images / IMAGES=), uploads each frame,
+prints a table against a JPEG of the same crop at quality 75 (a typical camera upload), writes
+the cloud's reconstructions to demo_out/, and stops the cloud.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from bench.edge_latency import SAMPLE_PHOTOS, sample_images  # noqa: E402
+from edge_client.cli import DEFAULT_BUNDLE  # noqa: E402
+from edge_client.client import CloudClient  # noqa: E402
+from edge_client.encoder import EdgeEncoder  # noqa: E402
+from edge_client.preprocess import IMAGE_SUFFIXES, center_crop, load_rgb, resize_short_side  # noqa: E402
+from tests.cloud_server import free_port  # noqa: E402
+
+
+def start_cloud(bundle: Path, port: int, api_key: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SPIC_CLOUD_API_KEYS": api_key}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cloud_service.cli",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--bundle",
+            str(bundle),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(
+                f"demo: the cloud did not start:\n{proc.stderr.read().decode()[-2000:]}"
+            )
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("demo: the cloud was not ready within 60 s")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE)
+    ap.add_argument("--images", type=Path, help="a folder of your own images, added to the samples")
+    ap.add_argument("--out", type=Path, default=ROOT / "demo_out")
+    args = ap.parse_args()
+    named = list(zip(SAMPLE_PHOTOS, sample_images(None), strict=True))
+    if args.images:
+        named += [
+            (p.stem, load_rgb(p))
+            for p in sorted(args.images.iterdir())
+            if p.suffix.lower() in IMAGE_SUFFIXES
+        ]
+    args.out.mkdir(parents=True, exist_ok=True)
+    port, key = free_port(), uuid.uuid4().hex
+    print(
+        f"demo: starting the cloud on http://127.0.0.1:{port} with {args.bundle.name} ...",
+        flush=True,
+    )
+    cloud = start_cloud(args.bundle, port, key)
+    try:
+        encoder = EdgeEncoder(args.bundle, threads=1)
+        client = CloudClient(f"http://127.0.0.1:{port}", api_key=key)
+        size = encoder.manifest.preprocessing.size
+        header = f"{'image':22s} {'SPIC B':>7s} {'bpp':>7s} {'JPEG Q75 B':>10s} {'x smaller':>9s}  {'prediction':24s} {'conf':>6s} {'edge ms':>8s} {'cloud ms':>8s}"
+        print(
+            f"\nQF {encoder.qf}, {encoder.codec_name}, {size}x{size} center crops; bpp = bits per pixel of the crop\n"
+        )
+        print(header)
+        print("-" * len(header))
+        for name, im in named:
+            res = encoder.encode_timed(im)
+            crop = center_crop(resize_short_side(im, size), size)
+            buf = io.BytesIO()
+            crop.save(buf, format="JPEG", quality=75)
+            key_ = f"demo-{name}-{uuid.uuid4().hex[:8]}"
+            t0 = time.perf_counter()
+            answer = client.classify(res.data, key_)
+            cloud_ms = (time.perf_counter() - t0) * 1e3
+            png = client.reconstruct(res.data, key_ + "-r")
+            Image.open(io.BytesIO(png)).save(args.out / f"{name}_spic.png")
+            crop.save(args.out / f"{name}_crop.png")
+            (args.out / f"{name}.spic").write_bytes(res.data)
+            print(
+                f"{name:22s} {len(res.data):7d} {res.bpp:7.4f} {buf.tell():10d} {buf.tell() / len(res.data):9.1f}  "
+                f"{answer['label']:24s} {answer['confidence']:6.1%} {sum(res.timings_ms.values()):8.2f} {cloud_ms:8.2f}"
+            )
+        print(f"\ndemo: reconstructions and frames written to {args.out}/")
+    finally:
+        cloud.terminate()
+        try:
+            cloud.wait(10)
+        except subprocess.TimeoutExpired:
+            cloud.kill()
+        print("demo: cloud stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

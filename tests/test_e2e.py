@@ -1,0 +1,272 @@
+"""End to end: the cloud and the edge as real processes on 127.0.0.1, started with the commands
+and environment of docker-compose.yml (hosts, ports and paths substituted), and broken on purpose.
+
+Deliveries are counted from the cloud's access log: every frame must be classified (a 200 that is
+not an idempotent replay) exactly once, whatever crashes in between.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from edge_client.encoder import EdgeEncoder
+from tests.cloud_server import free_port
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+API_KEY = "e2e-secret"
+
+
+class System:
+    """Processes built from the compose services, with their logs kept in files."""
+
+    def __init__(self, tmp: Path, bundle: Path, **cloud_env):
+        self.tmp, self.bundle, self.port = tmp, bundle, free_port()
+        self.frames, self.queue = tmp / "frames", tmp / "queue"
+        self.frames.mkdir()
+        self.cloud_env = cloud_env
+        self.cloud: subprocess.Popen | None = None
+        self.edges: list[subprocess.Popen] = []
+        self.logs: list[Path] = []
+
+    def _env(self, service: str, extra: dict) -> dict:
+        env = {k: str(v) for k, v in COMPOSE["services"][service]["environment"].items()}
+        env = {
+            k: v.replace("/app/models/bundles/spic-imagenette", str(self.bundle)).replace(
+                "/data/", f"{self.tmp}/"
+            )
+            for k, v in env.items()
+        }
+        for k in env:
+            if "${SPIC_API_KEY" in env[k]:
+                env[k] = API_KEY
+        return {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "SPIC_CACHE_DIR": str(self.tmp / "cache"),
+            **env,
+            **extra,
+        }
+
+    def _command(self, service: str) -> list[str]:
+        cmd = [str(c) for c in COMPOSE["services"][service]["command"]]
+        cmd = [
+            c.replace("0.0.0.0", "127.0.0.1")
+            .replace("8000", str(self.port))
+            .replace("http://cloud:", "http://127.0.0.1:")
+            .replace("/frames", str(self.frames))
+            .replace("/queue", str(self.queue))
+            for c in cmd
+        ]
+        module = {"spic-cloud": "cloud_service.cli", "spic-edge": "edge_client.cli"}[cmd[0]]
+        return [sys.executable, "-m", module, *cmd[1:]]
+
+    def start_cloud(self) -> None:
+        log = self.tmp / f"cloud-{len(self.logs)}.log"
+        self.logs.append(log)
+        extra = {f"SPIC_CLOUD_{k.upper()}": str(v) for k, v in self.cloud_env.items()}
+        self.cloud = subprocess.Popen(
+            self._command("cloud"),
+            env=self._env("cloud", extra),
+            stdout=subprocess.DEVNULL,
+            stderr=log.open("w"),
+        )
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise RuntimeError("cloud not ready")
+
+    def start_edge(self, frames: Path | None = None, queue: Path | None = None) -> subprocess.Popen:
+        cmd = self._command("edge")
+        if frames:
+            cmd = [
+                str(frames) if c == str(self.frames) else str(queue) if c == str(self.queue) else c
+                for c in cmd
+            ]
+        proc = subprocess.Popen(
+            [*cmd, "--retries", "2", "--interval", "0.2"],
+            env=self._env("edge", {}),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        self.edges.append(proc)
+        return proc
+
+    def classified(self) -> list[str]:
+        """Idempotency keys of frames classified for real (not replays), over every cloud log."""
+        keys = []
+        for log in self.logs:
+            for line in log.read_text().splitlines():
+                if "spic.cloud.access" not in line:
+                    continue
+                rec = json.loads(line.split("spic.cloud.access: ", 1)[1])
+                if (
+                    rec["route"] == "/v1/classify"
+                    and rec["status"] == 200
+                    and not rec["replayed"]
+                    and rec["idempotency_key"]
+                ):
+                    keys.append(rec["idempotency_key"])
+        return keys
+
+    def wait_for(self, n: int, timeout: float = 120, queues: tuple[Path, ...] = ()) -> None:
+        deadline = time.time() + timeout
+        queues = queues or (self.queue,)
+        while time.time() < deadline:
+            done = len(set(self.classified())) >= n
+            empty = all(not list(q.glob("*.frame")) for q in queues)
+            if done and empty:
+                return
+            time.sleep(0.2)
+        raise AssertionError(
+            f"only {len(set(self.classified()))} of {n} frames classified in {timeout} s"
+        )
+
+    def stop(self) -> None:
+        for p in [*self.edges, self.cloud]:
+            if p and p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+
+
+def drop_images(folder: Path, n: int, start: int = 0) -> None:
+    rng = np.random.default_rng(start)
+    for i in range(start, start + n):
+        arr = rng.integers(0, 255, (72, 96, 3), dtype=np.uint8)
+        tmp = folder / f".frame{i:03d}.tmp"
+        Image.fromarray(arr).save(tmp, format="PNG")
+        os.replace(tmp, folder / f"frame{i:03d}.png")  # a camera writes, then renames into place
+
+
+@pytest.fixture
+def system(tmp_path, tiny_bundle):
+    systems = []
+
+    def make(**cloud_env) -> System:
+        s = System(tmp_path, tiny_bundle, **cloud_env)
+        systems.append(s)
+        return s
+
+    yield make
+    for s in systems:
+        s.stop()
+
+
+def assert_exactly_once(sys_: System, n: int) -> None:
+    keys = sys_.classified()
+    assert len(set(keys)) == n, f"{len(set(keys))} distinct frames classified, expected {n}"
+    assert len(keys) == n, f"{len(keys) - n} frame(s) classified twice"
+
+
+def test_happy_path(system):
+    s = system()
+    s.start_cloud()
+    s.start_edge()
+    drop_images(s.frames, 20)
+    s.wait_for(20)
+    assert_exactly_once(s, 20)
+    assert len(list((s.frames / ".spic-done").iterdir())) == 20
+
+
+def test_cloud_crash_mid_stream(system):
+    s = system()
+    s.start_cloud()
+    s.start_edge()
+    drop_images(s.frames, 40)
+    deadline = time.time() + 60
+    while len(set(s.classified())) < 10 and time.time() < deadline:
+        time.sleep(0.02)
+    s.cloud.send_signal(signal.SIGKILL)
+    s.cloud.wait()
+    time.sleep(2)  # the edge queues meanwhile
+    s.start_cloud()  # same idempotency database: answers given before the crash are replayed
+    s.wait_for(40)
+    assert_exactly_once(s, 40)
+
+
+def test_edge_crash_mid_queue(system):
+    s = system()
+    s.start_cloud()
+    edge = s.start_edge()
+    drop_images(s.frames, 40)
+    deadline = time.time() + 60
+    while len(set(s.classified())) < 10 and time.time() < deadline:
+        time.sleep(0.02)
+    edge.send_signal(signal.SIGKILL)
+    edge.wait()
+    s.start_edge()
+    s.wait_for(40)
+    assert_exactly_once(s, 40)
+
+
+def test_overloaded_cloud_edge_backs_off(system, tiny_bundle):
+    s = system(queue_size=1, max_batch_size=1)
+    s.start_cloud()
+    # Keep the classifier busy with large whole-image frames from another client.
+    big = EdgeEncoder(tiny_bundle, whole_image=True, cache_dir=False).encode(
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (1024, 1024, 3), dtype=np.uint8))
+    )
+    stop, shed = threading.Event(), []
+
+    def hammer() -> None:
+        with httpx.Client(timeout=30) as c:
+            while not stop.is_set():
+                r = c.post(
+                    f"http://127.0.0.1:{s.port}/v1/classify",
+                    content=big,
+                    headers={
+                        "Content-Type": "application/octet-stream",
+                        "Authorization": f"Bearer {API_KEY}",
+                    },
+                )
+                shed.append(r.status_code)
+
+    threads = [threading.Thread(target=hammer) for _ in range(6)]
+    for t in threads:
+        t.start()
+    try:
+        folders = []
+        for i in range(3):  # three cameras
+            f, q = s.tmp / f"cam{i}", s.tmp / f"queue{i}"
+            f.mkdir()
+            folders.append((f, q))
+            s.start_edge(f, q)
+            drop_images(f, 10, start=10 * i)
+        s.wait_for(30, timeout=180, queues=tuple(q for _, q in folders))
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert 503 in shed, "the load never filled the tiny queue"
+    edge_503 = [
+        line
+        for log in s.logs
+        for line in log.read_text().splitlines()
+        if '"status": 503' in line
+        and '"idempotency_key": "' in line
+        and '"idempotency_key": null' not in line
+    ]
+    assert edge_503, "the edges were never told to back off"
+    assert_exactly_once(s, 30)
