@@ -17,6 +17,40 @@ from pathlib import Path
 from evaluation.spic_eval import evaluate_spic, labelled_images, rows_to_dicts
 from shared.manifest import load_manifest
 
+TARGETS = (  # (bpp at most, top-1 loss at most, in points): the targets of the default bundle
+    (0.10, 3.0),
+    (0.25, 1.0),
+)
+
+
+def target_lines(rows: list[dict], unq: dict) -> list[str]:
+    """Whether the targets are met, computed from the rows (FP32 encoder, best codec per QF)."""
+    lines = ["Targets (val, real bytes):", ""]
+    ok = unq["top1"] >= 0.80
+    lines.append(
+        f"- uncompressed top-1 ≥ 80%: **{'met' if ok else 'missed'}** ({100 * unq['top1']:.2f}%"
+        + ("" if ok else f", {100 * (0.80 - unq['top1']):.2f} points short")
+        + ")"
+    )
+    points = [r for r in rows if r["setting"] != "unquantized" and "INT8" not in r["classifier"]]
+    for max_bpp, max_loss in TARGETS:
+        fits = [r for r in points if r["bpp"] <= max_bpp]
+        best = max(fits, key=lambda r: r["top1"], default=None)
+        if best is None:
+            lowest = min(points, key=lambda r: r["bpp"])
+            lines.append(
+                f"- a point at ≤ {max_bpp} bpp losing ≤ {max_loss} points: **missed** (lowest rate "
+                f"{lowest['bpp']:.4f} bpp, {lowest['setting']} {lowest['codec']})"
+            )
+            continue
+        loss = 100 * (unq["top1"] - best["top1"])
+        verdict = "met" if loss <= max_loss else "missed"
+        lines.append(
+            f"- a point at ≤ {max_bpp} bpp losing ≤ {max_loss} points: **{verdict}** ({best['setting']} "
+            f"{best['codec'].removeprefix('spic-')}: {best['bpp']:.4f} bpp, {loss:+.2f} points lost)"
+        )
+    return lines
+
 
 def results_markdown(rows: list[dict], command: str, dataset: str, macs_gflop: str | None) -> str:
     unq = next(r for r in rows if r["setting"] == "unquantized" and "INT8" not in r["classifier"])
@@ -44,6 +78,7 @@ def results_markdown(rows: list[dict], command: str, dataset: str, macs_gflop: s
             f"| {r['setting'][2:]} | {r['codec'].removeprefix('spic-')} | {enc} | {r['bpp']:.4f} | {100 * r['top1']:.2f}% | "
             f"{100 * (r['top1'] - unq['top1']):+.2f} | {r['psnr']:.2f} | {r['ssim']:.4f} |"
         )
+    lines += ["", *target_lines(rows, unq)]
     if macs_gflop:
         lines += ["", f"Encoder cost: {macs_gflop} per 224² frame (see above)."]
     return "\n".join(lines) + "\n"

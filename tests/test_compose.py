@@ -4,10 +4,10 @@ and variable names are checked against the code."""
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 import yaml
 
 from cloud_service.app import create_app
