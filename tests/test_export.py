@@ -111,7 +111,9 @@ def test_card_measures_real_bytes_and_states_targets(tiny_bundle, tiny_data, tmp
 
     bundle = tmp_path / "b"
     shutil.copytree(tiny_bundle, bundle)
-    assert card_main(["--bundle", str(bundle), "--data", str(tiny_data / "val"), "--no-progress"]) == 0
+    assert (
+        card_main(["--bundle", str(bundle), "--data", str(tiny_data / "val"), "--no-progress"]) == 0
+    )
     card = (bundle / "MODEL_CARD.md").read_text()
     assert "spic-card --bundle" in card and "Not evaluated yet" not in card
     assert "uncompressed top-1 ≥ 80%" in card and "| 16 | huffman | FP32 |" in card

@@ -1,0 +1,142 @@
+"""spic-eval --bundle B --data DIR --out OUT [--limit N] [--qf ...] [--codecs jpeg webp avif]
+
+Tests the paper's claim on real bytes: at equal bits, does the learned representation keep more
+classification accuracy than standard codecs? On a labelled ImageFolder split (``DIR/<class>/*``)
+or on any folder of images (rate and reconstruction only), at ``--size``² center crops:
+
+* SPIC-Q rows: every image encoded to a real frame by the edge path, decoded by the cloud path,
+  classified on the latent; mean bpp from the real frame bytes; PSNR/SSIM of the reconstruction.
+* Baseline rows: JPEG, WebP and AVIF (Pillow) at the quality matched by bisection to each SPIC rate
+  point, and at a fixed ladder of qualities; the decoded images are classified by SPIC-U (the same
+  network, latent unquantized).
+
+Writes ``OUT/results.json``, ``OUT/report.md`` and PNG plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from cloud_service.runtime import BundleRuntime
+from edge_client.encoder import EdgeEncoder
+from edge_client.preprocess import IMAGE_SUFFIXES, center_crop, load_rgb, resize_short_side
+from evaluation import baselines, plots
+from evaluation.spic_eval import Row, evaluate_spic, labelled_images, psnr, ssim
+from shared.manifest import load_manifest
+
+CALIBRATION_IMAGES = 200  # bisection runs on a seeded subset; the chosen quality then on all
+
+
+def load_split(data: Path, limit: int | None, class_ids: list[str]):
+    subdirs = sorted(p.name for p in data.iterdir() if p.is_dir())
+    if subdirs and set(subdirs) <= set(class_ids):
+        paths, labels, classes = labelled_images(data, limit)
+        index = {c: class_ids.index(c) for c in classes}
+        return paths, np.array([index[classes[i]] for i in labels])
+    paths = sorted(p for p in data.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if limit:
+        paths = [paths[i] for i in sorted(np.random.default_rng(0).permutation(len(paths))[:limit])]
+    return paths, None
+
+
+def spic_u(runtime: BundleRuntime, encoder: EdgeEncoder, crops: list[np.ndarray]) -> np.ndarray:
+    """Predictions of the same network with its latent unquantized, for decoded pixels."""
+    preds = []
+    for i in range(0, len(crops), 50):
+        x = np.stack(crops[i : i + 50]).transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
+        y = encoder.session.run(None, {"image": x})[0]
+        preds.append(runtime.classify_latents(y).argmax(1))
+    return np.concatenate(preds)
+
+
+def baseline_row(codec, setting, runtime, encoder, crops, labels) -> Row:
+    bpps, decoded = [], []
+    for c in crops:
+        data = baselines.encode(codec, c, setting)
+        bpps.append(8 * len(data) / (c.shape[0] * c.shape[1]))
+        decoded.append(baselines.decode(data))
+    top1 = None if labels is None else float((spic_u(runtime, encoder, decoded) == labels).mean())
+    return Row(
+        codec,
+        f"q{setting}",
+        "SPIC-U",
+        float(np.mean(bpps)),
+        top1,
+        float(np.mean([psnr(a, b) for a, b in zip(crops, decoded, strict=True)])),
+        float(np.mean([ssim(a, b) for a, b in zip(crops, decoded, strict=True)])),
+        len(crops),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="spic-eval", description=__doc__.split("\n")[0])
+    p.add_argument("--bundle", type=Path, required=True)
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--limit", type=int, help="seeded, class-balanced subset of this many images")
+    p.add_argument("--qf", type=int, nargs="+", help="SPIC QFs (default: the bundle's)")
+    p.add_argument(
+        "--codecs", nargs="+", default=["jpeg", "webp", "avif"], choices=sorted(baselines.CODECS)
+    )
+    p.add_argument("--size", type=int, help="center-crop size (default: the bundle's)")
+    p.add_argument("--no-ladder", action="store_true", help="skip the fixed quality ladders")
+    args = p.parse_args(argv)
+    manifest = load_manifest(args.bundle)
+    size = args.size or manifest.preprocessing.size
+    paths, labels = load_split(args.data, args.limit, [c.id for c in manifest.classes])
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    rows = evaluate_spic(args.bundle, paths, labels, qfs=args.qf, codecs=("rans", "huffman"))
+    runtime = BundleRuntime(args.bundle, threads=2)
+    encoder = EdgeEncoder(args.bundle, threads=2)
+    crops = [
+        np.asarray(center_crop(resize_short_side(load_rgb(p), size), size))
+        for p in tqdm(paths, desc="crops")
+    ]
+    if labels is not None:
+        acc = float((spic_u(runtime, encoder, crops) == labels).mean())
+        rows.append(Row("none", "uncompressed", "SPIC-U", None, acc, None, None, len(crops)))
+    calib = [
+        crops[i]
+        for i in sorted(np.random.default_rng(1).permutation(len(crops))[:CALIBRATION_IMAGES])
+    ]
+    for r in [r for r in rows if r.codec == "spic-rans"]:
+        for codec in tqdm(args.codecs, desc=f"matching {r.setting}"):
+            q = baselines.match_quality(codec, calib, r.bpp)
+            row = baseline_row(codec, q, runtime, encoder, crops, labels)
+            row.setting = f"matched-{r.setting}:q{q}"
+            rows.append(row)
+    if not args.no_ladder:
+        for codec in args.codecs:
+            for q in tqdm(baselines.LADDER[codec], desc=f"{codec} ladder"):
+                rows.append(baseline_row(codec, q, runtime, encoder, crops, labels))
+
+    command = "spic-eval " + " ".join(
+        shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)
+    )
+    result = {
+        "dataset": str(args.data),
+        "bundle_id": manifest.model_id,
+        "command": command,
+        "size": size,
+        "labelled": labels is not None,
+        "rows": [asdict(r) for r in rows],
+    }
+    (args.out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
+    plots.rate_plots(result, args.out)
+    plots.crop_grid(args.bundle, paths[:4], size, result, args.out / "crops.png")
+    (args.out / "report.md").write_text(plots.report(result))
+    print(json.dumps({"out": str(args.out), "rows": len(rows)}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
