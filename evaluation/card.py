@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     gflop = re.search(r"\*\*([0-9.]+ GFLOP)\*\*", card)
     section = results_markdown(rows, command, args.data, gflop.group(1) if gflop else None)
     card = re.sub(r"## Results\n.*", lambda _: section, card, flags=re.S)
+    card = re.sub(r"Model id `[0-9a-f]+`", f"Model id `{manifest.model_id}`", card)
     card_path.write_text(card)
     print(json.dumps({"model_id": manifest.model_id, "rows": rows}))
     return 0

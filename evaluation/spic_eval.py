@@ -65,10 +65,17 @@ def evaluate_spic(
     codecs=("rans", "huffman"),
     batch: int = 50,
     progress: bool = True,
+    int8: bool = False,
 ) -> list[Row]:
+    """With ``int8`` the frames come from the bundle's INT8 encoder (rows marked as such)."""
     runtime = BundleRuntime(bundle, threads=2)
     qfs = list(qfs or runtime.manifest.qfs)
-    encoders = {(q, c): EdgeEncoder(bundle, qf=q, codec=c, threads=2) for q in qfs for c in codecs}
+    encoders = {
+        (q, c): EdgeEncoder(bundle, qf=q, codec=c, threads=2, int8=int8)
+        for q in qfs
+        for c in codecs
+    }
+    variant = " (INT8 encoder)" if int8 else ""
     first = encoders[(qfs[0], codecs[0])]
     n = len(paths)
     bits = {k: 0 for k in encoders}
@@ -110,7 +117,7 @@ def evaluate_spic(
         Row(
             "spic",
             "unquantized",
-            "SPIC-U(latent)",
+            "SPIC-U(latent)" + variant,
             None,
             None if labels is None else correct_unq / n,
             None,
@@ -124,7 +131,7 @@ def evaluate_spic(
                 Row(
                     f"spic-{c}",
                     f"QF{q}",
-                    "SPIC-Q",
+                    "SPIC-Q" + variant,
                     bits[(q, c)] / n / (h * w),
                     None if labels is None else correct[q] / n,
                     quality[q][0] / n,

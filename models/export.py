@@ -100,7 +100,9 @@ def measure_tables(
     return {str(q): (counts[q] + 1).tolist() for q in qfs}
 
 
-def write_card(out: Path, manifest: Manifest, ckpt: dict, macs: int, command: str) -> None:
+def write_card(
+    out: Path, manifest: Manifest, ckpt: dict, macs: int, command: str, train_command: str
+) -> None:
     train = ckpt["config"]["train"]
     card = f"""# Model card: {manifest.name}
 
@@ -124,6 +126,7 @@ with QF drawn per batch from {train["qfs"]}.
 ## How it was made
 
 ```bash
+{train_command}
 {command}
 ```
 
@@ -177,7 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     manifest = write_manifest(out, manifest)
     command = "spic-export " + " ".join(sys.argv[1:] if argv is None else argv)
-    write_card(out, manifest, ckpt, count_encoder_macs(model), command)
+    run_dir = Path(args.checkpoint).parent
+    train_command = (
+        f"spic-train --data {Path(args.data).parent} --out {run_dir}   # the config below; no --set"
+    )
+    write_card(out, manifest, ckpt, count_encoder_macs(model), command, train_command)
     print(json.dumps({"bundle": str(out), "model_id": manifest.model_id, "qfs": qfs}))
     return 0
 

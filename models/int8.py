@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 from pathlib import Path
 
@@ -76,6 +77,14 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     size = load_manifest(args.bundle).preprocessing.size
     out = make_int8(args.bundle, args.data, args.images, size)
+    card = args.bundle / "MODEL_CARD.md"
+    if card.exists():  # record this step with the others that made the bundle
+        command = "spic-int8 " + " ".join(sys.argv[1:] if argv is None else argv)
+        text = card.read_text()
+        head, sep, rest = text.partition("## How it was made\n\n```bash\n")
+        if sep:
+            block, fence, tail = rest.partition("```")
+            card.write_text(head + sep + block + command + "\n" + fence + tail)
     print(json.dumps({"int8_encoder": str(out), "model_id": load_manifest(args.bundle).model_id}))
     return 0
 

@@ -108,16 +108,19 @@ def test_codebook_refuses_frames_of_other_models(tiny_bundle):
 
 def test_card_measures_real_bytes_and_states_targets(tiny_bundle, tiny_data, tmp_path):
     from evaluation.card import main as card_main
+    from models.int8 import main as int8_main
 
     bundle = tmp_path / "b"
     shutil.copytree(tiny_bundle, bundle)
-    assert (
-        card_main(["--bundle", str(bundle), "--data", str(tiny_data / "val"), "--no-progress"]) == 0
-    )
+    assert int8_main([str(bundle), "--data", str(tiny_data / "train"), "--images", "8"]) == 0
+    args = ["--bundle", str(bundle), "--data", str(tiny_data / "val"), "--int8", "--no-progress"]
+    assert card_main(args) == 0
     card = (bundle / "MODEL_CARD.md").read_text()
-    assert "spic-card --bundle" in card and "Not evaluated yet" not in card
+    assert "spic-card --bundle" in card and "Not evaluated yet" not in card and "spic-int8" in card
     assert "uncompressed top-1 ≥ 80%" in card and "| 16 | huffman | FP32 |" in card
+    assert "| 16 | rans | INT8 |" in card and load_manifest(bundle).model_id in card
     rows = json.loads((bundle / "eval.json").read_text())["rows"]
     assert {r["setting"] for r in rows} == {"unquantized", "QF16", "QF48", "QF128"}
-    for r in rows[1:]:
-        assert r["n_images"] == 16 and 0 < r["bpp"] < 1 and r["ssim"] is not None
+    for r in rows:
+        if r["setting"] != "unquantized":
+            assert r["n_images"] == 16 and 0 < r["bpp"] < 1 and r["ssim"] is not None
