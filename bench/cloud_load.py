@@ -123,7 +123,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
     ap.add_argument(
-        "--batch", type=int, default=32, help="max batch size, service and offline alike"
+        "--batch", type=int, default=8, help="max batch size, service and offline alike"
     )
     ap.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads per session")
     ap.add_argument("--skip-jpeg", action="store_true")

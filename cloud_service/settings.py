@@ -25,7 +25,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = (
         1 << 20
     )  # a 224² frame is ~0.6-3 kB; 1 MiB leaves room for big whole images
-    max_batch_size: int = 32  # one ONNX call classifies up to this many frames
+    # One ONNX call classifies up to this many frames. On CPU the classifier's throughput is flat
+    # from batch 8 to 32 (bench/cloud_load.py: 260 vs 262 images/s), while a batch of 32 doubles
+    # the tail: p99 at 32 clients was 300 ms at 32 and 172 ms at 8.
+    max_batch_size: int = 8
     max_batch_delay_ms: float = 2.0  # how long the first frame of a batch waits for company
     queue_size: int = 256  # frames waiting for the classifier; beyond it: 503 + Retry-After at once
     reconstruct_concurrency: int = 2  # decoder runs at once; more wait in the queue bound above
