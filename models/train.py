@@ -305,6 +305,9 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"val": metrics}), file=sys.stderr)
 
     if world > 1:
+        # Rank 0 validates and saves while the others are done; tearing gloo down on one rank while
+        # another still works aborted that rank ("terminate called without an active exception").
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     return 0
 
