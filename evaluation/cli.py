@@ -88,7 +88,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--size", type=int, help="center-crop size (default: the bundle's)")
     p.add_argument("--no-ladder", action="store_true", help="skip the fixed quality ladders")
+    p.add_argument(
+        "--rerender", action="store_true", help="rewrite report.md and plots from OUT/results.json"
+    )
     args = p.parse_args(argv)
+    if args.rerender:
+        result = json.loads((args.out / "results.json").read_text())
+        plots.rate_plots(result, args.out)
+        (args.out / "report.md").write_text(plots.report(result))
+        return 0
     manifest = load_manifest(args.bundle)
     size = args.size or manifest.preprocessing.size
     paths, labels = load_split(args.data, args.limit, [c.id for c in manifest.classes])

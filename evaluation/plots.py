@@ -176,6 +176,7 @@ def report(result: dict) -> str:
             + " | ".join(cells)
             + " |"
         )
+    lines += ["", *verdict(rows, spic, matched, codecs, result["labelled"])]
     lines += [
         "",
         "## All rows",
@@ -194,3 +195,37 @@ def report(result: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def verdict(rows, spic, matched, codecs, labelled: bool) -> list[str]:
+    """Where SPIC wins and where it loses, computed from the rows, in plain words."""
+    out = ["## Where SPIC wins and where it loses", ""]
+    for r in spic:
+        for c in codecs:
+            m = next(
+                x
+                for x in matched
+                if x["codec"] == c and x["setting"].startswith(f"matched-{r['setting']}:")
+            )
+            ratio = m["bpp"] / r["bpp"]
+            reach = (
+                "matches its rate"
+                if ratio <= 1.05
+                else f"cannot go that low: at its lowest setting ({m['setting'].split(':')[1]}) it spends {ratio:.1f}x the bits"
+            )
+            acc = ""
+            if labelled:
+                d = 100 * (r["top1"] - m["top1"])
+                words = (
+                    "the same"
+                    if abs(d) < 0.005
+                    else f"{abs(d):.2f} points {'higher' if d > 0 else 'lower'}"
+                )
+                acc = (
+                    f"; SPIC-Q top-1 is {words} ({100 * r['top1']:.2f}% vs {100 * m['top1']:.2f}%)"
+                )
+            look = f"; reconstruction PSNR {r['psnr']:.2f} vs {m['psnr']:.2f} dB, SSIM {r['ssim']:.3f} vs {m['ssim']:.3f}"
+            out.append(
+                f"- {r['setting']} ({r['bpp']:.4f} bpp) against {c.upper()}: {c.upper()} {reach}{acc}{look}."
+            )
+    return out
