@@ -23,6 +23,35 @@ from cloud_service.problems import Problem
 MAX_KEY_LENGTH = 200
 
 
+def _check_key(key: str) -> None:
+    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+        raise Problem(
+            400,
+            "bad-idempotency-key",
+            "bad Idempotency-Key",
+            f"1 to {MAX_KEY_LENGTH} printable characters",
+        )
+
+
+def _reused() -> Problem:
+    return Problem(
+        422,
+        "idempotency-key-reused",
+        "Idempotency-Key reused with another body",
+        "this key was first used with a different frame; use a new key per frame",
+    )
+
+
+def _in_flight() -> Problem:
+    return Problem(
+        409,
+        "request-in-flight",
+        "request with this Idempotency-Key is in flight",
+        "retry after the first request has finished",
+        headers={"Retry-After": "1"},
+    )
+
+
 @dataclass
 class Stored:
     status: int
@@ -49,13 +78,7 @@ class IdempotencyStore:
 
     def begin(self, key: str, body: bytes, now: float | None = None) -> Stored | None:
         """Claim ``key`` for this body. Returns a stored response to replay, or None to proceed."""
-        if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
-            raise Problem(
-                400,
-                "bad-idempotency-key",
-                "bad Idempotency-Key",
-                f"1 to {MAX_KEY_LENGTH} printable characters",
-            )
+        _check_key(key)
         now = time.monotonic() if now is None else now
         digest = self.body_hash(body)
         with self._lock:
@@ -66,20 +89,9 @@ class IdempotencyStore:
                 self._evict()
                 return None
             if entry.body_hash != digest:
-                raise Problem(
-                    422,
-                    "idempotency-key-reused",
-                    "Idempotency-Key reused with another body",
-                    "this key was first used with a different frame; use a new key per frame",
-                )
+                raise _reused()
             if entry.response is None:
-                raise Problem(
-                    409,
-                    "request-in-flight",
-                    "request with this Idempotency-Key is in flight",
-                    "retry after the first request has finished",
-                    headers={"Retry-After": "1"},
-                )
+                raise _in_flight()
             return entry.response
 
     def complete(self, key: str, response: Stored) -> None:
@@ -138,13 +150,7 @@ class SqliteIdempotencyStore(IdempotencyStore):
         self.db.execute("DELETE FROM idem WHERE status IS NULL")
 
     def begin(self, key: str, body: bytes, now: float | None = None) -> Stored | None:
-        if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
-            raise Problem(
-                400,
-                "bad-idempotency-key",
-                "bad Idempotency-Key",
-                f"1 to {MAX_KEY_LENGTH} printable characters",
-            )
+        _check_key(key)
         now = time.time() if now is None else now
         digest = self.body_hash(body)
         with self._lock:
@@ -164,20 +170,9 @@ class SqliteIdempotencyStore(IdempotencyStore):
         if row is None:  # expired between the statements: claim it again
             return self.begin(key, body, now)
         if row[0] != digest:
-            raise Problem(
-                422,
-                "idempotency-key-reused",
-                "Idempotency-Key reused with another body",
-                "this key was first used with a different frame; use a new key per frame",
-            )
+            raise _reused()
         if row[1] is None:
-            raise Problem(
-                409,
-                "request-in-flight",
-                "request with this Idempotency-Key is in flight",
-                "retry after the first request has finished",
-                headers={"Retry-After": "1"},
-            )
+            raise _in_flight()
         return Stored(row[1], row[2], row[3])
 
     def complete(self, key: str, response: Stored) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import subprocess
 import sys
 import time
@@ -20,7 +19,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import httpx  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from bench.edge_latency import SAMPLE_PHOTOS, sample_images  # noqa: E402
@@ -28,44 +26,7 @@ from edge_client.cli import DEFAULT_BUNDLE  # noqa: E402
 from edge_client.client import CloudClient  # noqa: E402
 from edge_client.encoder import EdgeEncoder  # noqa: E402
 from edge_client.preprocess import IMAGE_SUFFIXES, center_crop, load_rgb, resize_short_side  # noqa: E402
-from tests.cloud_server import free_port  # noqa: E402
-
-
-def start_cloud(bundle: Path, port: int, api_key: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "SPIC_CLOUD_API_KEYS": api_key}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cloud_service.cli",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--bundle",
-            str(bundle),
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(
-                f"demo: the cloud did not start:\n{proc.stderr.read().decode()[-2000:]}"
-            )
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("demo: the cloud was not ready within 60 s")
+from tests.cloud_server import start_cloud  # noqa: E402
 
 
 def main() -> int:
@@ -82,15 +43,12 @@ def main() -> int:
             if p.suffix.lower() in IMAGE_SUFFIXES
         ]
     args.out.mkdir(parents=True, exist_ok=True)
-    port, key = free_port(), uuid.uuid4().hex
-    print(
-        f"demo: starting the cloud on http://127.0.0.1:{port} with {args.bundle.name} ...",
-        flush=True,
-    )
-    cloud = start_cloud(args.bundle, port, key)
+    key = uuid.uuid4().hex
+    print(f"demo: starting the cloud on 127.0.0.1 with {args.bundle.name} ...", flush=True)
+    cloud, url = start_cloud([args.bundle], api_keys=key)
     try:
         encoder = EdgeEncoder(args.bundle, threads=1)
-        client = CloudClient(f"http://127.0.0.1:{port}", api_key=key)
+        client = CloudClient(url, api_key=key)
         size = encoder.manifest.preprocessing.size
         header = f"{'image':22s} {'SPIC B':>7s} {'bpp':>7s} {'JPEG Q75 B':>10s} {'x smaller':>9s}  {'prediction':24s} {'conf':>6s} {'edge ms':>8s} {'cloud ms':>8s}"
         print(

@@ -3,8 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from cloud_service.problems import Problem
-from cloud_service.state import StateDep
+from cloud_service.state import StateDep, require_ready
 
 router = APIRouter(tags=["operations"])
 
@@ -16,19 +15,7 @@ def healthz() -> dict:
 
 @router.get("/readyz", summary="Readiness: every model bundle is loaded")
 def readyz(state: StateDep) -> dict:
-    if not state.ready:
-        detail = (
-            f"model loading failed: {state.load_error}"
-            if state.load_error
-            else "models are still loading"
-        )
-        raise Problem(
-            503,
-            "not-ready",
-            "service not ready",
-            detail,
-            headers={"Retry-After": str(state.settings.retry_after_s)},
-        )
+    require_ready(state)
     return {"status": "ready", "models": sorted(state.runtimes)}
 
 

@@ -28,6 +28,7 @@ import heapq
 import numpy as np
 
 from shared.codecs.tables import (
+    check_shape,
     check_tables,
     join_escapes,
     model_weights,
@@ -138,13 +139,6 @@ class HuffmanCodec:
         self.enc_aligned, self.enc_len = self.enc_aligned.ravel(), self.enc_len.ravel()
         self.lut = self.lut.ravel()
 
-    def _check_shape(self, shape: tuple[int, ...]) -> None:
-        if len(shape) != 3 or shape[0] != self.tables.shape[0]:
-            raise BitstreamError(
-                "table_mismatch",
-                f"latent shape {tuple(shape)} does not fit {self.tables.shape[0]}-channel tables",
-            )
-
     def code_bits(self, symbols: np.ndarray) -> int:
         """Bits of the codewords alone: the optimum this code can reach for these symbols."""
         c = symbols.shape[0]
@@ -152,7 +146,7 @@ class HuffmanCodec:
         return int(np.take(self.enc_len, flat + (np.arange(c) * (self.k + 1))[:, None]).sum())
 
     def encode(self, symbols: np.ndarray) -> bytes:
-        self._check_shape(symbols.shape)
+        check_shape(self.tables, symbols.shape)
         c = symbols.shape[0]
         flat = symbols.reshape(c, -1)
         active = ~(flat == self.mode[:, None]).all(axis=1)
@@ -176,7 +170,7 @@ class HuffmanCodec:
         return bytes(out)
 
     def decode(self, payload: bytes, shape: tuple[int, int, int]) -> np.ndarray:
-        self._check_shape(shape)
+        check_shape(self.tables, shape)
         c, h, w = shape
         n = h * w
         escapes, pos = read_escapes(payload, 0, c * n)

@@ -21,6 +21,7 @@ import constriction
 import numpy as np
 
 from shared.codecs.tables import (
+    check_shape,
     check_tables,
     join_escapes,
     model_weights,
@@ -45,15 +46,8 @@ class RansCodec:
             constriction.stream.model.Categorical(w / w.sum(), perfect=False) for w in weights
         ]
 
-    def _check_shape(self, shape: tuple[int, ...]) -> None:
-        if len(shape) != 3 or shape[0] != self.tables.shape[0]:
-            raise BitstreamError(
-                "table_mismatch",
-                f"latent shape {tuple(shape)} does not fit {self.tables.shape[0]}-channel tables",
-            )
-
     def encode(self, symbols: np.ndarray) -> bytes:
-        self._check_shape(symbols.shape)
+        check_shape(self.tables, symbols.shape)
         c = symbols.shape[0]
         idx, escapes = split_escapes(symbols.reshape(c, -1), self.tables)
         idx = idx.astype(np.int32)
@@ -66,7 +60,7 @@ class RansCodec:
         return bytes(out)
 
     def decode(self, payload: bytes, shape: tuple[int, int, int]) -> np.ndarray:
-        self._check_shape(shape)
+        check_shape(self.tables, shape)
         c, h, w = shape
         n = h * w
         escapes, pos = read_escapes(payload, 0, c * n)

@@ -84,3 +84,12 @@ def read_escapes(buf: bytes, pos: int, max_count: int) -> tuple[np.ndarray, int]
             raise BitstreamError("corrupt_payload", f"escaped value {v} exceeds {MAX_SYMBOL}")
         values[i] = v
     return values, pos
+
+
+def check_shape(tables: np.ndarray, shape: tuple[int, ...]) -> None:
+    """A frame's latent must have as many channels as the tables."""
+    if len(shape) != 3 or shape[0] != tables.shape[0]:
+        raise BitstreamError(
+            "table_mismatch",
+            f"latent shape {tuple(shape)} does not fit {tables.shape[0]}-channel tables",
+        )
