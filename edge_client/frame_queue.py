@@ -14,6 +14,9 @@ Each queued frame is one file ``<seq:012d>.frame`` in the queue folder::
   default; ``put`` raises ``QueueFullError``) or ``drop_oldest``. Every refused, dropped or
   expired frame is logged at WARNING with its key and source.
 * The idempotency key travels with the frame, so a retry after a crash is recognised by the cloud.
+* The folder is read once at start; after that an in-memory index answers depth, size, keys and
+  order, so a capture never rescans a queue that may hold hundreds of thousands of frames while the
+  cloud is away. One process owns a queue folder at a time.
 """
 
 from __future__ import annotations
@@ -70,51 +73,44 @@ class FrameQueue:
         self.max_bytes, self.ttl_s, self.policy = max_bytes, ttl_s, policy
         for tmp in self.root.glob("*.tmp"):
             tmp.unlink()  # a put that crashed before its rename never reported success
-        self._next = max((self._seq(p) for p in self._files()), default=0) + 1
+        self._items: dict[int, QueuedFrame] = {}  # seq -> frame, the only scan of the folder
+        self._sizes: dict[int, int] = {}
+        for path in sorted(self.root.glob(f"*{SUFFIX}"), key=lambda p: int(p.stem)):
+            item = self._load(path)
+            self._items[item.seq], self._sizes[item.seq] = item, path.stat().st_size
+        self._bytes = sum(self._sizes.values())
+        self._next = max(self._items, default=0) + 1
 
     @staticmethod
-    def _seq(path: Path) -> int:
-        return int(path.stem)
-
-    def _files(self) -> list[Path]:
-        return sorted(self.root.glob(f"*{SUFFIX}"), key=self._seq)
-
-    def _load(self, path: Path) -> QueuedFrame | None:
+    def _load(path: Path) -> QueuedFrame:
         try:
             with path.open("rb") as f:
                 meta = json.loads(f.readline())
-        except FileNotFoundError:
-            return None
         except (ValueError, OSError) as exc:
             raise QueueError(f"unreadable queue file {path}: {exc}") from exc
-        return QueuedFrame(self._seq(path), meta["key"], meta["source"], meta["captured"], path)
+        return QueuedFrame(int(path.stem), meta["key"], meta["source"], meta["captured"], path)
 
     def __len__(self) -> int:
-        return len(self._files())
+        return len(self._items)
 
     def total_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self._files())
+        return self._bytes
 
     def keys(self) -> set[str]:
-        return {f.key for f in self}
+        return {f.key for f in self._items.values()}
 
     def __iter__(self):
-        for path in self._files():
-            item = self._load(path)
-            if item is not None:
-                yield item
+        """Frames in capture order; a snapshot, so acking while iterating is fine."""
+        return iter([self._items[seq] for seq in sorted(self._items)])
 
     def put(
         self, frame: bytes, key: str, source: str = "", captured: float | None = None
     ) -> QueuedFrame:
         """Store a frame durably and return it; raises ``QueueFullError`` under ``reject_new``."""
         self.expire()
-        header = (
-            json.dumps({"key": key, "source": source, "captured": captured or time.time()}).encode()
-            + b"\n"
-        )
+        captured = time.time() if captured is None else captured
+        header = json.dumps({"key": key, "source": source, "captured": captured}).encode() + b"\n"
         size = len(header) + len(frame)
-        used = self.total_bytes()
         if size > self.max_bytes:
             log.warning(
                 "REFUSED frame %s (%s): %d bytes exceeds the queue limit", key, source, size
@@ -122,21 +118,20 @@ class FrameQueue:
             raise QueueFullError(
                 f"frame of {size} bytes exceeds the queue limit of {self.max_bytes}"
             )
-        while used + size > self.max_bytes:
+        while self._bytes + size > self.max_bytes:
             if self.policy == "reject_new":
                 log.warning(
                     "REFUSED frame %s (%s): queue full (%d of %d bytes)",
                     key,
                     source,
-                    used,
+                    self._bytes,
                     self.max_bytes,
                 )
-                raise QueueFullError(f"queue full: {used} of {self.max_bytes} bytes used")
-            oldest = next(iter(self))
+                raise QueueFullError(f"queue full: {self._bytes} of {self.max_bytes} bytes used")
+            oldest = self._items[min(self._items)]
             log.warning(
                 "DROPPED oldest frame %s (%s) to make room: queue full", oldest.key, oldest.source
             )
-            used -= oldest.path.stat().st_size
             self._remove(oldest)
         seq = self._next
         self._next += 1
@@ -149,27 +144,46 @@ class FrameQueue:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_dir(self.root)
-        return QueuedFrame(seq, key, source, json.loads(header)["captured"], path)
+        item = QueuedFrame(seq, key, source, captured, path)
+        self._items[seq], self._sizes[seq] = item, size
+        self._bytes += size
+        return item
 
     def ack(self, item: QueuedFrame) -> None:
         """The cloud confirmed this frame: forget it."""
         self._remove(item)
 
+    def set_aside(self, item: QueuedFrame, folder: Path) -> Path:
+        """Move a frame the cloud will never accept out of the queue, keeping its file."""
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / item.path.name
+        os.replace(item.path, target)
+        self._forget(item)
+        _fsync_dir(self.root)
+        return target
+
     def _remove(self, item: QueuedFrame) -> None:
         item.path.unlink(missing_ok=True)
+        self._forget(item)
         _fsync_dir(self.root)
+
+    def _forget(self, item: QueuedFrame) -> None:
+        if self._items.pop(item.seq, None) is not None:
+            self._bytes -= self._sizes.pop(item.seq)
 
     def expire(self, now: float | None = None) -> int:
         now = time.time() if now is None else now
         dropped = 0
+        # Capture times rise with sequence numbers, so only the oldest frames can be due.
         for item in self:
-            if now - item.captured > self.ttl_s:
-                log.warning(
-                    "EXPIRED frame %s (%s) after %.0f s undelivered",
-                    item.key,
-                    item.source,
-                    now - item.captured,
-                )
-                self._remove(item)
-                dropped += 1
+            if now - item.captured <= self.ttl_s:
+                break
+            log.warning(
+                "EXPIRED frame %s (%s) after %.0f s undelivered",
+                item.key,
+                item.source,
+                now - item.captured,
+            )
+            self._remove(item)
+            dropped += 1
         return dropped

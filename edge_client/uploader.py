@@ -11,7 +11,6 @@ has confirmed it.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -55,8 +54,7 @@ class Uploader:
                 report.cloud_down = True
                 break
             except CloudRejectedError as exc:
-                self.rejected_dir.mkdir(exist_ok=True)
-                os.replace(item.path, self.rejected_dir / item.path.name)
+                self.queue.set_aside(item, self.rejected_dir)
                 log.warning(
                     "REJECTED frame %s (%s) moved to %s: %s",
                     item.key,

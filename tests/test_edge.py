@@ -61,6 +61,10 @@ def test_queue_drop_oldest_and_ttl(tmp_path, caplog):
         q.put(b"z" * 300, key=f"k{i}", source=f"s{i}")
     assert [f.key for f in q] == ["k2", "k3", "k4"]
     assert "DROPPED oldest frame k0" in caplog.text
+    on_disk = sum(f.stat().st_size for f in tmp_path.glob("*.frame"))
+    assert (
+        q.total_bytes() == on_disk == FrameQueue(tmp_path).total_bytes()
+    )  # the index matches the folder
     assert q.expire(now=time.time() + 61) == 3 and len(q) == 0
     assert "EXPIRED frame k4" in caplog.text
 
@@ -144,6 +148,7 @@ def test_uploader_keeps_frames_while_down_and_sets_rejects_aside(tmp_path):
     assert up.drain().cloud_down and len(q) == 3
     report = up.drain()
     assert (report.sent, report.rejected, len(q)) == (2, 1, 0)
+    assert q.total_bytes() == 0 and len(FrameQueue(tmp_path / "q")) == 0
     assert (tmp_path / "q" / "rejected").is_dir() and len(
         list((tmp_path / "q" / "rejected").iterdir())
     ) == 1
