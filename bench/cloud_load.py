@@ -37,7 +37,7 @@ from edge_client.encoder import EdgeEncoder  # noqa: E402
 from edge_client.preprocess import center_crop, resize_short_side  # noqa: E402
 from shared.codebook import Codebook  # noqa: E402
 from shared.quantize import dequantize  # noqa: E402
-from tests.cloud_server import free_port, start_cloud  # noqa: E402
+from tests.cloud_server import free_port, start_cloud, stop, wait_ready  # noqa: E402
 
 
 def cpu_seconds(pid: int) -> float:
@@ -107,14 +107,6 @@ def offline_throughput(
         runtime.classify_latents(x)
         n += batch
     return n / (time.perf_counter() - t0)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 def main() -> None:
@@ -200,12 +192,9 @@ def main() -> None:
             stderr=subprocess.DEVNULL,
         )
         jurl = f"http://127.0.0.1:{port}"
-        for _ in range(300):
-            try:
-                httpx.post(jurl + "/v1/classify-jpeg", content=jpegs[0], timeout=5)
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
+        wait_ready(
+            jproc, jurl + "/docs"
+        )  # uvicorn serves only after the startup hook loaded the models
         try:
             print("JPEG pipeline (upload JPEG Q75, decode, encoder + classifier):", flush=True)
             result["jpeg"] = load_series(

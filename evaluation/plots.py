@@ -98,6 +98,15 @@ def crop_grid(bundle: Path, paths: list[Path], size: int, result: dict, path: Pa
     plt.close(fig)
 
 
+def _matched(matched: list[dict], codec: str, spic_row: dict) -> dict:
+    """The baseline row of ``codec`` at the quality matched to a SPIC rate point."""
+    return next(
+        x
+        for x in matched
+        if x["codec"] == codec and x["setting"].startswith(f"matched-{spic_row['setting']}:")
+    )
+
+
 def _fmt(v, pct=False):
     if v is None:
         return "n/a"
@@ -140,11 +149,7 @@ def report(result: dict) -> str:
         for r in spic:
             cells = []
             for c in codecs:
-                m = next(
-                    x
-                    for x in matched
-                    if x["codec"] == c and x["setting"].startswith(f"matched-{r['setting']}:")
-                )
+                m = _matched(matched, c, r)
                 cells.append(
                     f"{_fmt(m['bpp'])}, {_fmt(m['top1'], True)} ({m['setting'].split(':')[1]})"
                 )
@@ -165,11 +170,7 @@ def report(result: dict) -> str:
     for r in spic:
         cells = []
         for c in codecs:
-            m = next(
-                x
-                for x in matched
-                if x["codec"] == c and x["setting"].startswith(f"matched-{r['setting']}:")
-            )
+            m = _matched(matched, c, r)
             cells.append(f"{_fmt(m['bpp'])}, {m['psnr']:.2f} / {m['ssim']:.3f}")
         lines.append(
             f"| {r['setting']} | {_fmt(r['bpp'])} | {r['psnr']:.2f} / {r['ssim']:.3f} | "
@@ -202,11 +203,7 @@ def verdict(rows, spic, matched, codecs, labelled: bool) -> list[str]:
     out = ["## Where SPIC wins and where it loses", ""]
     for r in spic:
         for c in codecs:
-            m = next(
-                x
-                for x in matched
-                if x["codec"] == c and x["setting"].startswith(f"matched-{r['setting']}:")
-            )
+            m = _matched(matched, c, r)
             ratio = m["bpp"] / r["bpp"]
             reach = (
                 "matches its rate"

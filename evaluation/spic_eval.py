@@ -9,7 +9,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from skimage.metrics import structural_similarity
 from tqdm import tqdm
 
@@ -144,7 +143,3 @@ def evaluate_spic(
 
 def rows_to_dicts(rows: list[Row]) -> list[dict]:
     return [asdict(r) for r in rows]
-
-
-def save_example(recon: np.ndarray, path: Path) -> None:
-    Image.fromarray(recon).save(path)

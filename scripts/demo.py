@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import subprocess
 import sys
 import time
 import uuid
@@ -26,7 +25,7 @@ from edge_client.cli import DEFAULT_BUNDLE  # noqa: E402
 from edge_client.client import CloudClient  # noqa: E402
 from edge_client.encoder import EdgeEncoder  # noqa: E402
 from edge_client.preprocess import IMAGE_SUFFIXES, center_crop, load_rgb, resize_short_side  # noqa: E402
-from tests.cloud_server import start_cloud  # noqa: E402
+from tests.cloud_server import start_cloud, stop  # noqa: E402
 
 
 def main() -> int:
@@ -75,11 +74,7 @@ def main() -> int:
             )
         print(f"\ndemo: reconstructions and frames written to {args.out}/")
     finally:
-        cloud.terminate()
-        try:
-            cloud.wait(10)
-        except subprocess.TimeoutExpired:
-            cloud.kill()
+        stop(cloud)
         print("demo: cloud stopped", flush=True)
     return 0
 

@@ -45,18 +45,34 @@ def start_cloud(
         stderr=subprocess.PIPE,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
+    wait_ready(proc, url + "/readyz")
+    return proc, url
+
+
+def wait_ready(proc: subprocess.Popen, probe: str, timeout: float = 60) -> None:
+    """Poll ``probe`` until it answers 200; raise with the process's stderr if it dies first."""
+    deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"cloud exited: {proc.stderr.read().decode()[-2000:]}")
+            err = proc.stderr.read().decode()[-2000:] if proc.stderr else ""
+            raise RuntimeError(f"server exited: {err}")
         try:
-            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                return proc, url
+            if httpx.get(probe, timeout=1).status_code == 200:
+                return
         except httpx.TransportError:
             pass
         time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("cloud did not become ready in 60 s")
+    stop(proc)
+    raise RuntimeError(f"server not ready within {timeout} s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Terminate gracefully, kill after 10 s."""
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 @contextmanager
@@ -65,8 +81,4 @@ def running_cloud(bundles: list[Path], **settings):
     try:
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)

@@ -12,7 +12,7 @@ from PIL import Image
 
 from cloud_service.batcher import Overloaded
 from cloud_service.idempotency import Stored
-from cloud_service.problems import Problem
+from cloud_service.problems import Problem, problem_response
 from cloud_service.runtime import BundleRuntime
 from cloud_service.state import AuthDep, ReadyDep, ServiceState, StateDep
 from shared import bitstream
@@ -112,8 +112,6 @@ async def idempotent(
         response = await handler()
     except Problem as exc:
         if exc.status in (400, 409):  # the same frame will always get this answer: keep it
-            from cloud_service.problems import problem_response
-
             resp = problem_response(
                 request, exc.status, exc.slug, exc.title, exc.detail, exc.headers, **exc.extra
             )
