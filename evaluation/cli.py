@@ -7,8 +7,10 @@ or on any folder of images (rate and reconstruction only), at ``--size``² cente
 * SPIC-Q rows: every image encoded to a real frame by the edge path, decoded by the cloud path,
   classified on the latent; mean bpp from the real frame bytes; PSNR/SSIM of the reconstruction.
 * Baseline rows: JPEG, WebP and AVIF (Pillow) at the quality matched by bisection to each SPIC rate
-  point, and at a fixed ladder of qualities; the decoded images are classified by SPIC-U (the same
-  network, latent unquantized).
+  point, and at a fixed ladder of qualities. The decoded images are classified by SPIC-U (the
+  same network, latent unquantized) and by every ``--reference`` bundle: pixel-domain CNNs trained
+  by ``spic-train-reference``, one of them fine-tuned on images decoded at the matched quality.
+  The references also classify SPIC's own reconstructions.
 
 Writes ``OUT/results.json``, ``OUT/report.md`` and PNG plots.
 """
@@ -19,7 +21,8 @@ import argparse
 import json
 import shlex
 import sys
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +32,7 @@ from cloud_service.runtime import BundleRuntime
 from edge_client.encoder import EdgeEncoder
 from edge_client.preprocess import IMAGE_SUFFIXES, center_crop, load_rgb, resize_short_side
 from evaluation import baselines, plots
+from evaluation.reference import ReferenceClassifier
 from evaluation.spic_eval import Row, evaluate_spic, labelled_images, psnr, ssim
 from shared.manifest import load_manifest
 
@@ -57,23 +61,66 @@ def spic_u(runtime: BundleRuntime, encoder: EdgeEncoder, crops: list[np.ndarray]
     return np.concatenate(preds)
 
 
-def baseline_row(codec, setting, runtime, encoder, crops, labels) -> Row:
-    bpps, decoded = [], []
-    for c in crops:
-        data = baselines.encode(codec, c, setting)
-        bpps.append(8 * len(data) / (c.shape[0] * c.shape[1]))
-        decoded.append(baselines.decode(data))
-    top1 = None if labels is None else float((spic_u(runtime, encoder, decoded) == labels).mean())
-    return Row(
-        codec,
-        f"q{setting}",
-        "SPIC-U",
-        float(np.mean(bpps)),
-        top1,
-        float(np.mean([psnr(a, b) for a, b in zip(crops, decoded, strict=True)])),
-        float(np.mean([ssim(a, b) for a, b in zip(crops, decoded, strict=True)])),
-        len(crops),
-    )
+def pixel_classifiers(
+    runtime: BundleRuntime, encoder: EdgeEncoder, references: list[Path]
+) -> tuple[dict[str, Callable[[list[np.ndarray]], np.ndarray]], list[dict]]:
+    """SPIC-U plus every reference bundle, by name; and what each reference is, for the results."""
+    class_ids = [c.id for c in runtime.manifest.classes]
+    found: dict[str, Callable[[list[np.ndarray]], np.ndarray]] = {
+        "SPIC-U": lambda crops: spic_u(runtime, encoder, crops)
+    }
+    described = []
+    for bundle in references:
+        clf = ReferenceClassifier(bundle)
+        clf.check_classes(class_ids)
+        if clf.label in found:
+            raise SystemExit(f"two classifiers are both called {clf.label!r}")
+        found[clf.label] = clf.predict
+        m = clf.manifest
+        described.append(
+            {
+                "label": clf.label,
+                "model_id": m.model_id,
+                "architecture": m.architecture,
+                "finetune": m.finetune.model_dump() if m.finetune else None,
+            }
+        )
+    return found, described
+
+
+class BaselineRows:
+    """Rows of one codec at one quality: encoded, decoded and classified once, however often asked.
+
+    Codecs bottom out at their lowest quality, so several SPIC rate points often match the same
+    (codec, quality), which is also on the ladder; the cache makes those free.
+    """
+
+    def __init__(self, crops: list[np.ndarray], labels: np.ndarray | None, classifiers: dict):
+        self.crops, self.labels, self.classifiers = crops, labels, classifiers
+        self._cache: dict[tuple[str, int], list[Row]] = {}
+
+    def __call__(self, codec: str, quality: int, setting: str | None = None) -> list[Row]:
+        key = (codec, quality)
+        if key not in self._cache:
+            self._cache[key] = self._compute(codec, quality)
+        return [replace(r, setting=setting or r.setting) for r in self._cache[key]]
+
+    def _compute(self, codec: str, quality: int) -> list[Row]:
+        bpps, decoded = [], []
+        for c in self.crops:
+            data, image = baselines.round_trip(codec, c, quality)
+            bpps.append(8 * len(data) / (c.shape[0] * c.shape[1]))
+            decoded.append(image)
+        bpp = float(np.mean(bpps))
+        p = float(np.mean([psnr(a, b) for a, b in zip(self.crops, decoded, strict=True)]))
+        s = float(np.mean([ssim(a, b) for a, b in zip(self.crops, decoded, strict=True)]))
+        rows = []
+        for name, classify in self.classifiers.items():
+            top1 = None
+            if self.labels is not None:
+                top1 = float((classify(decoded) == self.labels).mean())
+            rows.append(Row(codec, f"q{quality}", name, bpp, top1, p, s, len(self.crops)))
+        return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,6 +132,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--qf", type=int, nargs="+", help="SPIC QFs (default: the bundle's)")
     p.add_argument(
         "--codecs", nargs="+", default=["jpeg", "webp", "avif"], choices=sorted(baselines.CODECS)
+    )
+    p.add_argument(
+        "--reference",
+        type=Path,
+        nargs="+",
+        default=[],
+        metavar="BUNDLE",
+        help="reference-classifier bundles (spic-train-reference) that also classify decoded pixels",
     )
     p.add_argument("--size", type=int, help="center-crop size (default: the bundle's)")
     p.add_argument("--no-ladder", action="store_true", help="skip the fixed quality ladders")
@@ -102,30 +157,41 @@ def main(argv: list[str] | None = None) -> int:
     paths, labels = load_split(args.data, args.limit, [c.id for c in manifest.classes])
     args.out.mkdir(parents=True, exist_ok=True)
 
-    rows = evaluate_spic(args.bundle, paths, labels, qfs=args.qf, codecs=("rans", "huffman"))
     runtime = BundleRuntime(args.bundle, threads=2)
     encoder = EdgeEncoder(args.bundle, threads=2)
+    classifiers, references = pixel_classifiers(runtime, encoder, args.reference)
+    if labels is None:  # without labels only rate and reconstruction are measured: one row each
+        classifiers, references = {"SPIC-U": classifiers["SPIC-U"]}, []
+    reference_only = {k: v for k, v in classifiers.items() if k != "SPIC-U"}
+    rows = evaluate_spic(
+        args.bundle,
+        paths,
+        labels,
+        qfs=args.qf,
+        codecs=("rans", "huffman"),
+        pixel_classifiers=reference_only,
+    )
     crops = [
         np.asarray(center_crop(resize_short_side(load_rgb(p), size), size))
         for p in tqdm(paths, desc="crops")
     ]
     if labels is not None:
-        acc = float((spic_u(runtime, encoder, crops) == labels).mean())
-        rows.append(Row("none", "uncompressed", "SPIC-U", None, acc, None, None, len(crops)))
+        for name, classify in classifiers.items():
+            acc = float((classify(crops) == labels).mean())
+            rows.append(Row("none", "uncompressed", name, None, acc, None, None, len(crops)))
+    baseline = BaselineRows(crops, labels, classifiers)
     calib = [
         crops[i]
         for i in sorted(np.random.default_rng(1).permutation(len(crops))[:CALIBRATION_IMAGES])
     ]
-    for r in [r for r in rows if r.codec == "spic-rans"]:
+    for r in [r for r in rows if r.codec == "spic-rans" and r.classifier == "SPIC-Q"]:
         for codec in tqdm(args.codecs, desc=f"matching {r.setting}"):
             q = baselines.match_quality(codec, calib, r.bpp)
-            row = baseline_row(codec, q, runtime, encoder, crops, labels)
-            row.setting = f"matched-{r.setting}:q{q}"
-            rows.append(row)
+            rows += baseline(codec, q, f"matched-{r.setting}:q{q}")
     if not args.no_ladder:
         for codec in args.codecs:
             for q in tqdm(baselines.LADDER[codec], desc=f"{codec} ladder"):
-                rows.append(baseline_row(codec, q, runtime, encoder, crops, labels))
+                rows += baseline(codec, q)
 
     command = "spic-eval " + " ".join(
         shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)
@@ -136,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         "command": command,
         "size": size,
         "labelled": labels is not None,
+        "classifiers": list(classifiers) if labels is not None else [],
+        "references": references,
         "rows": [asdict(r) for r in rows],
     }
     (args.out / "results.json").write_text(json.dumps(result, indent=1) + "\n")

@@ -15,20 +15,30 @@ from edge_client.encoder import EdgeEncoder  # noqa: E402
 from edge_client.preprocess import center_crop, load_rgb, resize_short_side  # noqa: E402
 from evaluation import baselines  # noqa: E402
 
-STYLE = {
-    "spic-rans": ("SPIC-Q (rANS)", "o-"),
-    "spic-huffman": ("SPIC-Q (Huffman)", "s--"),
-    "jpeg": ("JPEG + SPIC-U", "^-"),
-    "webp": ("WebP + SPIC-U", "v-"),
-    "avif": ("AVIF + SPIC-U", "D-"),
+CODEC_STYLE = {  # colour and marker per codec; line style per classifier
+    "spic-rans": ("SPIC (rANS)", "C0", "o"),
+    "spic-huffman": ("SPIC (Huffman)", "C5", "s"),
+    "jpeg": ("JPEG", "C1", "^"),
+    "webp": ("WebP", "C2", "v"),
+    "avif": ("AVIF", "C3", "D"),
+    "jpeg-half": ("JPEG at half size", "C4", "<"),
+    "webp-half": ("WebP at half size", "C6", ">"),
+    "avif-half": ("AVIF at half size", "C8", "P"),
 }
+LINESTYLES = ("-", "--", ":", "-.")
 
 
-def _series(rows: list[dict], codec: str, key: str):
+def classifiers_of(result: dict) -> list[str]:
+    """The pixel-domain classifiers of a result (results from before references: SPIC-U only)."""
+    return result.get("classifiers") or ["SPIC-U"]
+
+
+def _series(rows: list[dict], codec: str, key: str, classifier: str | None = None):
     pts = sorted(
         (r["bpp"], r[key])
         for r in rows
         if r["codec"] == codec
+        and (classifier is None or r["classifier"] == classifier)
         and r["bpp"] is not None
         and r[key] is not None
         and not r["setting"].startswith("matched")
@@ -40,21 +50,31 @@ def rate_plots(result: dict, out: Path) -> None:
     metrics = [("psnr", "PSNR (dB)"), ("ssim", "SSIM")]
     if result["labelled"]:
         metrics.insert(0, ("top1", "top-1 accuracy"))
+    rows = result["rows"]
     for key, label in metrics:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for codec, (name, style) in STYLE.items():
-            x, y = _series(result["rows"], codec, key)
-            if x:
-                ax.plot(x, y, style, label=name)
+        fig, ax = plt.subplots(figsize=(7.5, 5) if key == "top1" else (6, 4))
+        for codec, (name, colour, marker) in CODEC_STYLE.items():
+            if key != "top1":
+                first = next((r["classifier"] for r in rows if r["codec"] == codec), None)
+                x, y = _series(rows, codec, key, first)
+                if x:
+                    ax.plot(x, y, marker=marker, color=colour, label=name)
+                continue
+            names = sorted({r["classifier"] for r in rows if r["codec"] == codec})
+            for i, clf in enumerate(names):
+                x, y = _series(rows, codec, key, clf)
+                if x:
+                    ls = LINESTYLES[i % len(LINESTYLES)]
+                    ax.plot(x, y, ls, marker=marker, color=colour, label=f"{name} + {clf}")
         if key == "top1":
-            unc = [r["top1"] for r in result["rows"] if r["setting"] == "unquantized"]
+            unc = [r["top1"] for r in rows if r["setting"] == "unquantized"]
             if unc:
                 ax.axhline(unc[0], color="gray", ls=":", label="SPIC, latent unquantized")
         ax.set_xscale("log")
         ax.set_xlabel("bits per pixel (whole file / frame, 224² crop)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7 if key == "top1" else 8, ncol=2 if key == "top1" else 1)
         fig.tight_layout()
         fig.savefig(out / f"{key}_vs_bpp.png", dpi=120)
         plt.close(fig)
@@ -87,7 +107,7 @@ def crop_grid(bundle: Path, paths: list[Path], size: int, result: dict, path: Pa
         for q in qfs:
             _, symbols = runtime.codebook.decode(encoders[q].encode(im))
             tiles.append(runtime.reconstruct_latents(runtime.latents([symbols], [q]))[0])
-        tiles += [baselines.decode(baselines.encode(c, crop, q)) for c, q in codec_q.items()]
+        tiles += [baselines.round_trip(c, crop, q)[1] for c, q in codec_q.items()]
         for j, tile in enumerate(tiles):
             axes[i][j].imshow(tile)
             axes[i][j].axis("off")
@@ -98,12 +118,14 @@ def crop_grid(bundle: Path, paths: list[Path], size: int, result: dict, path: Pa
     plt.close(fig)
 
 
-def _matched(matched: list[dict], codec: str, spic_row: dict) -> dict:
+def _matched(matched: list[dict], codec: str, spic_row: dict, classifier: str = "SPIC-U") -> dict:
     """The baseline row of ``codec`` at the quality matched to a SPIC rate point."""
     return next(
         x
         for x in matched
-        if x["codec"] == codec and x["setting"].startswith(f"matched-{spic_row['setting']}:")
+        if x["codec"] == codec
+        and x["classifier"] == classifier
+        and x["setting"].startswith(f"matched-{spic_row['setting']}:")
     )
 
 
@@ -111,6 +133,10 @@ def _fmt(v, pct=False):
     if v is None:
         return "n/a"
     return f"{100 * v:.2f}%" if pct else f"{v:.4f}" if v < 10 else f"{v:.2f}"
+
+
+def _quality(row: dict) -> str:
+    return row["setting"].split(":")[1]
 
 
 def report(result: dict) -> str:
@@ -126,39 +152,15 @@ def report(result: dict) -> str:
         "```",
         "",
     ]
-    spic = [r for r in rows if r["codec"] == "spic-rans"]
+    spic = [r for r in rows if r["codec"] == "spic-rans" and r["classifier"] == "SPIC-Q"]
     matched = [r for r in rows if r["setting"].startswith("matched")]
     codecs = sorted({r["codec"] for r in matched})
+    classifiers = classifiers_of(result)
+    lines += _classifier_notes(result)
     if result["labelled"]:
-        unq = next((r for r in rows if r["setting"] == "unquantized"), None)
-        unc = next((r for r in rows if r["setting"] == "uncompressed"), None)
-        lines += [
-            "## Top-1 at matched rates (the paper's table)",
-            "",
-            "| rate point | SPIC-Q bpp | SPIC-Q top-1 | "
-            + " | ".join(f"{c.upper()} + SPIC-U (bpp, top-1)" for c in codecs)
-            + " |",
-            "|---|---|---|" + "---|" * len(codecs),
-        ]
-        if unq and unc:
-            lines.append(
-                f"| uncompressed | — | {_fmt(unq['top1'], True)} (latent unquantized) | "
-                + " | ".join(f"— , {_fmt(unc['top1'], True)}" for _ in codecs)
-                + " |"
-            )
-        for r in spic:
-            cells = []
-            for c in codecs:
-                m = _matched(matched, c, r)
-                cells.append(
-                    f"{_fmt(m['bpp'])}, {_fmt(m['top1'], True)} ({m['setting'].split(':')[1]})"
-                )
-            lines.append(
-                f"| {r['setting']} | {_fmt(r['bpp'])} | {_fmt(r['top1'], True)} | "
-                + " | ".join(cells)
-                + " |"
-            )
-        lines.append("")
+        lines += _accuracy_tables(rows, spic, matched, codecs, classifiers)
+        lines += _reconstruction_classified(rows, spic, classifiers)
+        lines += _rate_to_match(rows, spic, codecs, classifiers)
     lines += [
         "## Reconstruction quality at matched rates",
         "",
@@ -170,14 +172,20 @@ def report(result: dict) -> str:
     for r in spic:
         cells = []
         for c in codecs:
-            m = _matched(matched, c, r)
+            m = _matched(matched, c, r, classifiers[0])
             cells.append(f"{_fmt(m['bpp'])}, {m['psnr']:.2f} / {m['ssim']:.3f}")
         lines.append(
             f"| {r['setting']} | {_fmt(r['bpp'])} | {r['psnr']:.2f} / {r['ssim']:.3f} | "
             + " | ".join(cells)
             + " |"
         )
-    lines += ["", *verdict(rows, spic, matched, codecs, result["labelled"])]
+    lines += [
+        "",
+        "PSNR and SSIM are means over images of the per-image value, against the "
+        f"{result['size']}² crop the encoder saw.",
+        "",
+        *verdict(rows, spic, matched, codecs, classifiers, result["labelled"]),
+    ]
     lines += [
         "",
         "## All rows",
@@ -198,31 +206,203 @@ def report(result: dict) -> str:
     return "\n".join(lines)
 
 
-def verdict(rows, spic, matched, codecs, labelled: bool) -> list[str]:
+def _classifier_notes(result: dict) -> list[str]:
+    if not result["labelled"]:
+        return []
+    out = [
+        "Classifiers of decoded pixels:",
+        "",
+        "- **SPIC-U**: the SPIC network itself, fed the decoded image, its latent left unquantized "
+        "(the paper's JPEG + SPIC-U column).",
+    ]
+    for ref in result.get("references", []):
+        ft = ref["finetune"]
+        how = (
+            "fine-tuned on train images decoded by "
+            + ", ".join(f"{c.upper()} q{q}" for c, q in ft["qualities"].items())
+            + f" (the qualities matched to {ft['target_bpp']:.4f} bpp, {ft['target_from']})"
+            if ft
+            else "trained from scratch on clean train images"
+        )
+        out.append(
+            f"- **{ref['label']}**: reference bundle `{ref['model_id']}`, `{ref['architecture']}`, "
+            f"{how}; stands in for the paper's ResNet50 / VGG19 columns."
+        )
+    return [*out, ""]
+
+
+def _accuracy_tables(rows, spic, matched, codecs, classifiers) -> list[str]:
+    unq = next((r for r in rows if r["setting"] == "unquantized"), None)
+    clean = {r["classifier"]: r for r in rows if r["setting"] == "uncompressed"}
+    out = ["## Top-1 at matched rates (the paper's table)", ""]
+    for c in codecs:
+        name = c.upper()
+        out += [
+            f"### {name}",
+            "",
+            f"| rate point | SPIC-Q bpp | SPIC-Q top-1 | {name} bpp (quality) | "
+            + " | ".join(f"{name} + {k}" for k in classifiers)
+            + " |",
+            "|---|---|---|---|" + "---|" * len(classifiers),
+        ]
+        if unq and clean:
+            out.append(
+                f"| uncompressed | — | {_fmt(unq['top1'], True)} (latent unquantized) | — | "
+                + " | ".join(
+                    _fmt(clean[k]["top1"], True) if k in clean else "n/a" for k in classifiers
+                )
+                + " |"
+            )
+        for r in spic:
+            ms = [_matched(matched, c, r, k) for k in classifiers]
+            out.append(
+                f"| {r['setting']} | {_fmt(r['bpp'])} | **{_fmt(r['top1'], True)}** | "
+                f"{_fmt(ms[0]['bpp'])} ({_quality(ms[0])}) | "
+                + " | ".join(_fmt(m["top1"], True) for m in ms)
+                + " |"
+            )
+        out.append("")
+    return out
+
+
+def _reconstruction_classified(rows, spic, classifiers) -> list[str]:
+    refs = [k for k in classifiers if k != "SPIC-U"]
+    if not refs:
+        return []
+    out = [
+        "## SPIC's reconstructions classified in pixels",
+        "",
+        "The route SPIC-Q makes unnecessary: decode the latent to an image, then classify it.",
+        "",
+        "| rate point | bpp | SPIC-Q (on the latent) | "
+        + " | ".join(f"{k} on reconstruction" for k in refs)
+        + " |",
+        "|---|---|---|" + "---|" * len(refs),
+    ]
+    for r in spic:
+        cells = []
+        for k in refs:
+            m = next(
+                (
+                    x
+                    for x in rows
+                    if x["codec"] == r["codec"]
+                    and x["setting"] == r["setting"]
+                    and x["classifier"] == f"{k} on reconstruction"
+                ),
+                None,
+            )
+            cells.append(_fmt(m["top1"], True) if m else "n/a")
+        out.append(
+            f"| {r['setting']} | {_fmt(r['bpp'])} | {_fmt(r['top1'], True)} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    return [*out, ""]
+
+
+def rate_to_reach(rows, codec: str, classifier: str, top1: float) -> dict | None:
+    """The cheapest ladder row of ``codec`` + ``classifier`` whose top-1 is at least ``top1``."""
+    ladder = sorted(
+        (
+            r
+            for r in rows
+            if r["codec"] == codec
+            and r["classifier"] == classifier
+            and not r["setting"].startswith("matched")
+            and r["top1"] is not None
+        ),
+        key=lambda r: r["bpp"],
+    )
+    return next((r for r in ladder if r["top1"] >= top1), None)
+
+
+def _rate_to_match(rows, spic, codecs, classifiers) -> list[str]:
+    if not spic:
+        return []
+    target = min(spic, key=lambda r: r["bpp"])
+    out = [
+        f"## Rate each codec needs to reach SPIC-Q's top-1 at {target['setting']}",
+        "",
+        f"SPIC-Q: **{_fmt(target['top1'], True)} at {target['bpp']:.4f} bpp**. The cheapest point of "
+        "each codec's quality ladder that does at least as well:",
+        "",
+        "| codec | " + " | ".join(classifiers) + " |",
+        "|---|" + "---|" * len(classifiers),
+    ]
+    for c in codecs:
+        cells = []
+        for k in classifiers:
+            hit = rate_to_reach(rows, c, k, target["top1"])
+            if hit:
+                cells.append(
+                    f"{hit['setting']}: {hit['bpp']:.3f} bpp ({hit['bpp'] / target['bpp']:.1f}x), "
+                    f"{_fmt(hit['top1'], True)}"
+                )
+            else:
+                best = max(
+                    (
+                        r
+                        for r in rows
+                        if r["codec"] == c
+                        and r["classifier"] == k
+                        and r["top1"] is not None
+                        and not r["setting"].startswith("matched")
+                    ),
+                    key=lambda r: r["top1"],
+                )
+                cells.append(
+                    f"never on the ladder (best {_fmt(best['top1'], True)} at {best['setting']})"
+                )
+        out.append(f"| {c.upper()} | " + " | ".join(cells) + " |")
+    return [*out, ""]
+
+
+def verdict(rows, spic, matched, codecs, classifiers, labelled: bool) -> list[str]:
     """Where SPIC wins and where it loses, computed from the rows, in plain words."""
     out = ["## Where SPIC wins and where it loses", ""]
+    wins, losses = 0, 0
     for r in spic:
         for c in codecs:
-            m = _matched(matched, c, r)
+            ms = [_matched(matched, c, r, k) for k in classifiers]
+            m = ms[0]
             ratio = m["bpp"] / r["bpp"]
             reach = (
                 "matches its rate"
                 if ratio <= 1.05
-                else f"cannot go that low: at its lowest setting ({m['setting'].split(':')[1]}) it spends {ratio:.1f}x the bits"
+                else f"cannot go that low: at its lowest setting ({_quality(m)}) it spends {ratio:.1f}x the bits"
             )
             acc = ""
             if labelled:
-                d = 100 * (r["top1"] - m["top1"])
+                best = max(ms, key=lambda x: x["top1"])
+                d = 100 * (r["top1"] - best["top1"])
+                wins, losses = wins + (d > 0), losses + (d < 0)
                 words = (
-                    "the same"
+                    "the same as"
                     if abs(d) < 0.005
-                    else f"{abs(d):.2f} points {'higher' if d > 0 else 'lower'}"
+                    else f"{abs(d):.2f} points {'higher' if d > 0 else 'lower'} than"
                 )
                 acc = (
-                    f"; SPIC-Q top-1 is {words} ({100 * r['top1']:.2f}% vs {100 * m['top1']:.2f}%)"
+                    f"; SPIC-Q top-1 is {words} its best pixel classifier, {best['classifier']} "
+                    f"({100 * r['top1']:.2f}% vs {100 * best['top1']:.2f}%)"
                 )
             look = f"; reconstruction PSNR {r['psnr']:.2f} vs {m['psnr']:.2f} dB, SSIM {r['ssim']:.3f} vs {m['ssim']:.3f}"
             out.append(
                 f"- {r['setting']} ({r['bpp']:.4f} bpp) against {c.upper()}: {c.upper()} {reach}{acc}{look}."
             )
+    worse_look = sum(
+        r["psnr"] < _matched(matched, c, r, classifiers[0])["psnr"] for r in spic for c in codecs
+    )
+    pairs = len(spic) * len(codecs)
+    out += [""]
+    if labelled:
+        out.append(
+            f"**Accuracy.** SPIC-Q wins {wins} and loses {losses} of the {pairs} (rate point, codec) "
+            "comparisons against the best classifier of that codec's decoded images."
+        )
+    out.append(
+        f"**Reconstruction.** SPIC's reconstructions have the lower PSNR in {worse_look} of {pairs} "
+        "comparisons: its decoder is trained for a latent that serves classification first, and "
+        "it is not a competitive image codec."
+    )
     return out

@@ -5,6 +5,7 @@ PSNR/SSIM of the decoder's reconstructions against the encoder's input crop.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -65,8 +66,14 @@ def evaluate_spic(
     batch: int = 50,
     progress: bool = True,
     int8: bool = False,
+    pixel_classifiers: dict[str, Callable[[list[np.ndarray]], np.ndarray]] | None = None,
 ) -> list[Row]:
-    """With ``int8`` the frames come from the bundle's INT8 encoder (rows marked as such)."""
+    """With ``int8`` the frames come from the bundle's INT8 encoder (rows marked as such).
+
+    ``pixel_classifiers`` (name -> uint8 crops -> predicted classes) also classify the decoder's
+    reconstructions: the "decode to pixels, then classify" route SPIC-Q makes unnecessary.
+    """
+    pixel_classifiers = pixel_classifiers or {}
     runtime = BundleRuntime(bundle, threads=2)
     qfs = list(qfs or runtime.manifest.qfs)
     encoders = {
@@ -80,6 +87,7 @@ def evaluate_spic(
     bits = {k: 0 for k in encoders}
     correct = {q: 0 for q in qfs}
     correct_unq = 0
+    correct_px = {(q, name): 0 for q in qfs for name in pixel_classifiers}
     quality = {q: [0.0, 0.0] for q in qfs}
     bar = tqdm(total=n, desc="SPIC", disable=not progress, dynamic_ncols=True)
     for start in range(0, n, batch):
@@ -105,6 +113,9 @@ def evaluate_spic(
             if truth is not None:
                 correct[q] += int((runtime.classify_latents(y_hat).argmax(1) == truth).sum())
             recon = runtime.reconstruct_latents(y_hat)
+            if truth is not None:
+                for name, classify in pixel_classifiers.items():
+                    correct_px[(q, name)] += int((classify(list(recon)) == truth).sum())
             for crop, rec in zip(crops, recon, strict=True):
                 ref = (crop.transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8)
                 quality[q][0] += psnr(ref, rec)
@@ -133,6 +144,19 @@ def evaluate_spic(
                     "SPIC-Q" + variant,
                     bits[(q, c)] / n / (h * w),
                     None if labels is None else correct[q] / n,
+                    quality[q][0] / n,
+                    quality[q][1] / n,
+                    n,
+                )
+            )
+        for name in pixel_classifiers:
+            rows.append(
+                Row(
+                    f"spic-{codecs[0]}",
+                    f"QF{q}",
+                    f"{name} on reconstruction",
+                    bits[(q, codecs[0])] / n / (h * w),
+                    None if labels is None else correct_px[(q, name)] / n,
                     quality[q][0] / n,
                     quality[q][1] / n,
                     n,

@@ -97,3 +97,47 @@ def tiny_bundle(tiny_run, tiny_data, tmp_path_factory) -> Path:
         == 0
     )
     return out
+
+
+TINY_REFERENCE_ARGS = [
+    "--set",
+    'model="resnet-tiny"',
+    "--set",
+    "epochs=2",
+    "--set",
+    "batch_size=4",
+    "--set",
+    "crop=64",
+    "--set",
+    "final_crop=64",
+    "--set",
+    "final_crop_epochs=1",
+    "--set",
+    "eval_size=64",
+    "--set",
+    "finetune_epochs=1",
+    "--set",
+    "calibration_images=4",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_reference(tiny_data, tmp_path_factory) -> Path:
+    """The run directory of a resnet-tiny reference trained for 2 epochs (its bundle in bundle/)."""
+    from models.train_reference import main
+
+    out = tmp_path_factory.mktemp("reference")
+    assert main(["--data", str(tiny_data), "--out", str(out), *TINY_REFERENCE_ARGS]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_reference_ft(tiny_reference, tiny_bundle, tiny_data, tmp_path_factory) -> Path:
+    """``tiny_reference`` fine-tuned on codec-decoded images matched to ``tiny_bundle``'s rate."""
+    from models.train_reference import main
+
+    out = tmp_path_factory.mktemp("reference-ft")
+    args = ["--finetune-from", str(tiny_reference / "checkpoint.pt")]
+    args += ["--spic-bundle", str(tiny_bundle)]
+    assert main(["--data", str(tiny_data), "--out", str(out), *args]) == 0
+    return out

@@ -1,0 +1,123 @@
+"""Reference-classifier bundles: a pixel-domain CNN as one ONNX file plus a manifest.
+
+A reference bundle is a folder::
+
+    manifest.json      ReferenceManifest below: classes, preprocessing, what it was trained on
+    classifier.onnx    float32 image (N, 3, H, W) in [0, 1] -> logits (N, classes)
+    MODEL_CARD.md      how it was made and how well it does
+
+It is written by ``spic-train-reference`` (``models/train_reference.py``) and read here, by
+``spic-eval``, with onnxruntime only: evaluation never imports torch. The model id is computed
+exactly as for SPIC bundles (``shared.manifest``): a hash of the manifest and of every file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import onnxruntime as ort
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.manifest import BundleFile, ClassInfo, Preprocessing, sha256_file
+
+MANIFEST = "manifest.json"
+ONNX_FILE = "classifier.onnx"
+
+
+class FineTune(BaseModel):
+    """What a fine-tuned reference saw: images decoded by these codecs at these qualities."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_model_id: str
+    qualities: dict[str, int]  # codec -> Pillow quality
+    target_bpp: float  # the SPIC rate the qualities were matched to (bits per pixel, whole file)
+    target_from: str  # where target_bpp came from, e.g. "bundle 2290519bfc38c845 at QF16"
+
+
+class ReferenceManifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["spic-reference-bundle"] = "spic-reference-bundle"
+    format_version: Literal[1] = 1
+    model_id: str = Field(default="", pattern=r"^([0-9a-f]{16})?$")
+    name: str
+    label: str  # the classifier's name in results and reports
+    architecture: str
+    architecture_config: dict
+    classes: list[ClassInfo]
+    preprocessing: Preprocessing = Field(default_factory=Preprocessing)
+    finetune: FineTune | None = None
+    val_top1: float | None = None  # on clean 224² center crops of the validation split
+    files: dict[str, BundleFile]
+
+    def content_hash(self) -> str:
+        body = self.model_dump(mode="json", exclude={"model_id"})
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(canonical).hexdigest()[:16]
+
+
+def write_reference_manifest(bundle: Path, manifest: ReferenceManifest) -> ReferenceManifest:
+    files = {
+        role: BundleFile(path=f.path, sha256=sha256_file(bundle / f.path))
+        for role, f in manifest.files.items()
+    }
+    manifest = manifest.model_copy(update={"files": files, "model_id": ""})
+    manifest = manifest.model_copy(update={"model_id": manifest.content_hash()})
+    (bundle / MANIFEST).write_text(manifest.model_dump_json(indent=1) + "\n")
+    return manifest
+
+
+def load_reference_manifest(bundle: str | Path) -> ReferenceManifest:
+    """Read and verify a reference bundle's manifest (file hashes and model id)."""
+    bundle = Path(bundle)
+    path = bundle / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"no {MANIFEST} in {bundle}: not a reference bundle")
+    manifest = ReferenceManifest.model_validate_json(path.read_text())
+    for role, f in manifest.files.items():
+        if sha256_file(bundle / f.path) != f.sha256:
+            raise ValueError(f"reference bundle file {f.path} ({role}) does not match its hash")
+    if manifest.content_hash() != manifest.model_id:
+        raise ValueError(f"reference manifest id {manifest.model_id} does not match its content")
+    return manifest
+
+
+class ReferenceClassifier:
+    """Top-1 predictions of a reference bundle for uint8 (H, W, 3) crops."""
+
+    def __init__(self, bundle: str | Path, threads: int = 2, batch: int = 50):
+        self.bundle = Path(bundle)
+        self.manifest = load_reference_manifest(self.bundle)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(
+            str(self.bundle / self.manifest.files["classifier"].path),
+            opts,
+            providers=["CPUExecutionProvider"],
+        )
+        self.batch = batch
+
+    @property
+    def label(self) -> str:
+        return self.manifest.label
+
+    def check_classes(self, class_ids: list[str]) -> None:
+        ours = [c.id for c in self.manifest.classes]
+        if ours != class_ids:
+            raise ValueError(
+                f"reference bundle {self.manifest.model_id} ({self.label}) has classes {ours}, "
+                f"the evaluation has {class_ids}"
+            )
+
+    def predict(self, crops: list[np.ndarray]) -> np.ndarray:
+        preds = []
+        for i in range(0, len(crops), self.batch):
+            x = np.stack(crops[i : i + self.batch]).transpose(0, 3, 1, 2)
+            x = x.astype(np.float32) / np.float32(255.0)
+            preds.append(self.session.run(None, {"image": x})[0].argmax(1))
+        return np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)

@@ -1,0 +1,131 @@
+"""Pixel-domain reference classifiers from the ResNet family (He et al., 2016).
+
+They stand in for the paper's ResNet50 and VGG19 columns: a classifier that sees decoded pixels,
+trained by this project on the same train split as SPIC, so "JPEG + reference CNN" is a baseline
+a camera maker could actually deploy. The input is the same as SPIC's encoder takes, float32
+(N, 3, H, W) in [0, 1]; ImageNet mean/std normalisation is inside the graph, so the exported ONNX
+file needs no preprocessing beyond the center crop.
+
+Registered names (timm-style, tests run over all of them):
+
+    resnet18          BasicBlock [2, 2, 2, 2], widths 64..512   (1.82 GFLOP at 224², 11.2 M params)
+    resnet18-half     BasicBlock [2, 2, 2, 2], widths 32..256   (0.46 GFLOP, 2.8 M params)
+    resnet-tiny       BasicBlock [1, 1, 1, 1], widths 8..64     (for tests)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class ResNetConfig:
+    widths: tuple[int, ...] = (64, 128, 256, 512)
+    blocks: tuple[int, ...] = (2, 2, 2, 2)
+    num_classes: int = 10
+    stem_width: int = 64
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["widths"], d["blocks"] = list(self.widths), list(self.blocks)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ResNetConfig:
+        d = dict(d)
+        d["widths"], d["blocks"] = tuple(d["widths"]), tuple(d["blocks"])
+        return cls(**d)
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        # Zero-init the last BN of each block: every block starts as identity, which trains faster
+        # and more stably (Goyal et al., 2017, "Accurate, large minibatch SGD").
+        nn.init.zeros_(self.bn2.weight)
+        self.shortcut = (
+            nn.Identity()
+            if stride == 1 and c_in == c_out
+            else nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(h)) + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    def __init__(self, cfg: ResNetConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1), persistent=False)
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, cfg.stem_width, 7, 2, 3, bias=False),
+            nn.BatchNorm2d(cfg.stem_width),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, 2, 1),
+        )
+        layers, c = [], cfg.stem_width
+        for i, (w, n) in enumerate(zip(cfg.widths, cfg.blocks, strict=True)):
+            for j in range(n):
+                layers.append(BasicBlock(c, w, 2 if (j == 0 and i > 0) else 1))
+                c = w
+        self.layers = nn.Sequential(*layers)
+        self.head = nn.Linear(c, cfg.num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) in [0, 1] -> logits (N, classes); any H, W that survive stride 32."""
+        h = self.layers(self.stem((x - self.mean) / self.std))
+        return self.head(h.mean((2, 3)))
+
+
+_REFERENCE: dict[str, Callable[..., ResNet]] = {}
+
+
+def _register(fn: Callable[..., ResNet]) -> Callable[..., ResNet]:
+    _REFERENCE[fn.__name__.replace("_", "-")] = fn
+    return fn
+
+
+@_register
+def resnet18(num_classes: int = 10) -> ResNet:
+    return ResNet(ResNetConfig(num_classes=num_classes))
+
+
+@_register
+def resnet18_half(num_classes: int = 10) -> ResNet:
+    # Half the widths: a quarter of the FLOPs, so that training on 2 CPU cores fits in an hour.
+    return ResNet(ResNetConfig((32, 64, 128, 256), (2, 2, 2, 2), num_classes, stem_width=32))
+
+
+@_register
+def resnet_tiny(num_classes: int = 10) -> ResNet:
+    return ResNet(ResNetConfig((8, 16, 32, 64), (1, 1, 1, 1), num_classes, stem_width=8))
+
+
+def list_reference_models() -> list[str]:
+    return sorted(_REFERENCE)
+
+
+def create_reference_model(name: str, **kwargs) -> ResNet:
+    try:
+        return _REFERENCE[name](**kwargs)
+    except KeyError:
+        raise KeyError(
+            f"unknown reference model {name!r}; registered: {', '.join(list_reference_models())}"
+        ) from None

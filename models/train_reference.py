@@ -1,0 +1,468 @@
+"""spic-train-reference: the pixel-domain reference CNN that spic-eval compares SPIC against.
+
+Two runs, each ending with an exported reference bundle (``evaluation/reference.py``)::
+
+    # 1. from scratch, on clean train images
+    spic-train-reference --data DATA --out runs/reference
+    # 2. fine-tuned on train images decoded by JPEG, WebP and AVIF at the quality whose rate
+    #    matches SPIC's (measured on train images with the SPIC bundle's default QF)
+    spic-train-reference --data DATA --out runs/reference-ft \
+        --finetune-from runs/reference/checkpoint.pt --spic-bundle models/bundles/spic-imagenette
+
+DATA holds ``train/<class>/*`` and ``val/<class>/*``. The run directory gets ``config.json``,
+``log.jsonl``, a self-describing ``checkpoint.pt`` and ``bundle/`` (``--bundle-out`` to put the
+bundle elsewhere).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tqdm import tqdm
+
+from evaluation import baselines
+from evaluation.reference import (
+    ONNX_FILE,
+    FineTune,
+    ReferenceManifest,
+    write_reference_manifest,
+)
+from models.data import InMemoryImages, eval_arrays, train_batches
+from models.export import WNID_NAMES
+from models.reference import ResNet, ResNetConfig, create_reference_model
+from models.train import param_groups, save_checkpoint, to_tensor
+from shared.manifest import BundleFile, ClassInfo, Preprocessing
+
+
+@dataclass
+class ReferenceConfig:
+    model: str = "resnet18-half"  # a quarter of ResNet-18's FLOPs: 30 epochs fit ~45 min on 2 cores
+    epochs: int = 30  # Imagenette top-1 flattens out after ~25 epochs at this size
+    batch_size: int = 64  # BatchNorm statistics stay stable; a step is ~0.4 s on 2 cores at 128²
+    lr: float = (
+        2e-3  # one-cycle peak for AdamW, as for SPIC: same data, same pipeline, it converges
+    )
+    weight_decay: float = 0.05  # decoupled decay on conv/linear weights; 9.5k images overfit fast
+    warmup_frac: float = 0.15  # one-cycle warm-up share
+    label_smoothing: float = 0.1  # standard for ImageNet-style training
+    # Random-resized 128² crops (25-100% of the area), then the last epochs at 192² to close the
+    # train/test resolution gap before testing on 224² center crops (FixRes, Touvron et al. 2019).
+    crop: int = 128
+    final_crop: int = 192
+    final_crop_epochs: int = 4
+    eval_size: int = 224  # spic-eval's protocol: 224² center crops
+    # Fine-tuning on decoded images: short and gentle, at the evaluation's 224² crops, because the
+    # codecs' artefacts sit on their 8x8/4x4 block grids, which random resized crops would blur.
+    finetune_epochs: int = 2  # ~3 min/epoch at 224² on 2 cores; gains flatten after the first
+    finetune_lr: float = 3e-4
+    finetune_codecs: tuple[str, ...] = ("jpeg", "webp", "avif")
+    calibration_images: int = (
+        200  # seeded train subset on which SPIC's rate and the match are measured
+    )
+    seed: int = 0
+    eval_every: int = 5  # epochs between validation passes (~15 s each)
+    log_every: int = 20
+    threads: int = 0  # torch intra-op threads; 0 = all cores
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["finetune_codecs"] = list(self.finetune_codecs)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ReferenceConfig:
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown reference config keys: {sorted(unknown)}")
+        d = dict(d)
+        if "finetune_codecs" in d:
+            d["finetune_codecs"] = tuple(d["finetune_codecs"])
+        return cls(**d)
+
+
+@torch.no_grad()
+def top1(model: ResNet, images: np.ndarray, labels: np.ndarray, device, batch: int = 100) -> float:
+    model.eval()
+    correct = 0
+    for i in range(0, len(images), batch):
+        logits = model(to_tensor(images[i : i + batch], device))
+        correct += (logits.argmax(1).cpu().numpy() == labels[i : i + batch]).sum()
+    model.train()
+    return float(correct / max(1, len(images)))
+
+
+def decode_all(codec: str, quality: int, crops: np.ndarray, threads: int = 2) -> np.ndarray:
+    """Every crop through ``codec`` at ``quality`` and back, as one uint8 array."""
+
+    def run(c: np.ndarray) -> np.ndarray:
+        return baselines.round_trip(codec, c, quality)[1]
+
+    with ThreadPoolExecutor(threads) as pool:
+        return np.stack(list(pool.map(run, crops)))
+
+
+def match_to_spic(
+    spic_bundle: Path, crops: np.ndarray, codecs
+) -> tuple[float, dict[str, int], str]:
+    """SPIC's mean bpp on ``crops`` at the bundle's default QF, and each codec's matched quality."""
+    from edge_client.encoder import EdgeEncoder  # onnxruntime only; imported where it is needed
+
+    encoder = EdgeEncoder(spic_bundle)
+    bits = [8 * len(encoder.encode(Image.fromarray(c))) for c in crops]
+    target = float(np.mean(bits)) / (crops.shape[1] * crops.shape[2])
+    qualities = {c: baselines.match_quality(c, list(crops), target) for c in codecs}
+    return target, qualities, f"bundle {encoder.manifest.model_id} at QF{encoder.qf}"
+
+
+def export_bundle(
+    model: ResNet,
+    out: Path,
+    name: str,
+    architecture: str,
+    label: str,
+    classes: list[str],
+    size: int,
+    finetune: FineTune | None,
+    val_top1: float,
+    card: str,
+) -> ReferenceManifest:
+    """classifier.onnx (dynamic batch and size), checked against torch, plus manifest and card."""
+    out.mkdir(parents=True, exist_ok=True)
+    model = model.eval().to(memory_format=torch.contiguous_format).cpu()
+    x = torch.rand(2, 3, 64, 64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(
+            model,
+            (x,),
+            str(out / ONNX_FILE),
+            input_names=["image"],
+            output_names=["logits"],
+            dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
+    probe = torch.rand(3, 3, size, size)
+    onnx_out = ort.InferenceSession(str(out / ONNX_FILE)).run(None, {"image": probe.numpy()})[0]
+    with torch.no_grad():
+        err = float(np.abs(onnx_out - model(probe).numpy()).max())
+    if err > 1e-3:
+        raise RuntimeError(f"exported classifier differs from torch by {err}")
+    manifest = ReferenceManifest(
+        name=name,
+        label=label,
+        architecture=architecture,
+        architecture_config=model.cfg.to_dict(),
+        classes=[
+            ClassInfo(index=i, id=c, name=WNID_NAMES.get(c, c)) for i, c in enumerate(classes)
+        ],
+        preprocessing=Preprocessing(mode="center_crop", resize_short=size, size=size),
+        finetune=finetune,
+        val_top1=val_top1,
+        files={"classifier": BundleFile(path=ONNX_FILE, sha256="")},
+    )
+    manifest = write_reference_manifest(out, manifest)
+    (out / "MODEL_CARD.md").write_text(card.replace("{model_id}", manifest.model_id))
+    return manifest
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="spic-train-reference", description=__doc__.split("\n")[0])
+    p.add_argument("--data", required=True, help="dataset root with train/ and val/ ImageFolders")
+    p.add_argument("--out", required=True, help="run directory (created)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one ReferenceConfig field, e.g. --set epochs=2 (JSON values)",
+    )
+    p.add_argument("--finetune-from", help="checkpoint of a from-scratch run to fine-tune")
+    p.add_argument("--spic-bundle", help="SPIC bundle whose rate the codec qualities match")
+    p.add_argument("--bundle-out", help="where to write the reference bundle (default OUT/bundle)")
+    p.add_argument("--name", help="bundle name (default: the bundle folder's name)")
+    p.add_argument(
+        "--export-only", action="store_true", help="only (re-)export OUT/checkpoint.pt's bundle"
+    )
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--val-limit", type=int, help="validate on a seeded subset of val images")
+    p.add_argument("--train-limit", type=int, help="train on a seeded subset (smoke tests)")
+    args = p.parse_args(argv)
+    if args.export_only and args.finetune_from:
+        p.error("--export-only takes the run in --out; drop --finetune-from")
+    if bool(args.finetune_from) != bool(args.spic_bundle):
+        p.error("--finetune-from and --spic-bundle go together")
+    return args
+
+
+def build_config(args: argparse.Namespace, base: dict | None) -> ReferenceConfig:
+    d = dict(base) if base else ReferenceConfig().to_dict()
+    for item in args.set:
+        key, _, value = item.partition("=")
+        try:
+            d[key] = json.loads(value)
+        except json.JSONDecodeError:
+            d[key] = value
+    return ReferenceConfig.from_dict(d)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    command = "spic-train-reference " + " ".join(sys.argv[1:] if argv is None else argv)
+    if args.export_only:
+        return export_only(args, command)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    base_ckpt = None
+    if args.finetune_from:
+        base_ckpt = torch.load(args.finetune_from, map_location="cpu", weights_only=False)
+    cfg = build_config(args, base_ckpt["config"] if base_ckpt else None)
+    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    device = torch.device(args.device)
+    data = Path(args.data)
+
+    val_images, val_labels, val_classes = eval_arrays(data / "val", cfg.eval_size, args.val_limit)
+    if base_ckpt:
+        model = ResNet(ResNetConfig.from_dict(base_ckpt["arch"]))
+        model.load_state_dict(base_ckpt["model"])
+        classes = base_ckpt["classes"]
+    else:
+        classes = val_classes
+        model = create_reference_model(cfg.model, num_classes=len(classes))
+    if val_classes != classes:
+        raise SystemExit(f"val classes {val_classes} differ from the model's {classes}")
+    model = model.to(device).to(memory_format=torch.channels_last)
+    log = (out / "log.jsonl").open("a")
+    finetune = None
+
+    if base_ckpt is None:
+        train = InMemoryImages(data / "train", short_side=cfg.eval_size)
+        if args.train_limit:
+            keep = np.random.default_rng(0).permutation(len(train))[: args.train_limit]
+            train.images = [train.images[i] for i in keep]
+            train.labels = train.labels[keep]
+        if train.classes != classes:
+            raise SystemExit(f"train classes {train.classes} differ from val {classes}")
+        epochs, lr = cfg.epochs, cfg.lr
+        n_train = len(train)
+
+        def batches(epoch: int):
+            crop = cfg.final_crop if epoch >= cfg.epochs - cfg.final_crop_epochs else cfg.crop
+            rng = np.random.default_rng([cfg.seed, epoch])  # per-epoch seed: reruns replay exactly
+            return train_batches(train, cfg.batch_size, crop, rng)
+    else:
+        # Decoded train images: each epoch every image comes through one codec, drawn at random.
+        crops, labels, _ = eval_arrays(data / "train", cfg.eval_size, args.train_limit)
+        calib = crops[
+            np.sort(np.random.default_rng(1).permutation(len(crops))[: cfg.calibration_images])
+        ]
+        target, qualities, source = match_to_spic(
+            Path(args.spic_bundle), calib, cfg.finetune_codecs
+        )
+        print(json.dumps({"target_bpp": target, "qualities": qualities}), file=sys.stderr)
+        finetune = FineTune(
+            base_model_id=base_ckpt.get("bundle_id", "unexported"),
+            qualities=qualities,
+            target_bpp=target,
+            target_from=source,
+        )
+        decoded = np.stack(
+            [decode_all(c, q, crops) for c, q in tqdm(qualities.items(), desc="decoding train")]
+        )
+        del crops
+        epochs, lr, n_train = cfg.finetune_epochs, cfg.finetune_lr, len(labels)
+
+        def batches(epoch: int):
+            rng = np.random.default_rng([cfg.seed, epoch, 7])
+            order = rng.permutation(n_train)
+            variant = rng.integers(0, len(decoded), size=n_train)
+            flip = rng.random(n_train) < 0.5
+            for b in range(n_train // cfg.batch_size):
+                idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+                x = decoded[variant[idx], idx]
+                x[flip[idx]] = x[flip[idx], :, ::-1]
+                yield x, labels[idx]
+
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=lr)
+    steps_per_epoch = n_train // cfg.batch_size
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=cfg.warmup_frac
+    )
+    step = 0
+    for epoch in range(epochs):
+        t0 = time.time()
+        bar = tqdm(
+            batches(epoch),
+            total=steps_per_epoch,
+            desc=f"epoch {epoch + 1}/{epochs}",
+            file=sys.stderr,
+            dynamic_ncols=True,
+            mininterval=1 if sys.stderr.isatty() else 30,
+        )
+        for images, target in bar:
+            x = to_tensor(images, device)
+            y = torch.from_numpy(target).to(device)
+            logits = model(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            acc = (logits.argmax(1) == y).float().mean().item()
+            bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc:.2f}", refresh=False)
+            if step % cfg.log_every == 0:
+                log.write(
+                    json.dumps(
+                        {
+                            "step": step,
+                            "epoch": epoch,
+                            "loss": loss.item(),
+                            "acc": acc,
+                            "lr": scheduler.get_last_lr()[0],
+                        }
+                    )
+                    + "\n"
+                )
+                log.flush()
+        state = {
+            "config": cfg.to_dict(),
+            "arch": model.cfg.to_dict(),
+            "model_name": cfg.model,
+            "classes": classes,
+            "model": model.state_dict(),
+            "step": step,
+            "epoch": epoch + 1,
+            "finetune": finetune.model_dump() if finetune else None,
+            "command": command,
+        }
+        save_checkpoint(out / "checkpoint.pt", **state)
+        if epoch + 1 == epochs or (epoch + 1) % cfg.eval_every == 0:
+            record = {
+                "epoch": epoch + 1,
+                "step": step,
+                "epoch_seconds": time.time() - t0,
+                "val_top1_clean": top1(model, val_images, val_labels, device),
+            }
+            log.write(json.dumps({"val": record}) + "\n")
+            log.flush()
+            print(json.dumps({"val": record}), file=sys.stderr)
+
+    return finish(model, cfg, classes, finetune, state, out, args, (val_images, val_labels), device)
+
+
+def export_only(args: argparse.Namespace, command: str) -> int:
+    """Re-export the bundle of a finished run (e.g. one trained on another machine)."""
+    out = Path(args.out)
+    ckpt = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
+    ckpt.pop("bundle_id", None)
+    cfg = ReferenceConfig.from_dict(ckpt["config"])
+    model = ResNet(ResNetConfig.from_dict(ckpt["arch"]))
+    model.load_state_dict(ckpt["model"])
+    finetune = FineTune(**ckpt["finetune"]) if ckpt.get("finetune") else None
+    val = eval_arrays(Path(args.data) / "val", cfg.eval_size, args.val_limit)[:2]
+    ckpt.setdefault("command", f"spic-train-reference --data {args.data} --out {out}")
+    return finish(
+        model,
+        cfg,
+        ckpt["classes"],
+        finetune,
+        ckpt,
+        out,
+        args,
+        val,
+        torch.device("cpu"),
+        export_command=command,
+    )
+
+
+def finish(
+    model, cfg, classes, finetune, state, out, args, val, device, export_command=None
+) -> int:
+    """Validate (clean, and decoded at the fine-tuning qualities), export, record the bundle id."""
+    val_images, val_labels = val
+    val_clean = top1(model, val_images, val_labels, device)
+    summary: dict = {"val_top1_clean": val_clean}
+    if finetune:
+        for c, q in finetune.qualities.items():
+            summary[f"val_top1_{c}_q{q}"] = top1(
+                model, decode_all(c, q, val_images), val_labels, device
+            )
+    bundle = Path(args.bundle_out) if args.bundle_out else out / "bundle"
+    commands = "\n".join(c for c in (state["command"], export_command) if c)
+    label = "ResNet18-half" if cfg.model == "resnet18-half" else cfg.model
+    if finetune:
+        label += " FT"
+    card = reference_card(cfg, finetune, summary, commands, state["step"], len(val_labels))
+    manifest = export_bundle(
+        model,
+        bundle,
+        args.name or bundle.name,
+        cfg.model,
+        label,
+        classes,
+        cfg.eval_size,
+        finetune,
+        val_clean,
+        card,
+    )
+    # The bundle id goes back into the checkpoint, so a fine-tune records which base it started from.
+    save_checkpoint(out / "checkpoint.pt", **state, bundle_id=manifest.model_id)
+    print(json.dumps({"bundle": str(bundle), "model_id": manifest.model_id, **summary}))
+    return 0
+
+
+def reference_card(cfg, finetune, summary, command, steps, n_val) -> str:
+    what = (
+        f"Fine-tuned for {cfg.finetune_epochs} epochs from reference `{finetune.base_model_id}` on "
+        f"train images decoded by {', '.join(f'{c.upper()} q{q}' for c, q in finetune.qualities.items())}: "
+        f"the qualities whose mean rate matches SPIC's {finetune.target_bpp:.4f} bits per pixel "
+        f"({finetune.target_from}, on {cfg.calibration_images} train images), or the codec's "
+        "lowest quality where it cannot go that low."
+        if finetune
+        else f"Trained from scratch for {cfg.epochs} epochs on clean train images."
+    )
+    rows = "\n".join(f"| {k} | {100 * v:.2f}% |" for k, v in summary.items())
+    return f"""# Reference classifier: model id `{{model_id}}`
+
+A pixel-domain CNN of the ResNet family (`{cfg.model}`, see `models/reference.py`), the
+stand-in for the paper's ResNet50 and VGG19 columns in `spic-eval`. Input: float32 (N, 3, H, W)
+in [0, 1], 224² center crops; normalisation is inside the graph. {what} {steps} steps in all.
+
+## How it was made
+
+```bash
+{command}
+```
+
+## Validation top-1 ({n_val} images, 224² center crops)
+
+| images | top-1 |
+|---|---|
+{rows}
+
+Config:
+
+```json
+{json.dumps(cfg.to_dict(), indent=1)}
+```
+"""
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
