@@ -46,6 +46,11 @@ def to_array(im: Image.Image) -> np.ndarray:
     return np.asarray(im, dtype=np.float32).transpose(2, 0, 1) / np.float32(255.0)
 
 
+def batch_input(crops) -> np.ndarray:
+    """uint8 (H, W, 3) crops -> float32 (N, 3, H, W) in [0, 1], the networks' input layout."""
+    return np.stack(crops).transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
+
+
 def prepare(im: Image.Image, spec: dict, stride: int) -> np.ndarray:
     """Apply a manifest preprocessing ``spec`` to an RGB image; returns (3, H, W) float32."""
     mode = spec.get("mode", "center_crop")

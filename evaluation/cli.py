@@ -30,7 +30,13 @@ from tqdm import tqdm
 
 from cloud_service.runtime import BundleRuntime
 from edge_client.encoder import EdgeEncoder
-from edge_client.preprocess import IMAGE_SUFFIXES, center_crop, load_rgb, resize_short_side
+from edge_client.preprocess import (
+    IMAGE_SUFFIXES,
+    batch_input,
+    center_crop,
+    load_rgb,
+    resize_short_side,
+)
 from evaluation import baselines, plots
 from evaluation.reference import ReferenceClassifier
 from evaluation.spic_eval import Row, evaluate_spic, labelled_images, psnr, ssim
@@ -55,8 +61,7 @@ def spic_u(runtime: BundleRuntime, encoder: EdgeEncoder, crops: list[np.ndarray]
     """Predictions of the same network with its latent unquantized, for decoded pixels."""
     preds = []
     for i in range(0, len(crops), 50):
-        x = np.stack(crops[i : i + 50]).transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
-        y = encoder.session.run(None, {"image": x})[0]
+        y = encoder.session.run(None, {"image": batch_input(crops[i : i + 50])})[0]
         preds.append(runtime.classify_latents(y).argmax(1))
     return np.concatenate(preds)
 
@@ -159,9 +164,10 @@ def main(argv: list[str] | None = None) -> int:
 
     runtime = BundleRuntime(args.bundle, threads=2)
     encoder = EdgeEncoder(args.bundle, threads=2)
-    classifiers, references = pixel_classifiers(runtime, encoder, args.reference)
-    if labels is None:  # without labels only rate and reconstruction are measured: one row each
-        classifiers, references = {"SPIC-U": classifiers["SPIC-U"]}, []
+    # Without labels only rate and reconstruction are measured, so no reference is loaded.
+    classifiers, references = pixel_classifiers(
+        runtime, encoder, args.reference if labels is not None else []
+    )
     reference_only = {k: v for k, v in classifiers.items() if k != "SPIC-U"}
     rows = evaluate_spic(
         args.bundle,

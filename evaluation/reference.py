@@ -13,8 +13,6 @@ exactly as for SPIC bundles (``shared.manifest``): a hash of the manifest and of
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Literal
 
@@ -22,7 +20,8 @@ import numpy as np
 import onnxruntime as ort
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.manifest import BundleFile, ClassInfo, Preprocessing, sha256_file
+from edge_client.preprocess import batch_input
+from shared.manifest import BundleFile, ClassInfo, Preprocessing, seal, verify
 
 MANIFEST = "manifest.json"
 ONNX_FILE = "classifier.onnx"
@@ -55,19 +54,9 @@ class ReferenceManifest(BaseModel):
     val_top1: float | None = None  # on clean 224² center crops of the validation split
     files: dict[str, BundleFile]
 
-    def content_hash(self) -> str:
-        body = self.model_dump(mode="json", exclude={"model_id"})
-        canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-        return hashlib.sha256(canonical).hexdigest()[:16]
-
 
 def write_reference_manifest(bundle: Path, manifest: ReferenceManifest) -> ReferenceManifest:
-    files = {
-        role: BundleFile(path=f.path, sha256=sha256_file(bundle / f.path))
-        for role, f in manifest.files.items()
-    }
-    manifest = manifest.model_copy(update={"files": files, "model_id": ""})
-    manifest = manifest.model_copy(update={"model_id": manifest.content_hash()})
+    manifest = seal(bundle, manifest)
     (bundle / MANIFEST).write_text(manifest.model_dump_json(indent=1) + "\n")
     return manifest
 
@@ -79,11 +68,7 @@ def load_reference_manifest(bundle: str | Path) -> ReferenceManifest:
     if not path.is_file():
         raise FileNotFoundError(f"no {MANIFEST} in {bundle}: not a reference bundle")
     manifest = ReferenceManifest.model_validate_json(path.read_text())
-    for role, f in manifest.files.items():
-        if sha256_file(bundle / f.path) != f.sha256:
-            raise ValueError(f"reference bundle file {f.path} ({role}) does not match its hash")
-    if manifest.content_hash() != manifest.model_id:
-        raise ValueError(f"reference manifest id {manifest.model_id} does not match its content")
+    verify(bundle, manifest)
     return manifest
 
 
@@ -117,7 +102,6 @@ class ReferenceClassifier:
     def predict(self, crops: list[np.ndarray]) -> np.ndarray:
         preds = []
         for i in range(0, len(crops), self.batch):
-            x = np.stack(crops[i : i + self.batch]).transpose(0, 3, 1, 2)
-            x = x.astype(np.float32) / np.float32(255.0)
+            x = batch_input(crops[i : i + self.batch])
             preds.append(self.session.run(None, {"image": x})[0].argmax(1))
         return np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)

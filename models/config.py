@@ -66,3 +66,15 @@ class TrainConfig:
     @classmethod
     def from_json(cls, path: str | Path) -> TrainConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def apply_overrides(config: dict, items: list[str]) -> dict:
+    """``--set KEY=VALUE`` items applied to a config dict; values are JSON, else plain strings."""
+    config = dict(config)
+    for item in items:
+        key, _, value = item.partition("=")
+        try:
+            config[key] = json.loads(value)
+        except json.JSONDecodeError:
+            config[key] = value
+    return config

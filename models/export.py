@@ -22,6 +22,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from edge_client.preprocess import batch_input
 from models.data import eval_arrays
 from models.network import SPIC, count_encoder_macs
 from models.train import load_checkpoint
@@ -89,8 +90,7 @@ def measure_tables(
     session = ort.InferenceSession(str(encoder_path), providers=["CPUExecutionProvider"])
     counts = None
     for i in range(0, len(images), batch):
-        x = images[i : i + batch].transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
-        y = session.run(None, {"image": x})[0]
+        y = session.run(None, {"image": batch_input(images[i : i + batch])})[0]
         if counts is None:
             counts = {q: np.zeros((y.shape[1], q + 1), dtype=np.int64) for q in qfs}
         for q in qfs:

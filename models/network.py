@@ -187,6 +187,11 @@ class SPIC(nn.Module):
 
 def count_encoder_macs(model: SPIC, size: int = 224) -> int:
     """Multiply-accumulates of g_a for one ``size``² frame (FLOPs are conventionally 2x this)."""
+    return count_conv_macs(model.g_a, size)
+
+
+def count_conv_macs(module: nn.Module, size: int = 224) -> int:
+    """Multiply-accumulates of ``module``'s convolutions for one RGB ``size``² input."""
     macs = 0
 
     def hook(mod: nn.Conv2d, _inp, out: torch.Tensor) -> None:
@@ -194,11 +199,9 @@ def count_encoder_macs(model: SPIC, size: int = 224) -> int:
         k = mod.kernel_size[0] * mod.kernel_size[1]
         macs += out.numel() * (mod.in_channels // mod.groups) * k
 
-    handles = [
-        m.register_forward_hook(hook) for m in model.g_a.modules() if isinstance(m, nn.Conv2d)
-    ]
+    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, nn.Conv2d)]
     with torch.no_grad():
-        model.g_a(torch.zeros(1, 3, size, size))
+        module(torch.zeros(1, 3, size, size))
     for h in handles:
         h.remove()
     return macs

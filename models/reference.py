@@ -8,9 +8,12 @@ file needs no preprocessing beyond the center crop.
 
 Registered names (timm-style, tests run over all of them):
 
-    resnet18          BasicBlock [2, 2, 2, 2], widths 64..512   (1.82 GFLOP at 224², 11.2 M params)
-    resnet18-half     BasicBlock [2, 2, 2, 2], widths 32..256   (0.46 GFLOP, 2.8 M params)
+    resnet18          BasicBlock [2, 2, 2, 2], widths 64..512   (3.63 GFLOP at 224², 11.2 M params)
+    resnet18-half     BasicBlock [2, 2, 2, 2], widths 32..256   (0.97 GFLOP at 224², 2.8 M params)
     resnet-tiny       BasicBlock [1, 1, 1, 1], widths 8..64     (for tests)
+
+GFLOP = 2 x the convolutions' multiply-accumulates, counted by ``models.network.count_conv_macs``;
+``tests/test_reference.py`` checks the figures above.
 """
 
 from __future__ import annotations
@@ -116,6 +119,11 @@ def resnet18_half(num_classes: int = 10) -> ResNet:
 @_register
 def resnet_tiny(num_classes: int = 10) -> ResNet:
     return ResNet(ResNetConfig((8, 16, 32, 64), (1, 1, 1, 1), num_classes, stem_width=8))
+
+
+def display_name(name: str) -> str:
+    """How reports write a registered name: ``resnet18-half`` -> ``ResNet18-half``."""
+    return "ResNet" + name.removeprefix("resnet") if name.startswith("resnet") else name
 
 
 def list_reference_models() -> list[str]:

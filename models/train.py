@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from models.config import TrainConfig
+from models.config import TrainConfig, apply_overrides
 from models.data import InMemoryImages, eval_arrays, train_batches
 from models.entropy_model import bits_per_pixel
 from models.network import SPIC, SPICConfig, quantize
@@ -123,13 +123,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def build_config(args: argparse.Namespace) -> TrainConfig:
     d = TrainConfig.from_json(args.config).to_dict() if args.config else TrainConfig().to_dict()
-    for item in args.set:
-        key, _, value = item.partition("=")
-        try:
-            d[key] = json.loads(value)
-        except json.JSONDecodeError:
-            d[key] = value
-    return TrainConfig.from_dict(d)
+    return TrainConfig.from_dict(apply_overrides(d, args.set))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,9 +39,10 @@ from evaluation.reference import (
     ReferenceManifest,
     write_reference_manifest,
 )
+from models.config import apply_overrides
 from models.data import InMemoryImages, eval_arrays, train_batches
 from models.export import WNID_NAMES
-from models.reference import ResNet, ResNetConfig, create_reference_model
+from models.reference import ResNet, ResNetConfig, create_reference_model, display_name
 from models.train import param_groups, save_checkpoint, to_tensor
 from shared.manifest import BundleFile, ClassInfo, Preprocessing
 
@@ -208,14 +209,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def build_config(args: argparse.Namespace, base: dict | None) -> ReferenceConfig:
-    d = dict(base) if base else ReferenceConfig().to_dict()
-    for item in args.set:
-        key, _, value = item.partition("=")
-        try:
-            d[key] = json.loads(value)
-        except json.JSONDecodeError:
-            d[key] = value
-    return ReferenceConfig.from_dict(d)
+    return ReferenceConfig.from_dict(apply_overrides(base or ReferenceConfig().to_dict(), args.set))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -352,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
             "command": command,
         }
         save_checkpoint(out / "checkpoint.pt", **state)
-        if epoch + 1 == epochs or (epoch + 1) % cfg.eval_every == 0:
+        # The last epoch is validated once, by finish(), together with the decoded-image scores.
+        if epoch + 1 < epochs and (epoch + 1) % cfg.eval_every == 0:
             record = {
                 "epoch": epoch + 1,
                 "step": step,
@@ -405,9 +400,11 @@ def finish(
             )
     bundle = Path(args.bundle_out) if args.bundle_out else out / "bundle"
     commands = "\n".join(c for c in (state["command"], export_command) if c)
-    label = "ResNet18-half" if cfg.model == "resnet18-half" else cfg.model
-    if finetune:
-        label += " FT"
+    label = display_name(cfg.model) + (" FT" if finetune else "")
+    with (out / "log.jsonl").open("a") as log:
+        log.write(
+            json.dumps({"val": {"epoch": state["epoch"], "step": state["step"], **summary}}) + "\n"
+        )
     card = reference_card(cfg, finetune, summary, commands, state["step"], len(val_labels))
     manifest = export_bundle(
         model,

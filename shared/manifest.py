@@ -19,7 +19,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from shared.quantize import check_qf
 
 MANIFEST_NAME = "manifest.json"
+M = TypeVar("M", bound=BaseModel)
 
 
 class Preprocessing(BaseModel):
@@ -116,9 +117,39 @@ class Manifest(BaseModel):
 
     def content_hash(self) -> str:
         """The model id this manifest should carry, from its content and its files' hashes."""
-        body = self.model_dump(mode="json", exclude={"model_id"})
-        canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-        return hashlib.sha256(canonical).hexdigest()[:16]
+        return content_hash(self)
+
+
+def content_hash(manifest: BaseModel) -> str:
+    """First 8 bytes of SHA-256 over a manifest's canonical JSON, without its ``model_id``.
+
+    Shared by every bundle kind that has ``model_id`` and ``files`` fields (SPIC bundles here,
+    reference-classifier bundles in ``evaluation/reference.py``).
+    """
+    body = manifest.model_dump(mode="json", exclude={"model_id"})
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(canonical).hexdigest()[:16]
+
+
+def seal(bundle_dir: Path, manifest: M) -> M:
+    """The manifest with every listed file's SHA-256 filled in and the model id set."""
+    files = {
+        role: BundleFile(path=f.path, sha256=sha256_file(bundle_dir / f.path))
+        for role, f in manifest.files.items()
+    }
+    manifest = manifest.model_copy(update={"files": files, "model_id": ""})
+    return manifest.model_copy(update={"model_id": content_hash(manifest)})
+
+
+def verify(bundle_dir: Path, manifest: BaseModel) -> None:
+    """Raise ValueError unless every listed file and the model id match the manifest."""
+    for role, f in manifest.files.items():
+        if sha256_file(bundle_dir / f.path) != f.sha256:
+            raise ValueError(
+                f"bundle file {f.path} ({role}) does not match its hash in the manifest"
+            )
+    if content_hash(manifest) != manifest.model_id:
+        raise ValueError(f"manifest model id {manifest.model_id} does not match its content")
 
 
 def sha256_file(path: Path) -> str:
@@ -129,32 +160,22 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def load_manifest(bundle_dir: str | Path, verify: bool = True) -> Manifest:
-    """Read a bundle's manifest; with ``verify``, check every file hash and the model id."""
+def load_manifest(bundle_dir: str | Path, check: bool = True) -> Manifest:
+    """Read a bundle's manifest; with ``check``, verify every file hash and the model id."""
     bundle_dir = Path(bundle_dir)
     path = bundle_dir / MANIFEST_NAME
     if not path.is_file():
         raise FileNotFoundError(f"no {MANIFEST_NAME} in {bundle_dir}: not a SPIC model bundle")
     manifest = Manifest.model_validate_json(path.read_text())
-    if verify:
-        for role, f in manifest.files.items():
-            actual = sha256_file(bundle_dir / f.path)
-            if actual != f.sha256:
-                raise ValueError(f"bundle file {f.path} ({role}) does not match its manifest hash")
-        if manifest.content_hash() != manifest.model_id:
-            raise ValueError(f"manifest model id {manifest.model_id} does not match its content")
+    if check:
+        verify(bundle_dir, manifest)
     return manifest
 
 
 def write_manifest(bundle_dir: str | Path, manifest: Manifest) -> Manifest:
     """Hash the bundle's files, set the model id, and write manifest.json."""
     bundle_dir = Path(bundle_dir)
-    files = {
-        role: BundleFile(path=f.path, sha256=sha256_file(bundle_dir / f.path))
-        for role, f in manifest.files.items()
-    }
-    manifest = manifest.model_copy(update={"files": files, "model_id": ""})
-    manifest = manifest.model_copy(update={"model_id": manifest.content_hash()})
+    manifest = seal(bundle_dir, manifest)
     (bundle_dir / MANIFEST_NAME).write_text(_to_json(manifest))
     return manifest
 

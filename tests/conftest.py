@@ -46,24 +46,16 @@ def tiny_data(tmp_path_factory) -> Path:
     return make_image_folder(tmp_path_factory.mktemp("tinydata"))
 
 
-TINY_TRAIN_ARGS = [
-    "--set",
-    'model="spic-tiny"',
-    "--set",
-    "epochs=2",
-    "--set",
-    "batch_size=4",
-    "--set",
-    "crop=64",
-    "--set",
-    "final_crop=64",
-    "--set",
-    "final_crop_epochs=1",
-    "--set",
-    "eval_size=64",
-    "--set",
-    "eval_every=1",
-]
+def set_args(**values: object) -> list[str]:
+    """``--set KEY=VALUE`` arguments (values as JSON) for spic-train and spic-train-reference."""
+    import json
+
+    return [a for k, v in values.items() for a in ("--set", f"{k}={json.dumps(v)}")]
+
+
+# Tiny runs at 64² crops: a few seconds on CPU.
+_TINY = dict(epochs=2, batch_size=4, crop=64, final_crop=64, final_crop_epochs=1, eval_size=64)
+TINY_TRAIN_ARGS = set_args(model="spic-tiny", **_TINY, eval_every=1)
 
 
 @pytest.fixture(scope="session")
@@ -99,26 +91,9 @@ def tiny_bundle(tiny_run, tiny_data, tmp_path_factory) -> Path:
     return out
 
 
-TINY_REFERENCE_ARGS = [
-    "--set",
-    'model="resnet-tiny"',
-    "--set",
-    "epochs=2",
-    "--set",
-    "batch_size=4",
-    "--set",
-    "crop=64",
-    "--set",
-    "final_crop=64",
-    "--set",
-    "final_crop_epochs=1",
-    "--set",
-    "eval_size=64",
-    "--set",
-    "finetune_epochs=1",
-    "--set",
-    "calibration_images=4",
-]
+TINY_REFERENCE_ARGS = set_args(
+    model="resnet-tiny", **_TINY, finetune_epochs=1, calibration_images=4
+)
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,17 @@ def test_every_reference_model_classifies_any_size(name):
             assert model(torch.rand(2, 3, size, size)).shape == (2, 7)
 
 
+@pytest.mark.parametrize(
+    ("name", "gflop", "mparams"), [("resnet18", 3.63, 11.2), ("resnet18-half", 0.97, 2.8)]
+)
+def test_documented_costs_are_what_the_models_cost(name, gflop, mparams):
+    from models.network import count_conv_macs
+
+    model = create_reference_model(name).eval()
+    assert round(2 * count_conv_macs(model) / 1e9, 2) == gflop
+    assert round(sum(p.numel() for p in model.parameters()) / 1e6, 1) == mparams
+
+
 def test_unknown_reference_model_names_the_registered_ones():
     with pytest.raises(KeyError, match="resnet18-half"):
         create_reference_model("vgg19")
