@@ -32,7 +32,7 @@ from PIL import Image  # noqa: E402
 
 from bench.edge_latency import sample_images  # noqa: E402
 from cloud_service.runtime import BundleRuntime  # noqa: E402
-from edge_client.cli import DEFAULT_BUNDLE  # noqa: E402
+from shared.bundles import DEFAULT_BUNDLE  # noqa: E402
 from edge_client.encoder import EdgeEncoder  # noqa: E402
 from edge_client.preprocess import center_crop, resize_short_side  # noqa: E402
 from shared.codebook import Codebook  # noqa: E402

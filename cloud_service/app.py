@@ -17,10 +17,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 
 from cloud_service import problems
-from cloud_service.batcher import Batcher
+from cloud_service.batcher import Batcher, HeavyLane
 from cloud_service.idempotency import IdempotencyStore, SqliteIdempotencyStore
 from cloud_service.metrics import Metrics
-from cloud_service.routes import health, inference, models
+from cloud_service.routes import docs, health, inference, models
 from cloud_service.runtime import BundleRuntime
 from cloud_service.settings import Settings, get_settings
 from cloud_service.state import ServiceState
@@ -33,7 +33,9 @@ async def load_models(state: ServiceState) -> None:
     settings = state.settings
     try:
         for path in settings.bundles:
-            runtime = await asyncio.to_thread(BundleRuntime, path, settings.inference_threads)
+            runtime = await asyncio.to_thread(
+                BundleRuntime, path, settings.inference_threads, settings.limits
+            )
             if runtime.model_id in state.runtimes:
                 raise ValueError(
                     f"bundle {path} has the same model id as another: {runtime.model_id}"
@@ -45,6 +47,7 @@ async def load_models(state: ServiceState) -> None:
                 settings.max_batch_delay_ms / 1000,
                 settings.queue_size,
                 state.metrics,
+                max_wait_s=settings.max_queue_wait_ms / 1000,
             )
             log.info("loaded model %s (%s) from %s", runtime.model_id, runtime.manifest.name, path)
     except Exception as exc:  # keep serving /healthz and say why /readyz is not ready
@@ -57,7 +60,9 @@ async def load_models(state: ServiceState) -> None:
 @asynccontextmanager
 async def lifespan(app: FastAPI):
     state: ServiceState = app.state.spic
-    state.reconstruct_slots = asyncio.Semaphore(state.settings.reconstruct_concurrency)
+    state.heavy = HeavyLane(
+        state.settings.heavy_concurrency, state.settings.heavy_queue_size, state.metrics
+    )
     if not state.settings.api_keys:
         log.warning("SPIC_CLOUD_API_KEYS is empty: authentication is OFF")
     loader = asyncio.create_task(load_models(state))
@@ -65,6 +70,7 @@ async def lifespan(app: FastAPI):
     loader.cancel()
     for batcher in state.batchers.values():
         await batcher.close()
+    state.heavy.close()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -74,18 +80,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1.0.0",
         description="Classifies SPIC frames (semantic-preserving compressed images) straight from their latents.",
         lifespan=lifespan,
+        docs_url=None,  # served below from the swagger-ui-bundle package, not a CDN
+        redoc_url=None,
     )
-    if settings.idempotency_db:
-        store = SqliteIdempotencyStore(
-            settings.idempotency_db, settings.idempotency_ttl_s, settings.idempotency_max_entries
-        )
-    else:
-        store = IdempotencyStore(settings.idempotency_ttl_s, settings.idempotency_max_entries)
+    bounds = (
+        settings.idempotency_ttl_s,
+        settings.idempotency_max_entries,
+        settings.idempotency_max_bytes,
+        settings.idempotency_lease_s,
+    )
+    store: IdempotencyStore = (
+        SqliteIdempotencyStore(settings.idempotency_db, *bounds)
+        if settings.idempotency_db
+        else IdempotencyStore(*bounds)
+    )
     app.state.spic = ServiceState(settings=settings, metrics=Metrics(), idempotency=store)
     problems.install(app)
     app.include_router(health.router)
     app.include_router(models.router)
     app.include_router(inference.router)
+    docs.install(app)
 
     @app.middleware("http")
     async def observe(request: Request, call_next):

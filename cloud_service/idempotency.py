@@ -1,18 +1,30 @@
 """Idempotency-Key handling, after the IETF httpapi draft.
 
 * The first request with a key runs; its response (status, body, content type) is stored.
-* A retry with the same key and the same body gets the stored response, marked ``Idempotent-Replayed: true``.
-* The same key with a different body gets 422; a retry while the first is still running gets 409.
-* Entries expire after a TTL; the store is bounded (oldest completed entries are evicted first).
+* A retry with the same key and the same body gets the stored response, marked
+  ``Idempotent-Replayed: true``.
+* The same key with a different body gets 422; a retry while the first is still running gets 409
+  with Retry-After (the edge retries it).
+* Keys are scoped by the caller (a digest of its API key) and the route, so two clients that pick
+  the same key never see each other's answers. A key is 1 to ``MAX_KEY_LENGTH`` printable
+  characters, checked as the client sent it.
+* Entries expire after a TTL, and the store is bounded by entries and by stored bytes (oldest
+  completed entries are evicted first). A response marked ``recompute`` (a reconstruction: a
+  pure function of the frame, ~76 kB of PNG) keeps only its status: a retry runs it again.
+* A claim whose request never completed (its process died) is released after a lease.
 
-The store lives in the process. With several replicas behind a load balancer, route by the
-``Idempotency-Key`` header (consistent hashing) or back this class with a shared store such as Redis
-(``SET key value NX EX ttl``); see the README's deployment section.
+``IdempotencyStore`` lives in the process; ``SqliteIdempotencyStore`` persists in a SQLite file
+shared by the worker processes of one host. Replicas on several hosts need a shared store (see the
+README); the contract is the three methods ``begin``, ``complete`` and ``abandon``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
+import socket
+import sqlite3
 import threading
 import time
 from collections import OrderedDict
@@ -20,17 +32,25 @@ from dataclasses import dataclass
 
 from cloud_service.problems import Problem
 
+log = logging.getLogger("spic.cloud.idempotency")
 MAX_KEY_LENGTH = 200
 
 
-def _check_key(key: str) -> None:
-    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+def check_key(key: str) -> None:
+    """Refuse an empty, over-long or non-printable key, as the client sent it (400)."""
+    if not key.strip() or len(key) > MAX_KEY_LENGTH or not key.isprintable():
         raise Problem(
             400,
             "bad-idempotency-key",
             "bad Idempotency-Key",
-            f"1 to {MAX_KEY_LENGTH} printable characters",
+            f"an Idempotency-Key is 1 to {MAX_KEY_LENGTH} printable characters, not blank",
         )
+
+
+def scoped_key(caller: str, route: str, key: str) -> str:
+    """The store's key: the client's key within its caller's and route's namespace."""
+    check_key(key)
+    return f"{caller}:{route}:{key}"
 
 
 def _reused() -> Problem:
@@ -42,13 +62,13 @@ def _reused() -> Problem:
     )
 
 
-def _in_flight() -> Problem:
+def _in_flight(retry_after_s: int) -> Problem:
     return Problem(
         409,
         "request-in-flight",
         "request with this Idempotency-Key is in flight",
         "retry after the first request has finished",
-        headers={"Retry-After": "1"},
+        headers={"Retry-After": str(retry_after_s)},
     )
 
 
@@ -57,6 +77,11 @@ class Stored:
     status: int
     body: bytes
     media_type: str
+    recompute: bool = False  # only the status is kept; a replay runs the request again
+
+    @property
+    def size(self) -> int:
+        return len(self.body)
 
 
 @dataclass
@@ -66,24 +91,38 @@ class _Entry:
     response: Stored | None = None  # None while in flight
 
 
-class IdempotencyStore:
-    def __init__(self, ttl_s: float = 3600.0, max_entries: int = 100_000):
-        self.ttl_s, self.max_entries = ttl_s, max_entries
-        self._entries: OrderedDict[str, _Entry] = OrderedDict()
-        self._lock = threading.Lock()
+def body_hash(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
 
-    @staticmethod
-    def body_hash(body: bytes) -> str:
-        return hashlib.sha256(body).hexdigest()
+
+class IdempotencyStore:
+    def __init__(
+        self,
+        ttl_s: float = 3600.0,
+        max_entries: int = 100_000,
+        max_bytes: int = 64 << 20,
+        lease_s: float = 60.0,
+    ):
+        self.ttl_s, self.max_entries, self.max_bytes, self.lease_s = (
+            ttl_s,
+            max_entries,
+            max_bytes,
+            lease_s,
+        )
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
 
     def begin(self, key: str, body: bytes, now: float | None = None) -> Stored | None:
         """Claim ``key`` for this body. Returns a stored response to replay, or None to proceed."""
-        _check_key(key)
         now = time.monotonic() if now is None else now
-        digest = self.body_hash(body)
+        digest = body_hash(body)
         with self._lock:
             self._expire(now)
             entry = self._entries.get(key)
+            if entry is not None and entry.response is None and now - entry.created > self.lease_s:
+                del self._entries[key]  # its request never finished: release the claim
+                entry = None
             if entry is None:
                 self._entries[key] = _Entry(digest, now)
                 self._evict()
@@ -91,101 +130,188 @@ class IdempotencyStore:
             if entry.body_hash != digest:
                 raise _reused()
             if entry.response is None:
-                raise _in_flight()
+                raise _in_flight(1)
             return entry.response
 
     def complete(self, key: str, response: Stored) -> None:
+        if response.recompute:
+            response = Stored(response.status, b"", response.media_type, recompute=True)
         with self._lock:
-            if key in self._entries:
-                self._entries[key].response = response
+            entry = self._entries.get(key)
+            if entry is None:
+                return
+            if entry.response is not None:
+                self._bytes -= entry.response.size
+            entry.response = response
+            self._bytes += response.size
+            self._evict()
 
     def abandon(self, key: str) -> None:
         """The request failed in a way a retry may fix (overload, server error): forget the key."""
         with self._lock:
-            self._entries.pop(key, None)
+            entry = self._entries.pop(key, None)
+            if entry is not None and entry.response is not None:
+                self._bytes -= entry.response.size
 
     def _expire(self, now: float) -> None:
         while self._entries:
             key, entry = next(iter(self._entries.items()))
             if now - entry.created <= self.ttl_s:
                 break
-            del self._entries[key]
+            self._drop(key)
+
+    def _drop(self, key: str) -> None:
+        entry = self._entries.pop(key)
+        if entry.response is not None:
+            self._bytes -= entry.response.size
 
     def _evict(self) -> None:
-        while len(self._entries) > self.max_entries:
-            for key, entry in self._entries.items():
-                if entry.response is not None:
-                    del self._entries[key]
-                    break
-            else:
+        """Oldest completed entries first; claims in flight are never evicted."""
+        if len(self._entries) <= self.max_entries and self._bytes <= self.max_bytes:
+            return
+        for key in [k for k, e in self._entries.items() if e.response is not None]:
+            if len(self._entries) <= self.max_entries and self._bytes <= self.max_bytes:
                 return
+            self._drop(key)
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def stored_bytes(self) -> int:
+        return self._bytes
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    return True
 
 
 class SqliteIdempotencyStore(IdempotencyStore):
     """The same contract, persisted in SQLite (WAL), so a restarted service still recognises keys.
 
     A response is written before it is sent: a frame the service answered before a crash is
-    replayed, not classified again, when the edge retries. Claims left in flight by a process
-    that died are dropped at start-up and after ``stale_s``. One file serves the processes of one
-    host (uvicorn --workers); replicas on several hosts need a shared store (see the README).
+    replayed, not classified again, when the edge retries. Each claim records its owner (host and
+    pid). A starting process releases only claims whose owner on this host is gone; claims of the
+    other live workers of ``--workers N`` stay, and any claim older than the lease is released.
+    Bounds are kept every ``CHECK_EVERY`` completions.
     """
 
-    def __init__(
-        self, path: str, ttl_s: float = 3600.0, max_entries: int = 100_000, stale_s: float = 60.0
-    ):
-        import sqlite3
+    CHECK_EVERY = 64
 
-        super().__init__(ttl_s, max_entries)
-        self.stale_s = stale_s
+    def __init__(
+        self,
+        path: str,
+        ttl_s: float = 3600.0,
+        max_entries: int = 100_000,
+        max_bytes: int = 64 << 20,
+        lease_s: float = 60.0,
+    ):
+        super().__init__(ttl_s, max_entries, max_bytes, lease_s)
+        self.owner = _owner()
+        self._completed = 0
         self.db = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")  # durable before the response leaves
         self.db.execute(
-            "CREATE TABLE IF NOT EXISTS idem (key TEXT PRIMARY KEY, body_hash TEXT NOT NULL, created REAL NOT NULL, "
-            "status INTEGER, body BLOB, media_type TEXT)"
+            "CREATE TABLE IF NOT EXISTS idempotency (key TEXT PRIMARY KEY, body_hash TEXT NOT NULL, "
+            "created REAL NOT NULL, owner TEXT NOT NULL, status INTEGER, body BLOB, "
+            "media_type TEXT, recompute INTEGER NOT NULL DEFAULT 0, size INTEGER NOT NULL DEFAULT 0)"
         )
-        self.db.execute("DELETE FROM idem WHERE status IS NULL")
+        self.db.execute("CREATE INDEX IF NOT EXISTS idempotency_created ON idempotency (created)")
+        self._release_dead_owners()
+
+    def _release_dead_owners(self) -> None:
+        host = socket.gethostname()
+        owners = self.db.execute(
+            "SELECT DISTINCT owner FROM idempotency WHERE status IS NULL"
+        ).fetchall()
+        for (owner,) in owners:
+            owner_host, _, pid = owner.rpartition(":")
+            if owner_host == host and pid.isdigit() and not _pid_alive(int(pid)):
+                self.db.execute(
+                    "DELETE FROM idempotency WHERE status IS NULL AND owner = ?", (owner,)
+                )
+                log.info("released the in-flight claims of %s, which is gone", owner)
 
     def begin(self, key: str, body: bytes, now: float | None = None) -> Stored | None:
-        _check_key(key)
         now = time.time() if now is None else now
-        digest = self.body_hash(body)
+        digest = body_hash(body)
         with self._lock:
             self.db.execute(
-                "DELETE FROM idem WHERE created < ? OR (status IS NULL AND created < ?)",
-                (now - self.ttl_s, now - self.stale_s),
+                "DELETE FROM idempotency WHERE key = ? AND (created < ? OR (status IS NULL AND created < ?))",
+                (key, now - self.ttl_s, now - self.lease_s),
             )
             cur = self.db.execute(
-                "INSERT OR IGNORE INTO idem (key, body_hash, created) VALUES (?, ?, ?)",
-                (key, digest, now),
+                "INSERT OR IGNORE INTO idempotency (key, body_hash, created, owner) VALUES (?, ?, ?, ?)",
+                (key, digest, now, self.owner),
             )
             if cur.rowcount == 1:
                 return None
             row = self.db.execute(
-                "SELECT body_hash, status, body, media_type FROM idem WHERE key = ?", (key,)
+                "SELECT body_hash, status, body, media_type, recompute FROM idempotency WHERE key = ?",
+                (key,),
             ).fetchone()
-        if row is None:  # expired between the statements: claim it again
+        if row is None:  # deleted between the statements: claim it again
             return self.begin(key, body, now)
         if row[0] != digest:
             raise _reused()
         if row[1] is None:
-            raise _in_flight()
-        return Stored(row[1], row[2], row[3])
+            raise _in_flight(1)
+        return Stored(row[1], row[2] or b"", row[3], recompute=bool(row[4]))
 
     def complete(self, key: str, response: Stored) -> None:
+        body = b"" if response.recompute else response.body
         with self._lock:
             self.db.execute(
-                "UPDATE idem SET status = ?, body = ?, media_type = ? WHERE key = ?",
-                (response.status, response.body, response.media_type, key),
+                "UPDATE idempotency SET status = ?, body = ?, media_type = ?, recompute = ?, size = ? "
+                "WHERE key = ?",
+                (response.status, body, response.media_type, int(response.recompute), len(body), key),
             )
+            self._completed += 1
+            if self._completed % self.CHECK_EVERY == 0:
+                self._enforce_bounds(time.time())
+
+    def _enforce_bounds(self, now: float) -> None:
+        self.db.execute("DELETE FROM idempotency WHERE created < ?", (now - self.ttl_s,))
+        count, size = self.db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM idempotency"
+        ).fetchone()
+        if count <= self.max_entries and size <= self.max_bytes:
+            return
+        # Oldest completed first, until both bounds hold (a running total over the oldest rows).
+        over_n, over_b = count - self.max_entries, size - self.max_bytes
+        dropped_n = dropped_b = 0
+        victims = []
+        for key, row_size in self.db.execute(
+            "SELECT key, size FROM idempotency WHERE status IS NOT NULL ORDER BY created"
+        ):
+            if dropped_n >= over_n and dropped_b >= over_b:
+                break
+            victims.append((key,))
+            dropped_n, dropped_b = dropped_n + 1, dropped_b + row_size
+        self.db.executemany("DELETE FROM idempotency WHERE key = ?", victims)
+
+    def enforce_bounds(self) -> None:
+        with self._lock:
+            self._enforce_bounds(time.time())
 
     def abandon(self, key: str) -> None:
         with self._lock:
-            self.db.execute("DELETE FROM idem WHERE key = ? AND status IS NULL", (key,))
+            self.db.execute("DELETE FROM idempotency WHERE key = ? AND status IS NULL", (key,))
 
     def __len__(self) -> int:
         with self._lock:
-            return self.db.execute("SELECT COUNT(*) FROM idem").fetchone()[0]
+            return self.db.execute("SELECT COUNT(*) FROM idempotency").fetchone()[0]
+
+    def stored_bytes(self) -> int:
+        with self._lock:
+            return self.db.execute("SELECT COALESCE(SUM(size), 0) FROM idempotency").fetchone()[0]

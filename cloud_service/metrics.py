@@ -47,6 +47,22 @@ class Metrics:
         self.queue_depth = Gauge(
             "spic_queue_depth", "Frames waiting for the classifier", registry=self.registry
         )
+        self.heavy_pending = Gauge(
+            "spic_heavy_pending",
+            "Reconstructions and oversized frames running or waiting in the heavy lane",
+            registry=self.registry,
+        )
+        self.shed = Counter(
+            "spic_shed",
+            "Requests answered 503 to shed load, by reason",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.worker_restarts = Counter(
+            "spic_batch_worker_restarts",
+            "Batch workers that died and were restarted",
+            registry=self.registry,
+        )
         self.frame_bytes = Histogram(
             "spic_frame_bytes",
             "Size of received frames",

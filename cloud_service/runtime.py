@@ -12,14 +12,17 @@ import numpy as np
 import onnxruntime as ort
 
 from shared.codebook import Codebook
-from shared.manifest import Manifest, load_manifest
-from shared.quantize import dequantize
+from shared.manifest import Manifest, ServingLimits, load_manifest
 
 
 def _session(path: Path, threads: int) -> ort.InferenceSession:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
+    # ONNX Runtime's arena keeps the peak of every request for the life of the process: after a
+    # few 1 MiPx reconstructions an idle server held gigabytes. Without it, memory goes back to
+    # the allocator after each run (and to the OS with shared.tuning.release_memory).
+    opts.enable_cpu_mem_arena = False
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
@@ -30,23 +33,37 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def serving_limits(bundle: ServingLimits | None, cap: ServingLimits | None) -> ServingLimits:
+    """The tighter of a bundle's own limits and the service's: a manifest may only lower them."""
+    if bundle is None or cap is None:
+        return bundle or cap or ServingLimits()
+    return ServingLimits(
+        max_input_pixels=min(bundle.max_input_pixels, cap.max_input_pixels),
+        max_input_side=min(bundle.max_input_side, cap.max_input_side),
+    )
+
+
 class BundleRuntime:
     """One model bundle loaded for serving: its codebook and its classifier/decoder sessions."""
 
-    def __init__(self, bundle_path: str | Path, threads: int = 1):
+    def __init__(
+        self, bundle_path: str | Path, threads: int = 1, cap: ServingLimits | None = None
+    ):
         self.path = Path(bundle_path)
         self.manifest: Manifest = load_manifest(self.path)
         self.codebook = Codebook(self.manifest)
+        self.limits = serving_limits(self.manifest.limits, cap)
         self.classifier = _session(self.path / self.manifest.files["classifier"].path, threads)
         self.decoder = _session(self.path / self.manifest.files["decoder"].path, threads)
         self.labels = [c.name for c in self.manifest.classes]
 
     @property
+    def native_shape(self) -> tuple[int, int, int]:
+        return self.codebook.native_shape
+
+    @property
     def model_id(self) -> str:
         return self.manifest.model_id
-
-    def latents(self, symbols: list[np.ndarray], qfs: list[int]) -> np.ndarray:
-        return np.stack([dequantize(s, q) for s, q in zip(symbols, qfs, strict=True)])
 
     def classify_latents(self, y_hat: np.ndarray) -> np.ndarray:
         """(N, C, h, w) latents -> (N, classes) probabilities."""

@@ -1,4 +1,9 @@
-"""Service settings, from the environment with the SPIC_CLOUD_ prefix (pydantic-settings)."""
+"""Service settings, from the environment with the SPIC_CLOUD_ prefix (pydantic-settings).
+
+Every number is range-checked when the settings are built, so a zero or negative value stops the
+service at start with pydantic's message instead of hanging it later (a zero-slot semaphore, an
+empty queue).
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "models" / "bundles" / "spic-imagenette"
+from shared.bundles import DEFAULT_BUNDLE
+from shared.manifest import ServingLimits
+
+_DEFAULT_LIMITS = ServingLimits()
 
 
 class Settings(BaseSettings):
@@ -19,27 +27,54 @@ class Settings(BaseSettings):
     bundles: Annotated[list[Path], NoDecode] = Field(default_factory=lambda: [DEFAULT_BUNDLE])
     # Comma-separated keys; empty means authentication is off (a warning is logged at start-up).
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Bearer key for GET /metrics; empty leaves /metrics open (the usual Prometheus set-up inside a
+    # private network). Set it when the service port is reachable from outside.
+    metrics_key: str = ""
     host: str = "127.0.0.1"
-    port: int = 8000
-    workers: int = 1
-    max_body_bytes: int = (
-        1 << 20
-    )  # a 224² frame is ~0.6-3 kB; 1 MiB leaves room for big whole images
+    port: int = Field(8000, ge=0, le=65535)
+    workers: int = Field(1, ge=1)
+    # A 224² frame is ~0.6-3 kB and the largest frame the default limits let through (1 MiPx) is
+    # ~60 kB at QF16; 1 MiB leaves room for high QFs without letting a body cost real memory.
+    max_body_bytes: int = Field(1 << 20, ge=64)
+    # The largest encoder input served (pixels, and pixels per side), whatever a bundle's manifest
+    # allows: work per frame grows with the latent's area, so larger frames are refused before
+    # decoding. A bundle's own ``limits`` may only lower these.
+    max_input_pixels: int = Field(_DEFAULT_LIMITS.max_input_pixels, ge=1)
+    max_input_side: int = Field(_DEFAULT_LIMITS.max_input_side, ge=1)
     # One ONNX call classifies up to this many frames. On CPU the classifier's throughput is flat
     # from batch 8 to 32 (bench/cloud_load.py: 260 vs 262 images/s), while a batch of 32 doubles
     # the tail: p99 at 32 clients was 300 ms at 32 and 172 ms at 8.
-    max_batch_size: int = 8
-    max_batch_delay_ms: float = 2.0  # how long the first frame of a batch waits for company
-    queue_size: int = 256  # frames waiting for the classifier; beyond it: 503 + Retry-After at once
-    reconstruct_concurrency: int = 2  # decoder runs at once; more wait in the queue bound above
-    inference_threads: int = 1  # ONNX Runtime intra-op threads per session
-    retry_after_s: int = 1
+    max_batch_size: int = Field(8, ge=1, le=1024)
+    max_batch_delay_ms: float = Field(2.0, ge=0)  # how long the first frame of a batch waits
+    # Frames waiting for the classifier; beyond it: 503 + Retry-After at once. At ~230 frames/s
+    # on 2 cores, 64 waiting frames are ~0.3 s of work: a deeper queue only adds latency.
+    queue_size: int = Field(64, ge=1)
+    # A frame that waited longer than this for the classifier is answered 503 instead of being
+    # classified late (load shedding, as CoDel does): past saturation the queue holds at most this
+    # much delay, and the edge retries after Retry-After.
+    max_queue_wait_ms: float = Field(500.0, gt=0)
+    # Reconstructions and frames larger than the bundle's own crop run in a separate lane of this
+    # many threads, so a client sending the largest frames cannot starve 224² classifications.
+    heavy_concurrency: int = Field(1, ge=1)
+    heavy_queue_size: int = Field(4, ge=1)  # heavy jobs waiting for a thread; beyond: 503
+    inference_threads: int = Field(1, ge=1)  # ONNX Runtime intra-op threads per session
+    retry_after_s: int = Field(1, ge=1)
+    # Slow clients: a request's headers must arrive within header_timeout_s of the connection (or
+    # of the previous response), its body within body_timeout_s (408 otherwise), and at most
+    # max_connections are open at once (uvicorn answers 503 beyond).
+    header_timeout_s: float = Field(10.0, gt=0)
+    body_timeout_s: float = Field(10.0, gt=0)
+    max_connections: int = Field(512, ge=1)
     # A SQLite file makes the idempotency store survive restarts (exactly-once across a crash);
     # empty keeps it in memory. The only state the service has; see the README for replicas.
     idempotency_db: str = ""
-    idempotency_ttl_s: float = 3600.0
-    idempotency_max_entries: int = 100_000
-    top_k: int = 5
+    idempotency_ttl_s: float = Field(3600.0, gt=0)
+    idempotency_max_entries: int = Field(100_000, ge=1)
+    # Stored answers in all; a classify answer is ~0.7 kB, so 64 MiB holds ~90,000 of them.
+    idempotency_max_bytes: int = Field(64 << 20, ge=1024)
+    # A claim whose request never finished (its process died) is released after this long.
+    idempotency_lease_s: float = Field(60.0, gt=0)
+    top_k: int = Field(5, ge=1)
 
     @field_validator("bundles", "api_keys", mode="before")
     @classmethod
@@ -47,6 +82,25 @@ class Settings(BaseSettings):
         if isinstance(v, str):
             return [s.strip() for s in v.split(",") if s.strip()]
         return v
+
+    @model_validator(mode="after")
+    def _safe(self) -> Settings:
+        if not self.bundles:
+            raise ValueError("SPIC_CLOUD_BUNDLES is empty: serve at least one bundle")
+        if self.max_queue_wait_ms <= self.max_batch_delay_ms:
+            raise ValueError(
+                f"max_queue_wait_ms ({self.max_queue_wait_ms}) must exceed max_batch_delay_ms "
+                f"({self.max_batch_delay_ms}), or every batched frame would be shed"
+            )
+        if self.metrics_key and self.metrics_key in self.api_keys:
+            raise ValueError("metrics_key must differ from every upload key")
+        return self
+
+    @property
+    def limits(self) -> ServingLimits:
+        return ServingLimits(
+            max_input_pixels=self.max_input_pixels, max_input_side=self.max_input_side
+        )
 
 
 @lru_cache

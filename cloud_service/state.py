@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
+import hashlib
 import hmac
 from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from cloud_service.batcher import Batcher
+from cloud_service.batcher import Batcher, HeavyLane
 from cloud_service.idempotency import IdempotencyStore
 from cloud_service.metrics import Metrics
 from cloud_service.problems import Problem
@@ -24,13 +25,23 @@ class ServiceState:
     idempotency: IdempotencyStore
     runtimes: dict[str, BundleRuntime] = field(default_factory=dict)
     batchers: dict[str, Batcher] = field(default_factory=dict)
+    heavy: HeavyLane | None = None
     ready: bool = False
     load_error: str | None = None
-    reconstruct_slots: asyncio.Semaphore | None = None
-    reconstruct_waiting: int = 0
 
     def runtime_for(self, model_id: str) -> BundleRuntime | None:
         return self.runtimes.get(model_id)
+
+    def not_ready_reason(self) -> str | None:
+        """Why the service cannot answer inference requests now, or None when it can."""
+        if self.load_error:
+            return f"model loading failed: {self.load_error}"
+        if not self.ready:
+            return "models are still loading"
+        dead = [model_id for model_id, b in self.batchers.items() if not b.alive]
+        if dead:
+            return f"batch worker down for {', '.join(dead)}"
+        return None
 
 
 def get_state(request: Request) -> ServiceState:
@@ -40,10 +51,15 @@ def get_state(request: Request) -> ServiceState:
 StateDep = Annotated[ServiceState, Depends(get_state)]
 
 
-def require_api_key(request: Request, state: StateDep) -> None:
-    keys = state.settings.api_keys
-    if not keys:
-        return
+# Declared for the OpenAPI document (the Bearer security scheme); the checks below are our own so
+# every refusal is problem+json with a reason.
+bearer = HTTPBearer(auto_error=False, description="an upload key from SPIC_CLOUD_API_KEYS")
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+ANONYMOUS = "anonymous"
+
+
+def check_bearer(request: Request, keys: list[str]) -> str:
+    """The matching key of ``keys`` named by the request's Bearer token; 401/403 otherwise."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if not header:
@@ -63,25 +79,41 @@ def require_api_key(request: Request, state: StateDep) -> None:
             headers={"WWW-Authenticate": "Bearer"},
         )
     given = token.strip().encode()
-    match = False
+    found = None
     for key in keys:  # compare with every key, in constant time, whatever matches
-        match |= hmac.compare_digest(given, key.encode())
-    if not match:
+        if hmac.compare_digest(given, key.encode()):
+            found = key
+    if found is None:
         raise Problem(
             403, "wrong-api-key", "API key not accepted", "the key is not one this service accepts"
         )
+    return found
 
 
-AuthDep = Annotated[None, Depends(require_api_key)]
+def require_api_key(request: Request, state: StateDep, _bearer: BearerDep) -> str:
+    """The caller's scope: a digest of its upload key (idempotency keys live in it)."""
+    keys = state.settings.api_keys
+    if not keys:
+        return ANONYMOUS
+    key = check_bearer(request, keys)
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+AuthDep = Annotated[str, Depends(require_api_key)]
+
+
+def require_metrics_key(request: Request, state: StateDep, _bearer: BearerDep) -> None:
+    if state.settings.metrics_key:
+        check_bearer(request, [state.settings.metrics_key])
+
+
+MetricsAuthDep = Annotated[None, Depends(require_metrics_key)]
 
 
 def require_ready(state: StateDep) -> None:
-    if not state.ready:
-        detail = (
-            f"model loading failed: {state.load_error}"
-            if state.load_error
-            else "models are still loading"
-        )
+    reason = state.not_ready_reason()
+    if reason is not None:
+        detail = reason
         raise Problem(
             503,
             "not-ready",

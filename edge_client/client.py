@@ -3,6 +3,8 @@
 * Every request carries an ``Idempotency-Key``, so a retry never double-counts a frame.
 * Connection errors, timeouts, 429 and 5xx are retried with full-jitter exponential backoff,
   sleep = uniform(0, min(cap, base·2^attempt)); a ``Retry-After`` from the server wins when given.
+* 409 ``request-in-flight`` (this frame's first attempt is still being answered, e.g. after a
+  timeout) is retried too, after its Retry-After: the cloud will answer the key once it is done.
 * Other 4xx answers are final: ``CloudRejectedError`` (``AuthError`` for 401/403) carrying the
   server's problem+json.
 * It accepts any ``httpx.Client``, so tests can hand it Starlette's ``TestClient``.
@@ -11,6 +13,7 @@
 from __future__ import annotations
 
 import email.utils
+import hashlib
 import logging
 import random
 import time
@@ -22,6 +25,18 @@ from edge_client.errors import AuthError, CloudRejectedError, CloudUnavailableEr
 
 log = logging.getLogger("spic.edge.client")
 RETRYABLE = {408, 425, 429, 500, 502, 503, 504}
+IN_FLIGHT_TYPE = "urn:spic:problem:request-in-flight"
+
+
+def retryable(status: int, problem: dict) -> bool:
+    return status in RETRYABLE or (status == 409 and problem.get("type") == IN_FLIGHT_TYPE)
+
+
+def frame_key(source: str, frame: bytes) -> str:
+    """The Idempotency-Key of a frame: derived from what is sent (the frame's bytes) and where it
+    came from, so re-encoding the same file after a crash gives the same key, and the same photo
+    sent at another QF or codec is another frame with another key."""
+    return hashlib.sha256(source.encode() + b"\0" + frame).hexdigest()[:32]
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -103,7 +118,7 @@ class CloudClient:
                         problem,
                         f"cloud refused the API key ({resp.status_code}): {problem.get('detail', resp.text[:200])}",
                     )
-                if resp.status_code not in RETRYABLE:
+                if not retryable(resp.status_code, problem):
                     raise CloudRejectedError(
                         resp.status_code,
                         problem,

@@ -71,6 +71,7 @@ class EdgeEncoder:
         if whole_image:
             self.spec["mode"] = "whole"
         self.stride = self.manifest.latent.stride
+        self.precision = "int8" if int8 else "fp32"
         role = "encoder_int8" if int8 else "encoder"
         if role not in self.manifest.files:
             raise BundleError(f"bundle {bundle_path} has no INT8 encoder (make one with spic-int8)")
@@ -86,7 +87,8 @@ class EdgeEncoder:
             return source.convert("RGB")
         try:
             return load_rgb(source)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            # DecompressionBombError: Pillow's guard against images that claim billions of pixels.
             raise ImageError(f"cannot read image {source}: {exc}") from exc
 
     def encode(self, image: str | Path | Image.Image) -> bytes:

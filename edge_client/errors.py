@@ -4,7 +4,9 @@
     ├── BundleError              the model bundle is missing, unreadable or inconsistent
     ├── ImageError               an input image cannot be read or does not fit the model
     ├── QueueError               the store-and-forward queue refused or lost track of a frame
-    │   └── QueueFullError       the queue is at its size limit and its policy rejects new frames
+    │   ├── QueueFullError       the queue is at its size limit and its policy rejects new frames
+    │   │                        (for now: a later capture may fit once frames are delivered)
+    │   └── FrameTooLargeError   this frame alone exceeds the queue's size limit (never fits)
     └── UploadError              a frame could not be delivered to the cloud
         ├── CloudUnavailableError    the cloud did not answer, or answered 5xx/429, after retries
         └── CloudRejectedError       the cloud refused the frame (4xx): retrying will not help
@@ -33,6 +35,10 @@ class QueueError(EdgeError):
 
 
 class QueueFullError(QueueError):
+    pass
+
+
+class FrameTooLargeError(QueueError):
     pass
 
 

@@ -14,6 +14,8 @@ Each queued frame is one file ``<seq:012d>.frame`` in the queue folder::
   default; ``put`` raises ``QueueFullError``) or ``drop_oldest``. Every refused, dropped or
   expired frame is logged at WARNING with its key and source.
 * The idempotency key travels with the frame, so a retry after a crash is recognised by the cloud.
+* A file in the folder that is not a readable frame (garbage, empty, another program's) is moved
+  to ``quarantine/`` with a WARNING at start, and the queue goes on without it.
 * The folder is read once at start; after that an in-memory index answers depth, size, keys and
   order, so a capture never rescans a queue that may hold hundreds of thousands of frames while the
   cloud is away. One process owns a queue folder at a time.
@@ -25,14 +27,17 @@ import json
 import logging
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from edge_client.errors import QueueError, QueueFullError
+from edge_client.errors import FrameTooLargeError, QueueFullError
 
 log = logging.getLogger("spic.edge.queue")
 SUFFIX = ".frame"
+QUARANTINE = "quarantine"  # beside the frames: files found in the queue that are not frames
+MAX_META_LINE = 4096  # a queue file's JSON line is ~100 bytes; a longer one is not ours
 Policy = Literal["reject_new", "drop_oldest"]
 
 
@@ -48,6 +53,16 @@ class QueuedFrame:
         with self.path.open("rb") as f:
             f.readline()
             return f.read()
+
+
+def unique_path(folder: Path, name: str) -> Path:
+    """``folder/name``, or ``folder/name.1`` and so on if taken; creates ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    target, n = folder / name, 0
+    while target.exists():
+        n += 1
+        target = folder / f"{name}.{n}"
+    return target
 
 
 def _fsync_dir(path: Path) -> None:
@@ -73,22 +88,48 @@ class FrameQueue:
         self.max_bytes, self.ttl_s, self.policy = max_bytes, ttl_s, policy
         for tmp in self.root.glob("*.tmp"):
             tmp.unlink()  # a put that crashed before its rename never reported success
-        self._items: dict[int, QueuedFrame] = {}  # seq -> frame, the only scan of the folder
+        # seq -> frame, in ascending seq order (dicts keep insertion order and seqs only grow), so
+        # the oldest frame is the first entry: expiring and dropping never sort. The folder is
+        # scanned only here.
+        self._items: dict[int, QueuedFrame] = {}
         self._sizes: dict[int, int] = {}
-        for path in sorted(self.root.glob(f"*{SUFFIX}"), key=lambda p: int(p.stem)):
-            item = self._load(path)
-            self._items[item.seq], self._sizes[item.seq] = item, path.stat().st_size
+        self._keys: dict[str, int] = {}  # key -> how many queued frames carry it
+        for seq, path in self._scan():
+            item = self._load(seq, path)
+            if item is None:
+                continue
+            self._items[seq], self._sizes[seq] = item, path.stat().st_size
+            self._keys[item.key] = self._keys.get(item.key, 0) + 1
         self._bytes = sum(self._sizes.values())
-        self._next = max(self._items, default=0) + 1
+        self._next = self._highest_seen + 1
 
-    @staticmethod
-    def _load(path: Path) -> QueuedFrame:
+    def _scan(self) -> list[tuple[int, Path]]:
+        """Queue files in sequence order; a file not named ``<digits>.frame`` is quarantined."""
+        found = []
+        for path in self.root.glob(f"*{SUFFIX}"):
+            if path.stem.isdigit():
+                found.append((int(path.stem), path))
+            else:
+                self._quarantine(path, "not named <sequence>.frame")
+        # Numbers of quarantined files are not reused either, so no two files ever share one.
+        self._highest_seen = max((seq for seq, _ in found), default=0)
+        return sorted(found)
+
+    def _quarantine(self, path: Path, why: str) -> None:
+        target = unique_path(self.root / QUARANTINE, path.name)
+        os.replace(path, target)
+        log.warning("QUARANTINED queue file %s (%s): moved to %s", path.name, why, target)
+
+    def _load(self, seq: int, path: Path) -> QueuedFrame | None:
         try:
             with path.open("rb") as f:
-                meta = json.loads(f.readline())
-        except (ValueError, OSError) as exc:
-            raise QueueError(f"unreadable queue file {path}: {exc}") from exc
-        return QueuedFrame(int(path.stem), meta["key"], meta["source"], meta["captured"], path)
+                meta = json.loads(f.readline(MAX_META_LINE))
+            return QueuedFrame(
+                seq, str(meta["key"]), str(meta["source"]), float(meta["captured"]), path
+            )
+        except (ValueError, OSError, KeyError, TypeError) as exc:
+            self._quarantine(path, f"unreadable: {type(exc).__name__}: {exc}")
+            return None
 
     def __len__(self) -> int:
         return len(self._items)
@@ -97,11 +138,17 @@ class FrameQueue:
         return self._bytes
 
     def keys(self) -> set[str]:
-        return {f.key for f in self._items.values()}
+        return set(self._keys)
 
-    def __iter__(self):
+    def __contains__(self, key: str) -> bool:
+        return key in self._keys
+
+    def __iter__(self) -> Iterator[QueuedFrame]:
         """Frames in capture order; a snapshot, so acking while iterating is fine."""
-        return iter([self._items[seq] for seq in sorted(self._items)])
+        return iter(list(self._items.values()))
+
+    def oldest(self) -> QueuedFrame | None:
+        return next(iter(self._items.values()), None)
 
     def put(
         self, frame: bytes, key: str, source: str = "", captured: float | None = None
@@ -115,7 +162,7 @@ class FrameQueue:
             log.warning(
                 "REFUSED frame %s (%s): %d bytes exceeds the queue limit", key, source, size
             )
-            raise QueueFullError(
+            raise FrameTooLargeError(
                 f"frame of {size} bytes exceeds the queue limit of {self.max_bytes}"
             )
         while self._bytes + size > self.max_bytes:
@@ -128,7 +175,8 @@ class FrameQueue:
                     self.max_bytes,
                 )
                 raise QueueFullError(f"queue full: {self._bytes} of {self.max_bytes} bytes used")
-            oldest = self._items[min(self._items)]
+            oldest = self.oldest()
+            assert oldest is not None  # the queue holds bytes, so it holds a frame
             log.warning(
                 "DROPPED oldest frame %s (%s) to make room: queue full", oldest.key, oldest.source
             )
@@ -146,6 +194,7 @@ class FrameQueue:
         _fsync_dir(self.root)
         item = QueuedFrame(seq, key, source, captured, path)
         self._items[seq], self._sizes[seq] = item, size
+        self._keys[key] = self._keys.get(key, 0) + 1
         self._bytes += size
         return item
 
@@ -155,8 +204,8 @@ class FrameQueue:
 
     def set_aside(self, item: QueuedFrame, folder: Path) -> Path:
         """Move a frame the cloud will never accept out of the queue, keeping its file."""
-        folder.mkdir(parents=True, exist_ok=True)
-        target = folder / item.path.name
+        # Named by sequence and key, never overwritten: sequences restart when a queue empties.
+        target = unique_path(folder, f"{item.path.stem}-{item.key[:32]}{SUFFIX}")
         os.replace(item.path, target)
         self._forget(item)
         _fsync_dir(self.root)
@@ -170,12 +219,18 @@ class FrameQueue:
     def _forget(self, item: QueuedFrame) -> None:
         if self._items.pop(item.seq, None) is not None:
             self._bytes -= self._sizes.pop(item.seq)
+            left = self._keys[item.key] - 1
+            if left:
+                self._keys[item.key] = left
+            else:
+                del self._keys[item.key]
 
     def expire(self, now: float | None = None) -> int:
         now = time.time() if now is None else now
         dropped = 0
-        # Capture times rise with sequence numbers, so only the oldest frames can be due.
-        for item in self:
+        # Capture times rise with sequence numbers, so only the oldest frames can be due: the loop
+        # stops at the first fresh one, O(1) per put when nothing expires.
+        while (item := self.oldest()) is not None:
             if now - item.captured <= self.ttl_s:
                 break
             log.warning(

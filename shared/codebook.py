@@ -12,7 +12,11 @@ import numpy as np
 from shared import bitstream
 from shared.codecs import CODECS, Codec, codec_name, make_codec
 from shared.errors import BitstreamError
-from shared.manifest import Manifest
+from shared.manifest import Manifest, ServingLimits
+
+# Pillow refuses to open images over 2 x Image.MAX_IMAGE_PIXELS (a decompression-bomb guard), so no
+# camera running the edge client can have captured a larger image.
+MAX_CAPTURED_PIXELS = 2 * 89_478_485
 
 
 class ModelMismatchError(ValueError):
@@ -68,22 +72,62 @@ class Codebook:
         frame = bitstream.unpack(data)
         return frame, self.decode_frame(frame)
 
-    def decode_frame(self, frame: bitstream.Frame) -> np.ndarray:
-        if frame.model_id != self.model_id:
-            raise ModelMismatchError(frame.model_id_hex, [self.manifest.model_id])
-        if (
-            frame.latent_shape[0] != self.manifest.latent.channels
-            or frame.stride != self.manifest.latent.stride
-        ):
+    @property
+    def native_shape(self) -> tuple[int, int, int]:
+        """The latent of a frame made with the manifest's own preprocessing (a center crop)."""
+        side = self.manifest.preprocessing.size
+        return self.manifest.latent.shape_for(side, side)
+
+    def check_geometry(
+        self, frame: bitstream.Frame, limits: ServingLimits | None = None
+    ) -> None:
+        """Refuse a frame whose header is self-consistent but does not describe what this model
+        makes, or is larger than ``limits`` allow. Reads the header only: call it before decoding.
+
+        * stride and channels are the model's; the QF has a table;
+        * a frame of the manifest's preprocessing has exactly the crop's latent; any other latent
+          is a whole-image frame, whose captured image is the encoder's input, pixel for pixel (so
+          a (32, 7, 28) latent cannot pass for a (32, 14, 14) one);
+        * the captured image is 1..``MAX_CAPTURED_PIXELS`` pixels;
+        * the encoder's input is within ``limits`` (default: the manifest's, else the defaults).
+        """
+        m = self.manifest
+        c, h, w = frame.latent_shape
+        if c != m.latent.channels or frame.stride != m.latent.stride:
             raise BitstreamError(
                 "table_mismatch",
                 f"frame latent {frame.latent_shape} at stride {frame.stride} does not fit model "
-                f"{self.manifest.model_id} ({self.manifest.latent.channels} channels, stride {self.manifest.latent.stride})",
+                f"{m.model_id} ({m.latent.channels} channels, stride {m.latent.stride})",
             )
-        if frame.qf not in self.manifest.qfs:
+        if frame.qf not in m.qfs:
+            raise BitstreamError("table_mismatch", f"QF {frame.qf} has no table in model {m.model_id}")
+        iw, ih = frame.image_size
+        if iw < 1 or ih < 1 or iw * ih > MAX_CAPTURED_PIXELS:
             raise BitstreamError(
-                "table_mismatch", f"QF {frame.qf} has no table in model {self.manifest.model_id}"
+                "geometry",
+                f"captured image {iw}x{ih} outside 1..{MAX_CAPTURED_PIXELS} pixels",
             )
+        limits = limits or m.limits or ServingLimits()
+        in_w, in_h = frame.input_size
+        if in_w * in_h > limits.max_input_pixels or max(in_w, in_h) > limits.max_input_side:
+            raise BitstreamError(
+                "over_limit",
+                f"encoder input {in_w}x{in_h} exceeds what model {m.model_id} serves here: "
+                f"{limits.max_input_pixels} pixels, {limits.max_input_side} per side",
+            )
+        if frame.latent_shape != self.native_shape and (iw, ih) != (in_w, in_h):
+            raise BitstreamError(
+                "geometry",
+                f"latent {frame.latent_shape} is neither the model's {m.preprocessing.size}² crop "
+                f"{self.native_shape} nor a whole image: encoder input {in_w}x{in_h}, "
+                f"captured {iw}x{ih}",
+            )
+
+    def decode_frame(self, frame: bitstream.Frame, limits: ServingLimits | None = None) -> np.ndarray:
+        """Entropy-decode a parsed frame after ``check_geometry``; (C, H, W) uint16 symbols."""
+        if frame.model_id != self.model_id:
+            raise ModelMismatchError(frame.model_id_hex, [self.manifest.model_id])
+        self.check_geometry(frame, limits)
         symbols = self.codec(codec_name(frame.codec), frame.qf).decode(
             frame.payload, frame.latent_shape
         )

@@ -17,6 +17,10 @@ reason                 meaning
 ``limits``             a declared shape, QF or length beyond the format's maxima
 ``corrupt_payload``    the entropy-coded payload does not decode to the declared shape
 ``table_mismatch``     the frame's shape or alphabet does not fit the codec tables
+``geometry``           latent shape, stride and captured image size disagree with
+                       each other or with the model (``Codebook.check_geometry``)
+``over_limit``         a well-formed frame larger than the model serves (its
+                       manifest's ``limits``, capped by the service's settings)
 =====================  ==========================================================
 """
 
@@ -32,6 +36,8 @@ REASONS = (
     "limits",
     "corrupt_payload",
     "table_mismatch",
+    "geometry",
+    "over_limit",
 )
 
 

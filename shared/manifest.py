@@ -8,9 +8,11 @@ A bundle is a folder::
     classifier.onnx    h_c: ŷ (N, C, h, w) -> logits (N, classes)
     MODEL_CARD.md      how it was trained and how well it does
 
-The model id is the first 8 bytes of SHA-256 over the manifest (without its ``model_id``, as
-canonical JSON) and the SHA-256 of every file it lists. It travels in every frame, so a frame can
-only be decoded with the exact tables and networks that made it.
+The model id is the first 8 bytes of SHA-256 over the manifest (without its ``model_id`` and
+``limits``, as canonical JSON) and the SHA-256 of every file it lists. It travels in every frame,
+so a frame can only be decoded with the exact tables and networks that made it. ``limits`` is
+serving policy (how large a frame the bundle is meant to serve), not what decodes a frame, so it
+can be set on a shipped bundle without changing its id; a service caps it with its own settings.
 """
 
 from __future__ import annotations
@@ -58,6 +60,19 @@ class LatentRule(BaseModel):
         return self.channels, height // self.stride, width // self.stride
 
 
+class ServingLimits(BaseModel):
+    """The largest frame a bundle is meant to serve. Work per frame grows with the latent's area
+    (the decoder's activations at 1024² are ~0.4 GB), so a service refuses larger frames before it
+    decodes a byte of them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # 1 MiPx: a 1024x1024 whole-image frame, ~0.4 s and ~0.4 GB to reconstruct on one core.
+    max_input_pixels: int = Field(1 << 20, ge=1)
+    # Longest side of the encoder's input, so a 16 x 65536 strip cannot pass the pixel bound.
+    max_input_side: int = Field(2048, ge=1)
+
+
 class ClassInfo(BaseModel):
     index: int = Field(ge=0)
     id: str
@@ -83,6 +98,7 @@ class Manifest(BaseModel):
     latent: LatentRule
     qfs: list[int]
     default_qf: int
+    limits: ServingLimits | None = None  # None: the service's own settings decide
     # Per QF (as a string key, JSON objects have no int keys): (C, QF + 1) integer counts.
     tables: dict[str, list[list[int]]]
     files: dict[str, BundleFile]
@@ -126,7 +142,7 @@ def content_hash(manifest: BaseModel) -> str:
     Shared by every bundle kind that has ``model_id`` and ``files`` fields (SPIC bundles here,
     reference-classifier bundles in ``evaluation/reference.py``).
     """
-    body = manifest.model_dump(mode="json", exclude={"model_id"})
+    body = manifest.model_dump(mode="json", exclude={"model_id", "limits"})
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(canonical).hexdigest()[:16]
 

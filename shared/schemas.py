@@ -40,6 +40,10 @@ class ModelInfo(BaseModel):
     latent_channels: int
     stride: int
     preprocessing: dict
+    limits: dict = Field(
+        description="the largest frame served: max_input_pixels and max_input_side of the "
+        "encoder's input (the bundle's own limits, capped by the service's settings)"
+    )
 
 
 class ModelsResponse(BaseModel):

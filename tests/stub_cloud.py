@@ -12,7 +12,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 class StubCloud:
     def __init__(
-        self, fail_first: int = 0, retry_after: str = "0", status: int = 503, delay: float = 0.0
+        self,
+        fail_first: int = 0,
+        retry_after: str = "0",
+        status: int = 503,
+        delay: float = 0.0,
+        problem_type: str = "urn:spic:problem:overloaded",
     ):
         self.accepted: list[str] = []  # keys, in the order first accepted
         self.posts: Counter[str] = Counter()
@@ -22,6 +27,7 @@ class StubCloud:
             status,
             delay,
         )
+        self.problem_type = problem_type
         self.lock = threading.Lock()
         stub = self
 
@@ -41,7 +47,8 @@ class StubCloud:
                         self.send_header("Retry-After", stub.retry_after)
                         self.send_header("Content-Type", "application/problem+json")
                         self.end_headers()
-                        self.wfile.write(b'{"title": "busy", "status": 503}')
+                        problem = {"type": stub.problem_type, "title": "busy", "status": stub.status}
+                        self.wfile.write(json.dumps(problem).encode())
                         return
                     if key not in stub.accepted:
                         stub.accepted.append(key)

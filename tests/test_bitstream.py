@@ -34,9 +34,12 @@ def sample_frame(**overrides) -> bitstream.Frame:
     return bitstream.Frame(**fields)
 
 
-def test_overhead_is_at_most_40_bytes():
-    frame = sample_frame(payload=b"")
-    assert len(bitstream.pack(frame)) == bitstream.OVERHEAD == 34 <= 40
+@pytest.mark.parametrize("n", [0, 1, 200, 4097])
+def test_every_frame_costs_its_payload_plus_34_bytes_and_bpp_counts_them(n):
+    frame = sample_frame(payload=bytes(n))
+    packed = bitstream.pack(frame)
+    assert len(packed) - n == 34 <= 40  # the header budget the format promises
+    assert frame.bpp == 8 * len(packed) / (224 * 224)  # bpp includes header and CRC
 
 
 def test_pack_unpack_round_trip():

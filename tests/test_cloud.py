@@ -153,17 +153,36 @@ def test_idempotency(cloud, frame, tiny_bundle):
     assert fresh.json()["request_id"] != first.json()["request_id"]
 
 
+def _metric(url: str, name: str) -> float:
+    for line in httpx.get(url + "/metrics").text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def wait_for(condition, timeout: float = 10.0) -> None:
+    """Poll ``condition`` until true (a state the test can see, never a blind sleep)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.01)
+
+
 def test_idempotency_in_flight_gets_409(tiny_bundle, frame):
-    with running_cloud([tiny_bundle], max_batch_delay_ms=1500, max_batch_size=8) as url:
+    # The first request waits 3 s for batch company: it is claimed and in flight until then.
+    settings = dict(max_batch_delay_ms=3000, max_queue_wait_ms=10000, max_batch_size=8)
+    with running_cloud([tiny_bundle], **settings) as url:
         h = {**OCTET, "Idempotency-Key": "slow"}
         with ThreadPoolExecutor(2) as pool:
             slow = pool.submit(
-                httpx.post, url + "/v1/classify", content=frame, headers=h, timeout=10
+                httpx.post, url + "/v1/classify", content=frame, headers=h, timeout=20
             )
-            time.sleep(0.5)
+            wait_for(lambda: _metric(url, "spic_queue_depth") >= 1)  # claimed, now batching
             second = httpx.post(url + "/v1/classify", content=frame, headers=h)
             assert slow.result().status_code == 200
         assert is_problem(second, 409) and "retry-after" in second.headers
+        third = httpx.post(url + "/v1/classify", content=frame, headers=h)
+        assert third.headers["idempotent-replayed"] == "true"
 
 
 def test_backpressure_answers_503_with_retry_after(tiny_bundle):

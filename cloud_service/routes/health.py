@@ -1,24 +1,41 @@
+"""Probes and metrics: ``/healthz`` (the process answers), ``/readyz`` (models loaded and batch
+workers alive), ``/metrics`` (Prometheus text; behind ``SPIC_CLOUD_METRICS_KEY`` when it is set)."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from cloud_service.state import StateDep, require_ready
+from cloud_service.routes.inference import ERRORS
+from cloud_service.state import MetricsAuthDep, StateDep, require_ready
 
 router = APIRouter(tags=["operations"])
 
 
 @router.get("/healthz", summary="Liveness: the process answers")
-def healthz() -> dict:
+def healthz() -> dict[str, str]:
     return {"status": "live"}
 
 
-@router.get("/readyz", summary="Readiness: every model bundle is loaded")
-def readyz(state: StateDep) -> dict:
+@router.get(
+    "/readyz",
+    summary="Readiness: every model bundle is loaded and its batch worker alive",
+    responses={503: ERRORS[503]},
+)
+def readyz(state: StateDep) -> dict[str, object]:
     require_ready(state)
     return {"status": "ready", "models": sorted(state.runtimes)}
 
 
-@router.get("/metrics", summary="Prometheus metrics")
-def metrics(state: StateDep) -> Response:
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics (text exposition format)",
+    response_class=Response,
+    responses={
+        200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}},
+        401: ERRORS[401],
+        403: ERRORS[403],
+    },
+)
+def metrics(state: StateDep, _auth: MetricsAuthDep) -> Response:
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,17 +1,30 @@
-"""POST /v1/classify and /v1/reconstruct: a SPIC frame in, a prediction or a PNG out."""
+"""POST /v1/classify and /v1/reconstruct: a SPIC frame in, a prediction or a PNG out.
+
+A frame goes through the same steps on both routes, each bounded before the next allocates:
+
+1. ``read_frame``: content type, declared length, the body counted while it streams in, within
+   ``body_timeout_s`` (408) and ``max_body_bytes`` (413); a client that hangs up is a 499.
+2. ``parse_frame``: header, CRC and geometry against the bundle and the serving limits (400, 409,
+   413, 422); only the header is read, on the event loop, in microseconds.
+3. The entropy decode and the networks run off the event loop: a frame of the bundle's own crop in
+   a worker thread and then the classify batcher, anything larger (and every reconstruction) in
+   the bounded heavy lane.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import io
 from collections.abc import Awaitable, Callable
+from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Header, Request, Response
 from PIL import Image
+from starlette.requests import ClientDisconnect
 
 from cloud_service.batcher import Overloaded
-from cloud_service.idempotency import Stored
+from cloud_service.idempotency import Stored, scoped_key
 from cloud_service.problems import Problem, problem_response
 from cloud_service.runtime import BundleRuntime
 from cloud_service.state import AuthDep, ReadyDep, ServiceState, StateDep
@@ -25,7 +38,7 @@ router = APIRouter(prefix="/v1", tags=["inference"])
 FRAME_MEDIA_TYPE = "application/octet-stream"
 ERRORS = {
     s: {"model": ProblemDetails, "content": {"application/problem+json": {}}}
-    for s in (400, 401, 403, 409, 413, 415, 422, 503)
+    for s in (400, 401, 403, 408, 409, 413, 415, 422, 503)
 }
 FRAME_BODY = {
     "requestBody": {
@@ -33,6 +46,16 @@ FRAME_BODY = {
         "content": {FRAME_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
     }
 }
+# A frame's header is sound but it does not fit the model: the status says which way.
+STATUS_FOR_REASON = {"over_limit": 413, "geometry": 422}
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="1 to 200 printable characters, one per frame: a retry with the same key and "
+        "the same frame gets the first answer again (Idempotent-Replayed: true)",
+    ),
+]
 
 
 async def read_frame(request: Request, state: ServiceState) -> bytes:
@@ -54,20 +77,42 @@ async def read_frame(request: Request, state: ServiceState) -> bytes:
             f"{declared} bytes declared, the limit is {limit}",
         )
     body = bytearray()
-    async for chunk in request.stream():  # counted while reading: never buffers past the limit
-        body += chunk
-        if len(body) > limit:
-            raise Problem(413, "body-too-large", "frame too large", f"over {limit} bytes")
+    try:
+        async with asyncio.timeout(state.settings.body_timeout_s):
+            async for chunk in request.stream():  # counted while reading: never past the limit
+                body += chunk
+                if len(body) > limit:
+                    raise Problem(413, "body-too-large", "frame too large", f"over {limit} bytes")
+    except TimeoutError:
+        raise Problem(
+            408,
+            "body-timeout",
+            "request body too slow",
+            f"the frame did not arrive within {state.settings.body_timeout_s:g} s",
+            headers={"Connection": "close"},
+        ) from None
+    except ClientDisconnect:
+        # Nobody is left to answer; 499 (nginx's "client closed request") keeps it out of the 5xx.
+        raise Problem(499, "client-closed-request", "client closed the request") from None
     return bytes(body)
 
 
-def decode(state: ServiceState, body: bytes) -> tuple[BundleRuntime, bitstream.Frame, np.ndarray]:
+def _bad_frame(exc: BitstreamError) -> Problem:
+    return Problem(
+        STATUS_FOR_REASON.get(exc.reason, 400),
+        f"bad-frame-{exc.reason}",
+        "malformed SPIC frame" if exc.reason not in STATUS_FOR_REASON else "frame not servable",
+        str(exc),
+        reason=exc.reason,
+    )
+
+
+def parse_frame(state: ServiceState, body: bytes) -> tuple[BundleRuntime, bitstream.Frame]:
+    """Header, CRC, model and geometry: everything that can refuse a frame before decoding it."""
     try:
         frame = bitstream.unpack(body)
     except BitstreamError as exc:
-        raise Problem(
-            400, f"bad-frame-{exc.reason}", "malformed SPIC frame", str(exc), reason=exc.reason
-        ) from None
+        raise _bad_frame(exc) from None
     runtime = state.runtime_for(frame.model_id_hex)
     if runtime is None:
         served = sorted(state.runtimes)
@@ -80,30 +125,53 @@ def decode(state: ServiceState, body: bytes) -> tuple[BundleRuntime, bitstream.F
             served_model_ids=served,
         )
     try:
-        symbols = runtime.codebook.decode_frame(frame)
+        runtime.codebook.check_geometry(frame, runtime.limits)
     except BitstreamError as exc:
-        raise Problem(
-            400, f"bad-frame-{exc.reason}", "malformed SPIC frame", str(exc), reason=exc.reason
-        ) from None
-    return runtime, frame, symbols
+        raise _bad_frame(exc) from None
+    return runtime, frame
+
+
+def decode_latent(runtime: BundleRuntime, frame: bitstream.Frame) -> np.ndarray:
+    """Entropy-decode and dequantize a checked frame: (C, H, W) float32. Runs in a thread."""
+    try:
+        symbols = runtime.codebook.decode_frame(frame, runtime.limits)
+    except BitstreamError as exc:
+        raise _bad_frame(exc) from None
+    return dequantize(symbols, frame.qf)
+
+
+def _classify_one(runtime: BundleRuntime, frame: bitstream.Frame) -> np.ndarray:
+    return runtime.classify_latents(decode_latent(runtime, frame)[None])[0]
+
+
+def _reconstruct_png(runtime: BundleRuntime, frame: bitstream.Frame) -> bytes:
+    image = runtime.reconstruct_latents(decode_latent(runtime, frame)[None])[0]
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 async def idempotent(
     request: Request,
     state: ServiceState,
+    key: str | None,
     body: bytes,
-    route: str,
     handler: Callable[[], Awaitable[Response]],
+    recompute: bool = False,
 ) -> Response:
-    """Run ``handler`` once per Idempotency-Key; replay its stored answer to retries."""
-    key = request.headers.get("idempotency-key")
+    """Run ``handler`` once per Idempotency-Key; replay its stored answer to retries.
+
+    With ``recompute`` only the status is kept, and a replay runs ``handler`` again (for answers
+    that are a pure function of the frame and too large to keep, such as a PNG).
+    """
     if key is None:
         return await handler()
     store = state.idempotency
-    stored = store.begin(f"{route}:{key}", body)
+    stored = await asyncio.to_thread(store.begin, key, body)
     if stored is not None:
+        replay = await handler() if stored.recompute else None
         return Response(
-            stored.body,
+            replay.body if replay is not None else stored.body,
             stored.status,
             media_type=stored.media_type,
             headers={"Idempotent-Replayed": "true"},
@@ -111,20 +179,22 @@ async def idempotent(
     try:
         response = await handler()
     except Problem as exc:
-        if exc.status in (400, 409):  # the same frame will always get this answer: keep it
+        if exc.status in (400, 409, 413, 422):  # the same frame will always get this answer
             resp = problem_response(
                 request, exc.status, exc.slug, exc.title, exc.detail, exc.headers, **exc.extra
             )
-            store.complete(f"{route}:{key}", Stored(resp.status_code, resp.body, resp.media_type))
+            answer = Stored(resp.status_code, bytes(resp.body), resp.media_type or "")
+            await asyncio.to_thread(store.complete, key, answer)
         else:
-            store.abandon(f"{route}:{key}")  # overload and the like: a retry may well succeed
+            await asyncio.to_thread(store.abandon, key)  # overload and the like: retry may work
         raise
     except BaseException:
-        store.abandon(f"{route}:{key}")
+        await asyncio.to_thread(store.abandon, key)
         raise
-    store.complete(
-        f"{route}:{key}", Stored(response.status_code, response.body, response.media_type)
+    answer = Stored(
+        response.status_code, bytes(response.body), response.media_type or "", recompute=recompute
     )
+    await asyncio.to_thread(store.complete, key, answer)
     return response
 
 
@@ -138,6 +208,14 @@ def overloaded(state: ServiceState) -> Problem:
     )
 
 
+async def _heavy(state: ServiceState, fn: Callable[..., object], *args: object) -> object:
+    assert state.heavy is not None  # set by the lifespan before the service is ready
+    try:
+        return await state.heavy.run(fn, *args)
+    except Overloaded:
+        raise overloaded(state) from None
+
+
 @router.post(
     "/classify",
     response_model=ClassifyResponse,
@@ -145,15 +223,27 @@ def overloaded(state: ServiceState) -> Problem:
     openapi_extra=FRAME_BODY,
     summary="Classify a SPIC frame from its latent (no pixel decode)",
 )
-async def classify(request: Request, state: StateDep, _auth: AuthDep, _ready: ReadyDep) -> Response:
+async def classify(
+    request: Request,
+    state: StateDep,
+    caller: AuthDep,
+    _ready: ReadyDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    key = None if idempotency_key is None else scoped_key(caller, "classify", idempotency_key)
     body = await read_frame(request, state)
 
     async def run() -> Response:
-        runtime, frame, symbols = decode(state, body)
-        try:
-            probs = await state.batchers[runtime.model_id].submit(dequantize(symbols, frame.qf))
-        except Overloaded:
-            raise overloaded(state) from None
+        runtime, frame = parse_frame(state, body)
+        if frame.latent_shape == runtime.native_shape:
+            latent = await asyncio.to_thread(decode_latent, runtime, frame)
+            try:
+                probs = await state.batchers[runtime.model_id].submit(latent)
+            except Overloaded:
+                raise overloaded(state) from None
+        else:
+            probs = await _heavy(state, _classify_one, runtime, frame)
+        assert isinstance(probs, np.ndarray)
         order = np.argsort(-probs)[: state.settings.top_k]
         top = [
             {"class_id": int(i), "label": runtime.labels[i], "confidence": float(probs[i])}
@@ -178,7 +268,7 @@ async def classify(request: Request, state: StateDep, _auth: AuthDep, _ready: Re
         request.state.model_id = runtime.model_id
         return Response(answer.model_dump_json(), media_type="application/json")
 
-    return await idempotent(request, state, body, "classify", run)
+    return await idempotent(request, state, key, body, run)
 
 
 @router.post(
@@ -189,26 +279,20 @@ async def classify(request: Request, state: StateDep, _auth: AuthDep, _ready: Re
     summary="Decode a SPIC frame back to an image (PNG)",
 )
 async def reconstruct(
-    request: Request, state: StateDep, _auth: AuthDep, _ready: ReadyDep
+    request: Request,
+    state: StateDep,
+    caller: AuthDep,
+    _ready: ReadyDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> Response:
+    key = None if idempotency_key is None else scoped_key(caller, "reconstruct", idempotency_key)
     body = await read_frame(request, state)
 
     async def run() -> Response:
-        runtime, frame, symbols = decode(state, body)
-        if state.reconstruct_waiting >= state.settings.queue_size:
-            raise overloaded(state)
-        state.reconstruct_waiting += 1
-        try:
-            async with state.reconstruct_slots:
-                y_hat = dequantize(symbols, frame.qf)[None]
-                image = await asyncio.get_running_loop().run_in_executor(
-                    None, runtime.reconstruct_latents, y_hat
-                )
-        finally:
-            state.reconstruct_waiting -= 1
-        buf = io.BytesIO()
-        Image.fromarray(image[0]).save(buf, format="PNG")
+        runtime, frame = parse_frame(state, body)
+        png = await _heavy(state, _reconstruct_png, runtime, frame)
+        assert isinstance(png, bytes)
         request.state.model_id = runtime.model_id
-        return Response(buf.getvalue(), media_type="image/png")
+        return Response(png, media_type="image/png")
 
-    return await idempotent(request, state, body, "reconstruct", run)
+    return await idempotent(request, state, key, body, run, recompute=True)

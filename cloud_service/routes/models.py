@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from cloud_service.routes.inference import ERRORS
 from cloud_service.state import AuthDep, ReadyDep, StateDep
 from shared.schemas import ModelInfo, ModelsResponse
 
@@ -9,9 +10,12 @@ router = APIRouter(prefix="/v1", tags=["models"])
 
 
 @router.get(
-    "/models", response_model=ModelsResponse, summary="The model bundles this service serves"
+    "/models",
+    response_model=ModelsResponse,
+    summary="The model bundles this service serves",
+    responses={s: ERRORS[s] for s in (401, 403, 503)},
 )
-def list_models(state: StateDep, _auth: AuthDep, _ready: ReadyDep) -> ModelsResponse:
+def list_models(state: StateDep, _caller: AuthDep, _ready: ReadyDep) -> ModelsResponse:
     infos = []
     for runtime in state.runtimes.values():
         m = runtime.manifest
@@ -26,6 +30,7 @@ def list_models(state: StateDep, _auth: AuthDep, _ready: ReadyDep) -> ModelsResp
                 latent_channels=m.latent.channels,
                 stride=m.latent.stride,
                 preprocessing=m.preprocessing.model_dump(),
+                limits=runtime.limits.model_dump(),
             )
         )
     return ModelsResponse(models=infos)
