@@ -3,7 +3,9 @@
     .venv/bin/python bench/cloud_load.py [--bundle B] [--seconds 10] [--concurrency 1 8 32 64]
 
 For each concurrency, that many clients send frames back to back for a fixed time; it reports
-req/s and p50/p99 latency, and the server process's CPU seconds (from /proc) to give requests
+req/s and p50/p99 latency (bench/loadgen.py, a raw-socket client so the generator does not
+eat the server's cores), shed requests (503 + Retry-After, which clients honour), and the server
+process's CPU seconds (from /proc) to give requests
 per CPU-second. In the same run it measures the classifier's offline batch throughput (the same
 ONNX session settings, no HTTP): serving efficiency = service req/s / offline images/s. It then
 runs the JPEG pipeline (bench/jpeg_service.py: upload a JPEG at quality 75, decode, encoder +
@@ -26,18 +28,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from bench.edge_latency import sample_images  # noqa: E402
+from bench.loadgen import closed_loop  # noqa: E402
+from cloud_service.harness import free_port, start_cloud, stop, wait_ready  # noqa: E402
 from cloud_service.runtime import BundleRuntime  # noqa: E402
-from shared.bundles import DEFAULT_BUNDLE  # noqa: E402
 from edge_client.encoder import EdgeEncoder  # noqa: E402
 from edge_client.preprocess import center_crop, resize_short_side  # noqa: E402
+from shared.bundles import DEFAULT_BUNDLE  # noqa: E402
 from shared.codebook import Codebook  # noqa: E402
 from shared.quantize import dequantize  # noqa: E402
-from tests.cloud_server import free_port, start_cloud, stop, wait_ready  # noqa: E402
 
 
 def cpu_seconds(pid: int) -> float:
@@ -45,37 +47,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def closed_loop(
+def run_load(
     url: str, bodies: list[bytes], headers: dict, concurrency: int, seconds: float
 ) -> dict:
-    latencies, errors = [], {}
-    deadline = time.perf_counter() + seconds
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
-
-        async def worker(i: int) -> None:
-            n = i
-            while time.perf_counter() < deadline:
-                t0 = time.perf_counter()
-                resp = await client.post(url, content=bodies[n % len(bodies)], headers=headers)
-                if resp.status_code == 200:
-                    latencies.append(time.perf_counter() - t0)
-                else:
-                    errors[resp.status_code] = errors.get(resp.status_code, 0) + 1
-                n += 1
-
-        t_start = time.perf_counter()
-        await asyncio.gather(*(worker(i) for i in range(concurrency)))
-        elapsed = time.perf_counter() - t_start
-    lat = np.array(latencies) * 1e3
-    return {
-        "concurrency": concurrency,
-        "requests": len(latencies),
-        "req_s": round(len(latencies) / elapsed, 1),
-        "p50_ms": round(float(np.percentile(lat, 50)), 2) if len(lat) else None,
-        "p99_ms": round(float(np.percentile(lat, 99)), 2) if len(lat) else None,
-        "errors": errors,
-    }
+    result = asyncio.run(closed_loop(url, bodies, headers, concurrency, seconds))
+    return {"concurrency": concurrency, **result.summary()}
 
 
 def load_series(
@@ -84,7 +60,7 @@ def load_series(
     rows = []
     for c in concurrencies:
         cpu0 = cpu_seconds(proc.pid)
-        row = asyncio.run(closed_loop(url, bodies, headers, c, seconds))
+        row = run_load(url, bodies, headers, c, seconds)
         row["server_cpu_s"] = round(cpu_seconds(proc.pid) - cpu0, 2)
         row["req_per_server_cpu_s"] = round(row["requests"] / max(row["server_cpu_s"], 1e-9), 1)
         rows.append(row)
@@ -132,7 +108,8 @@ def main() -> None:
         buf = io.BytesIO()
         center_crop(resize_short_side(im, size), size).save(buf, format="JPEG", quality=75)
         jpegs.append(buf.getvalue())
-    settings = {"max_batch_size": args.batch, "inference_threads": args.threads, "queue_size": 1024}
+    # The service's own queue and shedding defaults: past saturation it answers 503 + Retry-After.
+    settings = {"max_batch_size": args.batch, "inference_threads": args.threads}
 
     offline = offline_throughput(args.bundle, latents, args.threads, args.batch, 5.0)
     print(

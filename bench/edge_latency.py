@@ -24,9 +24,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from shared.bundles import DEFAULT_BUNDLE  # noqa: E402
 from edge_client.encoder import STAGES, EdgeEncoder  # noqa: E402
 from edge_client.preprocess import IMAGE_SUFFIXES, center_crop, load_rgb, resize_short_side  # noqa: E402
+from shared.bundles import DEFAULT_BUNDLE  # noqa: E402
 from shared.tuning import tune_malloc  # noqa: E402
 
 SAMPLE_PHOTOS = (

@@ -81,6 +81,12 @@ class Batcher:
     def alive(self) -> bool:
         return not self.task.done()
 
+    def check_room(self) -> None:
+        """Raise ``Overloaded`` now if the queue is full: cheaper than decoding a frame first."""
+        if self.queue.full():
+            self.metrics.shed.labels("queue_full").inc()
+            raise Overloaded
+
     async def submit(self, latent: np.ndarray) -> np.ndarray:
         fut: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
         try:
@@ -141,7 +147,9 @@ class Batcher:
                     self.executor, self.run, np.stack([i[0] for i in batch])
                 )
                 if len(out) != len(batch):
-                    raise RuntimeError(f"classifier answered {len(out)} rows for {len(batch)} frames")
+                    raise RuntimeError(
+                        f"classifier answered {len(out)} rows for {len(batch)} frames"
+                    )
                 self.metrics.inference.observe(time.perf_counter() - t0)
                 self.metrics.batch.observe(len(batch))
             except Exception as exc:  # answer every waiter (a 500 each), keep the worker alive

@@ -274,7 +274,14 @@ class SqliteIdempotencyStore(IdempotencyStore):
             self.db.execute(
                 "UPDATE idempotency SET status = ?, body = ?, media_type = ?, recompute = ?, size = ? "
                 "WHERE key = ?",
-                (response.status, body, response.media_type, int(response.recompute), len(body), key),
+                (
+                    response.status,
+                    body,
+                    response.media_type,
+                    int(response.recompute),
+                    len(body),
+                    key,
+                ),
             )
             self._completed += 1
             if self._completed % self.CHECK_EVERY == 0:

@@ -13,6 +13,7 @@ import onnxruntime as ort
 
 from shared.codebook import Codebook
 from shared.manifest import Manifest, ServingLimits, load_manifest
+from shared.quantize import dequantize
 
 
 def _session(path: Path, threads: int) -> ort.InferenceSession:
@@ -46,9 +47,7 @@ def serving_limits(bundle: ServingLimits | None, cap: ServingLimits | None) -> S
 class BundleRuntime:
     """One model bundle loaded for serving: its codebook and its classifier/decoder sessions."""
 
-    def __init__(
-        self, bundle_path: str | Path, threads: int = 1, cap: ServingLimits | None = None
-    ):
+    def __init__(self, bundle_path: str | Path, threads: int = 1, cap: ServingLimits | None = None):
         self.path = Path(bundle_path)
         self.manifest: Manifest = load_manifest(self.path)
         self.codebook = Codebook(self.manifest)
@@ -64,6 +63,10 @@ class BundleRuntime:
     @property
     def model_id(self) -> str:
         return self.manifest.model_id
+
+    def latents(self, symbols: list[np.ndarray], qfs: list[int]) -> np.ndarray:
+        """Dequantize several frames' symbols into one (N, C, h, w) batch."""
+        return np.stack([dequantize(s, q) for s, q in zip(symbols, qfs, strict=True)])
 
     def classify_latents(self, y_hat: np.ndarray) -> np.ndarray:
         """(N, C, h, w) latents -> (N, classes) probabilities."""

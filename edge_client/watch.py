@@ -140,9 +140,7 @@ class Watcher:
         )
 
 
-def run_watch(
-    args: argparse.Namespace, settings: EdgeSettings, encoder: Any, client: Any
-) -> int:
+def run_watch(args: argparse.Namespace, settings: EdgeSettings, encoder: Any, client: Any) -> int:
     folder: Path = args.folder
     if not folder.is_dir():
         raise EdgeError(f"watch folder {folder} does not exist")

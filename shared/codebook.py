@@ -78,9 +78,7 @@ class Codebook:
         side = self.manifest.preprocessing.size
         return self.manifest.latent.shape_for(side, side)
 
-    def check_geometry(
-        self, frame: bitstream.Frame, limits: ServingLimits | None = None
-    ) -> None:
+    def check_geometry(self, frame: bitstream.Frame, limits: ServingLimits | None = None) -> None:
         """Refuse a frame whose header is self-consistent but does not describe what this model
         makes, or is larger than ``limits`` allow. Reads the header only: call it before decoding.
 
@@ -100,7 +98,9 @@ class Codebook:
                 f"{m.model_id} ({m.latent.channels} channels, stride {m.latent.stride})",
             )
         if frame.qf not in m.qfs:
-            raise BitstreamError("table_mismatch", f"QF {frame.qf} has no table in model {m.model_id}")
+            raise BitstreamError(
+                "table_mismatch", f"QF {frame.qf} has no table in model {m.model_id}"
+            )
         iw, ih = frame.image_size
         if iw < 1 or ih < 1 or iw * ih > MAX_CAPTURED_PIXELS:
             raise BitstreamError(
@@ -123,7 +123,9 @@ class Codebook:
                 f"captured {iw}x{ih}",
             )
 
-    def decode_frame(self, frame: bitstream.Frame, limits: ServingLimits | None = None) -> np.ndarray:
+    def decode_frame(
+        self, frame: bitstream.Frame, limits: ServingLimits | None = None
+    ) -> np.ndarray:
         """Entropy-decode a parsed frame after ``check_geometry``; (C, H, W) uint16 symbols."""
         if frame.model_id != self.model_id:
             raise ModelMismatchError(frame.model_id_hex, [self.manifest.model_id])

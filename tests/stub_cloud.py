@@ -47,7 +47,11 @@ class StubCloud:
                         self.send_header("Retry-After", stub.retry_after)
                         self.send_header("Content-Type", "application/problem+json")
                         self.end_headers()
-                        problem = {"type": stub.problem_type, "title": "busy", "status": stub.status}
+                        problem = {
+                            "type": stub.problem_type,
+                            "title": "busy",
+                            "status": stub.status,
+                        }
                         self.wfile.write(json.dumps(problem).encode())
                         return
                     if key not in stub.accepted:

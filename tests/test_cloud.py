@@ -15,12 +15,12 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from cloud_service.app import create_app
+from cloud_service.harness import running_cloud
 from cloud_service.settings import Settings
 from cloud_service.state import require_ready
 from edge_client.encoder import EdgeEncoder
 from shared import bitstream
 from shared.manifest import load_manifest
-from tests.cloud_server import running_cloud
 
 OCTET = {"Content-Type": "application/octet-stream"}
 

@@ -22,8 +22,8 @@ import pytest
 import yaml
 from PIL import Image
 
+from cloud_service.harness import free_port
 from edge_client.encoder import EdgeEncoder
-from tests.cloud_server import free_port
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parent.parent

@@ -268,7 +268,11 @@ def test_one_bad_file_does_not_stop_encode(tmp_path):
     _noise(240, 320).save(tmp_path / "good.png")
     (tmp_path / "bad.jpg").write_bytes(b"nope")
     out = _edge(
-        "encode", str(tmp_path / "bad.jpg"), str(tmp_path / "good.png"), "--out", str(tmp_path / "o")
+        "encode",
+        str(tmp_path / "bad.jpg"),
+        str(tmp_path / "good.png"),
+        "--out",
+        str(tmp_path / "o"),
     )
     assert out.returncode == 1 and "bad.jpg" in out.stderr
     assert (tmp_path / "o" / "good.spic").exists()

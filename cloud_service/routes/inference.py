@@ -236,9 +236,11 @@ async def classify(
     async def run() -> Response:
         runtime, frame = parse_frame(state, body)
         if frame.latent_shape == runtime.native_shape:
-            latent = await asyncio.to_thread(decode_latent, runtime, frame)
+            batcher = state.batchers[runtime.model_id]
             try:
-                probs = await state.batchers[runtime.model_id].submit(latent)
+                batcher.check_room()  # shed before spending a decode on a frame we cannot queue
+                latent = await asyncio.to_thread(decode_latent, runtime, frame)
+                probs = await batcher.submit(latent)
             except Overloaded:
                 raise overloaded(state) from None
         else:
