@@ -1,0 +1,70 @@
+"""The console scripts, each behind a guard that names the extra to install.
+
+``pip install ".[edge]"`` installs all nine scripts (a wheel cannot install scripts per extra),
+but only the edge's dependencies. Each script imports its module by name only when run, so a
+script whose extra is missing says so in one line instead of a ``ModuleNotFoundError``
+traceback. This module imports nothing of the project's other packages itself.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable
+
+OWN_PACKAGES = {"shared", "edge_client", "cloud_service", "models", "evaluation", "bench"}
+
+
+def _missing_extra(prog: str, extras: str, exc: ModuleNotFoundError) -> int:
+    print(
+        f"{prog}: this command needs the '{extras}' extra ({exc.name} is not installed): "
+        f"pip install 'spic[{extras}]'",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def _launch(prog: str, module: str, extras: str) -> int:
+    try:
+        main: Callable[[], int] = importlib.import_module(module).main
+        return main()
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] in OWN_PACKAGES:
+            raise  # a broken install, not a missing extra: keep the traceback
+        return _missing_extra(prog, extras, exc)
+
+
+def spic_inspect() -> int:
+    return _launch("spic-inspect", "shared.inspect_cli", "edge")
+
+
+def spic_edge() -> int:
+    return _launch("spic-edge", "edge_client.cli", "edge")
+
+
+def spic_cloud() -> int:
+    return _launch("spic-cloud", "cloud_service.cli", "cloud")
+
+
+def spic_train() -> int:
+    return _launch("spic-train", "models.train", "train")
+
+
+def spic_export() -> int:
+    return _launch("spic-export", "models.export", "train")
+
+
+def spic_int8() -> int:
+    return _launch("spic-int8", "models.int8", "train")
+
+
+def spic_train_reference() -> int:
+    return _launch("spic-train-reference", "models.train_reference", "train,eval,edge")
+
+
+def spic_card() -> int:
+    return _launch("spic-card", "evaluation.card", "eval,edge,cloud")
+
+
+def spic_eval() -> int:
+    return _launch("spic-eval", "evaluation.cli", "eval,edge,cloud")
