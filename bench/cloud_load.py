@@ -118,7 +118,7 @@ def main() -> None:
     )
     result = {
         "benchmark": "cloud_load",
-        "bundle": str(args.bundle),
+        "bundle": args.bundle.name,
         "seconds": args.seconds,
         "cores": os.cpu_count(),
         "offline_classifier_images_s": round(offline, 1),

@@ -105,7 +105,7 @@ def main() -> None:
     images = sample_images(args.images)
     result: dict = {
         "benchmark": "edge_latency",
-        "bundle": str(args.bundle),
+        "bundle": args.bundle.name,
         "threads": 1,
         "frames": args.frames,
         "codec": args.codec,

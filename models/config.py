@@ -21,16 +21,16 @@ class TrainConfig:
     crop: int = 128
     crop_scale_min: float = 0.25
     # The last epochs train at a larger crop to shrink the train/test resolution gap that the
-    # calibration runs (GUIDE.md) found costly; progressive resizing as in fast.ai's Imagenette runs.
+    # calibration runs on this project's 2-core machine found costly; progressive resizing as in fast.ai's Imagenette runs.
     final_crop: int = 192
     final_crop_epochs: int = 4
-    eval_size: int = 224  # the evaluation protocol: 224² center crops
+    eval_size: int = 224  # the evaluation protocol: 224² center crops, as the README's figures
     qfs: tuple[int, ...] = (16, 48, 128)  # the paper's QFs; one is drawn per batch
     # Loss = mse + alpha * bpp + beta * cross-entropy (mse on [0,1] pixels, bpp in bits/pixel).
     # beta puts the classifier's gradient a few times above the reconstruction's: the task first.
     beta: float = 0.1
     # alpha is not fixed: a dual update steers the estimated rate at QF 16 to rate_target_bpp, so the
-    # lowest rate point lands under the 0.10 bpp (real bytes, header included) by design.
+    # lowest rate point lands under 0.10 bpp (real bytes, header included) by design.
     rate_target_qf: int = 16
     rate_target_bpp: float = 0.075  # 0.10 minus ~0.005 of header and ~0.02 of table mismatch
     # The target starts near the untrained model's rate and falls linearly to rate_target_bpp over

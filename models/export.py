@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import warnings
 from pathlib import Path
@@ -179,10 +180,12 @@ def main(argv: list[str] | None = None) -> int:
         files={role: BundleFile(path=name, sha256="") for role, name in FILES.items()},
     )
     manifest = write_manifest(out, manifest)
-    command = "spic-export " + " ".join(sys.argv[1:] if argv is None else argv)
-    run_dir = Path(args.checkpoint).parent
+    command = "spic-export " + shlex.join(sys.argv[1:] if argv is None else argv)
+    recorded = ckpt.get("commands")
     train_command = (
-        f"spic-train --data {Path(args.data).parent} --out {run_dir}   # the config below; no --set"
+        "\n".join(recorded)
+        if recorded
+        else "# the training command was not recorded in this checkpoint; its config is below"
     )
     write_card(out, manifest, ckpt, count_encoder_macs(model), command, train_command)
     print(json.dumps({"bundle": str(out), "model_id": manifest.model_id, "qfs": qfs}))

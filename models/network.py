@@ -64,7 +64,7 @@ class SPICConfig:
     cls_blocks: int = 2
     num_classes: int = 10
     # Eight logistics per channel fit the saturated, multi-modal latent histograms far better than
-    # one (a single logistic overestimated the rate 2-2.5x in the calibration runs, GUIDE.md).
+    # one (a single logistic overestimated the rate 2-2.5x in calibration runs on this machine).
     density_mixtures: int = 8
     leaky_slope: float = 0.1
     mean: tuple[float, ...] = field(default=IMAGENET_MEAN)

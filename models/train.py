@@ -14,6 +14,7 @@ import argparse
 import json
 import math
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -128,6 +129,9 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # The command as it ran, kept in the checkpoint (one line per run, --resume runs appended) so
+    # the model card records what was actually typed, not a reconstruction.
+    command = "spic-train " + shlex.join(sys.argv[1:] if argv is None else argv)
     out = Path(args.out)
     ckpt_path = out / "checkpoint.pt"
     ckpt = None
@@ -138,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"--resume: no checkpoint at {ckpt_path}")
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         cfg = TrainConfig.from_dict(ckpt["config"]["train"])
+        commands = [*ckpt.get("commands", []), command]
     else:
+        commands = [command]
         cfg = build_config(args)
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -210,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                 epoch=epoch,
                 alpha=math.exp(log_alpha),
                 torch_rng=torch.get_rng_state(),  # dropout draws: resume replays them exactly
+                commands=commands,
             )
 
     last_epoch = (

@@ -124,3 +124,10 @@ def test_card_measures_real_bytes_and_states_targets(tiny_bundle, tiny_data, tmp
     for r in rows:
         if r["setting"] != "unquantized":
             assert r["n_images"] == 16 and 0 < r["bpp"] < 1 and r["ssim"] is not None
+
+
+def test_card_records_the_training_command_that_ran(tiny_bundle, tiny_data):
+    card = (tiny_bundle / "MODEL_CARD.md").read_text()
+    # the exact argv of the conftest's tiny run, not a command synthesized at export
+    assert f"spic-train --data {tiny_data} --out " in card and "--set epochs=2" in card
+    assert "spic-export " in card

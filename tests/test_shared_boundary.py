@@ -10,7 +10,7 @@ from pathlib import Path
 
 import shared
 
-# constriction is the pinned rANS coder the issue names; pydantic brings its own two helpers.
+# constriction is the pinned rANS coder (pyproject.toml); pydantic brings its own two helpers.
 ALLOWED = {
     "numpy",
     "pydantic",
