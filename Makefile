@@ -26,6 +26,7 @@ bench: install
 	$(PY) bench/codec.py
 	$(PY) bench/edge_latency.py
 	$(PY) bench/cloud_load.py
+	$(PY) bench/adversarial.py
 
 # The main job: cloud + edge on the shipped model. IMAGES=folder adds your own photos.
 demo: install

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cloud_service.batcher import Batcher
+from cloud_service.batcher import Batcher, Overloaded
 from cloud_service.harness import ROOT, running_cloud, start_cloud, stop
 from cloud_service.idempotency import (
     MAX_KEY_LENGTH,
@@ -443,3 +443,74 @@ def test_frames_are_still_served_while_heavy_frames_fill_their_lane(cloud, frame
         codes = [f.result().status_code for f in heavy]
     assert normal.status_code == 200
     assert set(codes) <= {200, 503} and 503 in codes, codes
+
+
+# --- 3. no blocking work on the event loop ------------------------------------------------------
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def test_decoding_png_and_the_store_run_off_the_event_loop(
+    tiny_bundle, frame, tmp_path, monkeypatch
+):
+    from fastapi.testclient import TestClient
+
+    from cloud_service.app import create_app
+    from cloud_service.routes import inference
+    from cloud_service.settings import Settings
+
+    seen: dict[str, list[bool]] = {}
+
+    def spy(name, fn):
+        def wrapped(*args, **kwargs):
+            seen.setdefault(name, []).append(_on_event_loop())
+            return fn(*args, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(inference, "decode_latent", spy("decode", inference.decode_latent))
+    monkeypatch.setattr(inference, "_reconstruct_png", spy("png", inference._reconstruct_png))
+    app = create_app(Settings(bundles=[tiny_bundle], idempotency_db=str(tmp_path / "i.db")))
+    store = app.state.spic.idempotency
+    monkeypatch.setattr(store, "begin", spy("store", store.begin))
+    monkeypatch.setattr(store, "complete", spy("store", store.complete))
+    with TestClient(app) as client:
+        wait_for(lambda: client.get("/readyz").status_code == 200)
+        for route in ("/v1/classify", "/v1/reconstruct"):
+            r = client.post(route, content=frame, headers={**OCTET, "Idempotency-Key": route})
+            assert r.status_code == 200
+    assert set(seen) == {"decode", "png", "store"}
+    assert not any(any(calls) for calls in seen.values()), seen
+
+
+# --- 9. shedding instead of queueing for seconds ------------------------------------------------
+
+
+def test_frames_that_waited_too_long_are_shed_not_classified_late():
+    import threading
+
+    release = threading.Event()
+
+    def slow_run(x: np.ndarray) -> np.ndarray:
+        release.wait(5)  # the classifier is stuck on the first batch
+        return np.zeros((len(x), 3), np.float32)
+
+    async def scenario() -> None:
+        b = Batcher(slow_run, 1, 0, 8, Metrics(), max_wait_s=0.05)
+        first = asyncio.ensure_future(b.submit(np.zeros(2, np.float32)))
+        await asyncio.sleep(0.01)
+        late = asyncio.ensure_future(b.submit(np.zeros(2, np.float32)))
+        await asyncio.sleep(0.2)  # ``late`` has now waited four times its budget
+        release.set()
+        assert (await first).shape == (3,)
+        with pytest.raises(Overloaded):
+            await late
+        await b.close()
+
+    asyncio.run(scenario())
