@@ -21,12 +21,14 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 bench: install
 	$(PY) bench/codec.py
 	$(PY) bench/edge_latency.py
 	$(PY) bench/cloud_load.py
 	$(PY) bench/adversarial.py
+	$(PY) bench/queue.py
 
 # The main job: cloud + edge on the shipped model. IMAGES=folder adds your own photos.
 demo: install

@@ -28,10 +28,10 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from bench.edge_latency import sample_images  # noqa: E402
 from bench.loadgen import LoadResult, closed_loop  # noqa: E402
 from cloud_service.harness import cloud_process  # noqa: E402
 from edge_client.encoder import EdgeEncoder  # noqa: E402
+from evaluation.samples import sample_images  # noqa: E402
 from shared import bitstream  # noqa: E402
 from shared.bundles import DEFAULT_BUNDLE  # noqa: E402
 from shared.manifest import ServingLimits  # noqa: E402

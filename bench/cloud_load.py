@@ -31,14 +31,14 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from bench.edge_latency import sample_images  # noqa: E402
 from bench.loadgen import closed_loop  # noqa: E402
 from cloud_service.harness import free_port, start_cloud, stop, wait_ready  # noqa: E402
 from cloud_service.runtime import BundleRuntime  # noqa: E402
 from edge_client.encoder import EdgeEncoder  # noqa: E402
-from edge_client.preprocess import center_crop, resize_short_side  # noqa: E402
+from evaluation.samples import sample_images  # noqa: E402
 from shared.bundles import DEFAULT_BUNDLE  # noqa: E402
 from shared.codebook import Codebook  # noqa: E402
+from shared.preprocess import center_crop, resize_short_side  # noqa: E402
 from shared.quantize import dequantize  # noqa: E402
 
 
@@ -72,6 +72,17 @@ def load_series(
     return rows
 
 
+def measure(
+    proc: subprocess.Popen, url: str, bodies: list[bytes], content_type: str, args
+) -> list[dict]:
+    """The load series against one server process, which is stopped afterwards."""
+    try:
+        headers = {"Content-Type": content_type}
+        return load_series(proc, url, bodies, headers, args.concurrency, args.seconds)
+    finally:
+        stop(proc)
+
+
 def offline_throughput(
     bundle: Path, latents: np.ndarray, threads: int, batch: int, seconds: float
 ) -> float:
@@ -89,7 +100,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE)
     ap.add_argument("--seconds", type=float, default=10)
-    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64, 128, 256])
     ap.add_argument(
         "--batch", type=int, default=8, help="max batch size, service and offline alike"
     )
@@ -97,7 +108,7 @@ def main() -> None:
     ap.add_argument("--skip-jpeg", action="store_true")
     args = ap.parse_args()
     images = sample_images(None)
-    images += [im.transpose(Image.FLIP_LEFT_RIGHT) for im in images]
+    images += [im.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for im in images]
     encoder = EdgeEncoder(args.bundle, threads=1)
     frames = [encoder.encode(im) for im in images]
     codebook = Codebook(encoder.manifest)
@@ -127,18 +138,8 @@ def main() -> None:
     }
 
     proc, url = start_cloud([args.bundle], **settings)
-    try:
-        print("SPIC service:", flush=True)
-        result["spic"] = load_series(
-            proc,
-            url + "/v1/classify",
-            frames,
-            {"Content-Type": "application/octet-stream"},
-            args.concurrency,
-            args.seconds,
-        )
-    finally:
-        stop(proc)
+    print("SPIC service:", flush=True)
+    result["spic"] = measure(proc, url + "/v1/classify", frames, "application/octet-stream", args)
     for row in result["spic"]:
         row["serving_efficiency"] = round(row["req_s"] / offline, 3)
 
@@ -172,18 +173,8 @@ def main() -> None:
         wait_ready(
             jproc, jurl + "/docs"
         )  # uvicorn serves only after the startup hook loaded the models
-        try:
-            print("JPEG pipeline (upload JPEG Q75, decode, encoder + classifier):", flush=True)
-            result["jpeg"] = load_series(
-                jproc,
-                jurl + "/v1/classify-jpeg",
-                jpegs,
-                {"Content-Type": "image/jpeg"},
-                args.concurrency,
-                args.seconds,
-            )
-        finally:
-            stop(jproc)
+        print("JPEG pipeline (upload JPEG Q75, decode, encoder + classifier):", flush=True)
+        result["jpeg"] = measure(jproc, jurl + "/v1/classify-jpeg", jpegs, "image/jpeg", args)
         result["spic_over_jpeg_req_per_server_cpu_s"] = {
             str(s["concurrency"]): round(s["req_per_server_cpu_s"] / j["req_per_server_cpu_s"], 2)
             for s, j in zip(result["spic"], result["jpeg"], strict=True)

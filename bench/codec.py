@@ -27,6 +27,7 @@ import numpy as np  # noqa: E402
 
 from shared import bitstream  # noqa: E402
 from shared.codecs import CODECS, make_codec  # noqa: E402
+from shared.codecs.huffman import HuffmanCodec  # noqa: E402
 from shared.tuning import tune_malloc  # noqa: E402
 
 SHAPE = (32, 28, 28)
@@ -113,7 +114,7 @@ def main() -> None:
                     100 * bitstream.OVERHEAD / (bitstream.OVERHEAD + len(payload)), 2
                 ),
             }
-            if name == "huffman":
+            if isinstance(codec, HuffmanCodec):
                 optimum = codec.code_bits(symbols)
                 row["huffman_optimum_bits_per_symbol"] = round(optimum / n, 4)
                 row["payload_over_huffman_optimum_pct"] = round(

@@ -25,26 +25,10 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from edge_client.encoder import STAGES, EdgeEncoder  # noqa: E402
-from edge_client.preprocess import IMAGE_SUFFIXES, center_crop, load_rgb, resize_short_side  # noqa: E402
+from evaluation.samples import sample_images  # noqa: E402
 from shared.bundles import DEFAULT_BUNDLE  # noqa: E402
+from shared.preprocess import center_crop, resize_short_side  # noqa: E402
 from shared.tuning import tune_malloc  # noqa: E402
-
-SAMPLE_PHOTOS = (
-    "astronaut",
-    "chelsea",
-    "coffee",
-    "rocket",
-    "hubble_deep_field",
-    "immunohistochemistry",
-)
-
-
-def sample_images(folder: Path | None) -> list[Image.Image]:
-    if folder:
-        return [load_rgb(p) for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
-    from skimage import data
-
-    return [Image.fromarray(getattr(data, name)()).convert("RGB") for name in SAMPLE_PHOTOS]
 
 
 def pct(values: list[float], q: float) -> float:
@@ -75,15 +59,18 @@ def run_mode(
 ) -> tuple[dict, list[int]]:
     for im in images:  # warm-up: graph caches, allocator
         encoder.encode_timed(im)
-    per_stage = {s: [] for s in STAGES}
-    totals, sizes = [], []
+    per_stage: dict[str, list[float]] = {s: [] for s in STAGES}
+    totals: list[float] = []
+    sizes: list[int] = []
     for i in range(frames):
         res = encoder.encode_timed(images[i % len(images)])
         for s in STAGES:
             per_stage[s].append(res.timings_ms[s])
         totals.append(sum(res.timings_ms.values()))
         sizes.append(len(res.data))
-    summary = {s: {"p50_ms": pct(v, 50), "p99_ms": pct(v, 99)} for s, v in per_stage.items()}
+    summary: dict[str, object] = {
+        s: {"p50_ms": pct(v, 50), "p99_ms": pct(v, 99)} for s, v in per_stage.items()
+    }
     summary["total"] = {"p50_ms": pct(totals, 50), "p99_ms": pct(totals, 99)}
     coding = [per_stage["entropy"][i] + per_stage["pack"][i] for i in range(frames)]
     summary["entropy_and_pack_share_of_total_p50"] = round(

@@ -12,11 +12,11 @@ import numpy as np
 from fastapi import FastAPI, Request, Response
 from PIL import Image
 
-from cloud_service.batcher import Batcher
+from cloud_service.batcher import Batcher, Overloaded
 from cloud_service.metrics import Metrics
 from cloud_service.runtime import BundleRuntime, _session
 from cloud_service.settings import get_settings
-from edge_client.preprocess import prepare
+from shared.preprocess import prepare
 
 
 def create_app() -> FastAPI:
@@ -41,15 +41,22 @@ def create_app() -> FastAPI:
             settings.max_batch_delay_ms / 1000,
             settings.queue_size,
             Metrics(),
+            max_wait_s=settings.max_queue_wait_ms / 1000,
         )
 
     @app.post("/v1/classify-jpeg")
     async def classify(request: Request) -> Response:
         body = await request.body()
         runtime = app.state.runtime
-        im = Image.open(io.BytesIO(body)).convert("RGB")
-        x = prepare(im, runtime.manifest.preprocessing.model_dump(), runtime.manifest.latent.stride)
-        probs = await app.state.batcher.submit(x)
+        busy = Response(status_code=503, headers={"Retry-After": str(settings.retry_after_s)})
+        try:  # the same shedding as the SPIC service: a full queue or a long wait gets 503
+            app.state.batcher.check_room()
+            im = Image.open(io.BytesIO(body)).convert("RGB")
+            spec = runtime.manifest.preprocessing.model_dump()
+            x = prepare(im, spec, runtime.manifest.latent.stride)
+            probs = await app.state.batcher.submit(x)
+        except Overloaded:
+            return busy
         i = int(np.argmax(probs))
         return Response(
             f'{{"label": "{runtime.labels[i]}", "confidence": {float(probs[i])}}}',

@@ -12,9 +12,10 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 
 from cloud_service import problems
 from cloud_service.batcher import Batcher, HeavyLane
@@ -58,7 +59,7 @@ async def load_models(state: ServiceState) -> None:
 
 
 @asynccontextmanager
-async def lifespan(app: FastAPI):
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: ServiceState = app.state.spic
     state.heavy = HeavyLane(
         state.settings.heavy_concurrency, state.settings.heavy_queue_size, state.metrics
@@ -102,7 +103,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     docs.install(app)
 
     @app.middleware("http")
-    async def observe(request: Request, call_next):
+    async def observe(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
         state: ServiceState = app.state.spic
         request.state.request_id = request.headers.get("x-request-id", "")[:64] or uuid.uuid4().hex
         request.state.model_id = None

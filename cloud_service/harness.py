@@ -88,8 +88,10 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def cloud_process(bundles: list[Path], **settings: object) -> Iterator[tuple[str, CloudProcess]]:
-    proc, url = start_cloud(bundles, **settings)
+def cloud_process(
+    bundles: list[Path], log_level: str = "warning", **settings: object
+) -> Iterator[tuple[str, CloudProcess]]:
+    proc, url = start_cloud(bundles, None, None, log_level, **settings)
     try:
         yield url, proc
     finally:
@@ -98,5 +100,5 @@ def cloud_process(bundles: list[Path], **settings: object) -> Iterator[tuple[str
 
 @contextmanager
 def running_cloud(bundles: list[Path], **settings: object) -> Iterator[str]:
-    with cloud_process(bundles, **settings) as (url, _):
+    with cloud_process(bundles, "warning", **settings) as (url, _):
         yield url

@@ -317,8 +317,10 @@ class SqliteIdempotencyStore(IdempotencyStore):
 
     def __len__(self) -> int:
         with self._lock:
-            return self.db.execute("SELECT COUNT(*) FROM idempotency").fetchone()[0]
+            return int(self.db.execute("SELECT COUNT(*) FROM idempotency").fetchone()[0])
 
     def stored_bytes(self) -> int:
         with self._lock:
-            return self.db.execute("SELECT COALESCE(SUM(size), 0) FROM idempotency").fetchone()[0]
+            return int(
+                self.db.execute("SELECT COALESCE(SUM(size), 0) FROM idempotency").fetchone()[0]
+            )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import Request
+from typing import Any
+
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -18,9 +20,9 @@ class Problem(Exception):
         slug: str,
         title: str,
         detail: str = "",
-        headers: dict | None = None,
-        **extra,
-    ):
+        headers: dict[str, Any] | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__(detail or title)
         self.status, self.slug, self.title, self.detail = status, slug, title, detail
         self.headers, self.extra = headers or {}, extra
@@ -32,8 +34,8 @@ def problem_response(
     slug: str,
     title: str,
     detail: str = "",
-    headers: dict | None = None,
-    **extra,
+    headers: dict[str, Any] | None = None,
+    **extra: Any,
 ) -> JSONResponse:
     body = {
         "type": PROBLEM_TYPE + slug,
@@ -49,19 +51,27 @@ def problem_response(
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
 
 
-async def handle_problem(request: Request, exc: Problem) -> JSONResponse:
+async def handle_problem(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Problem)
     return problem_response(
         request, exc.status, exc.slug, exc.title, exc.detail, exc.headers, **exc.extra
     )
 
 
-async def handle_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+async def handle_http(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
     return problem_response(
-        request, exc.status_code, f"http-{exc.status_code}", str(exc.detail), "", exc.headers
+        request,
+        exc.status_code,
+        f"http-{exc.status_code}",
+        str(exc.detail),
+        "",
+        dict(exc.headers or {}),
     )
 
 
-async def handle_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+async def handle_validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
     return problem_response(
         request, 422, "invalid-request", "invalid request", str(exc.errors())[:500]
     )
@@ -76,7 +86,7 @@ async def handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(request, 500, "internal", "internal error", "see the service log")
 
 
-def install(app) -> None:
+def install(app: FastAPI) -> None:
     app.add_exception_handler(Problem, handle_problem)
     app.add_exception_handler(StarletteHTTPException, handle_http)
     app.add_exception_handler(RequestValidationError, handle_validation)

@@ -31,7 +31,8 @@ def _session(path: Path, threads: int) -> ort.InferenceSession:
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=-1, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
+    probs: np.ndarray = e / e.sum(axis=-1, keepdims=True)
+    return probs
 
 
 def serving_limits(bundle: ServingLimits | None, cap: ServingLimits | None) -> ServingLimits:
@@ -75,4 +76,5 @@ class BundleRuntime:
     def reconstruct_latents(self, y_hat: np.ndarray) -> np.ndarray:
         """(N, C, h, w) latents -> (N, H, W, 3) uint8 images."""
         x = self.decoder.run(None, {"latent": y_hat.astype(np.float32)})[0]
-        return (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8).transpose(0, 2, 3, 1)
+        images: np.ndarray = (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8).transpose(0, 2, 3, 1)
+        return images

@@ -78,7 +78,7 @@ class Settings(BaseSettings):
 
     @field_validator("bundles", "api_keys", mode="before")
     @classmethod
-    def _split(cls, v):
+    def _split(cls, v: object) -> object:
         if isinstance(v, str):
             return [s.strip() for s in v.split(",") if s.strip()]
         return v

@@ -45,7 +45,8 @@ class ServiceState:
 
 
 def get_state(request: Request) -> ServiceState:
-    return request.app.state.spic
+    state: ServiceState = request.app.state.spic
+    return state
 
 
 StateDep = Annotated[ServiceState, Depends(get_state)]

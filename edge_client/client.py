@@ -18,6 +18,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 
@@ -28,7 +29,7 @@ RETRYABLE = {408, 425, 429, 500, 502, 503, 504}
 IN_FLIGHT_TYPE = "urn:spic:problem:request-in-flight"
 
 
-def retryable(status: int, problem: dict) -> bool:
+def retryable(status: int, problem: dict[str, Any]) -> bool:
     return status in RETRYABLE or (status == 409 and problem.get("type") == IN_FLIGHT_TYPE)
 
 
@@ -86,9 +87,10 @@ class CloudClient:
             return min(retry_after, self.backoff_cap)
         return self.rng.uniform(0, min(self.backoff_cap, self.backoff_base * 2**attempt))
 
-    def classify(self, frame: bytes, idempotency_key: str) -> dict:
+    def classify(self, frame: bytes, idempotency_key: str) -> dict[str, Any]:
         """Post one frame; returns the cloud's JSON prediction. Raises an ``UploadError``."""
-        return self._post("/v1/classify", frame, idempotency_key).json()
+        answer: dict[str, Any] = self._post("/v1/classify", frame, idempotency_key).json()
+        return answer
 
     def reconstruct(self, frame: bytes, idempotency_key: str) -> bytes:
         return self._post("/v1/reconstruct", frame, idempotency_key).content
@@ -135,7 +137,7 @@ class CloudClient:
         )
 
 
-def _problem(resp: httpx.Response) -> dict:
+def _problem(resp: httpx.Response) -> dict[str, Any]:
     try:
         body = resp.json()
     except ValueError:

@@ -11,17 +11,18 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from PIL import Image
 
 from edge_client.errors import BundleError, ImageError
 from edge_client.onnx_session import make_session
-from edge_client.preprocess import load_rgb, prepare
 from shared import bitstream
-from shared.codebook import Codebook
+from shared.codebook import Codebook, latent_shape
 from shared.codecs import CODECS
 from shared.manifest import load_manifest
+from shared.preprocess import load_rgb, prepare
 from shared.quantize import quantize
 
 STAGES = ("preprocess", "encoder", "quantize", "entropy", "pack")
@@ -48,7 +49,7 @@ class EdgeEncoder:
         qf: int | None = None,
         codec: str = "rans",
         threads: int = 1,
-        cache_dir: str | Path | None = None,
+        cache_dir: str | Path | Literal[False] | None = None,
         whole_image: bool = False,
         int8: bool = False,
     ):
@@ -112,7 +113,7 @@ class EdgeEncoder:
             codec=self.codec.codec_id,
             qf=self.qf,
             model_id=self.codebook.model_id,
-            latent_shape=tuple(int(d) for d in symbols.shape),
+            latent_shape=latent_shape(symbols),
             image_size=(
                 min(im.width, bitstream.MAX_IMAGE_SIDE),
                 min(im.height, bitstream.MAX_IMAGE_SIDE),

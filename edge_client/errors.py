@@ -17,6 +17,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class EdgeError(Exception):
     """Base of every edge-client error."""
@@ -51,7 +53,7 @@ class CloudUnavailableError(UploadError):
 
 
 class CloudRejectedError(UploadError):
-    def __init__(self, status: int, problem: dict | None, message: str):
+    def __init__(self, status: int, problem: dict[str, Any] | None, message: str):
         super().__init__(message)
         self.status, self.problem = status, problem or {}
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import Literal
 
 import onnxruntime as ort
 
@@ -21,7 +22,7 @@ def default_cache_dir() -> Path:
 
 
 def make_session(
-    model_path: str | Path, threads: int = 1, cache_dir: str | Path | None = None
+    model_path: str | Path, threads: int = 1, cache_dir: str | Path | Literal[False] | None = None
 ) -> ort.InferenceSession:
     model_path = Path(model_path)
     opts = ort.SessionOptions()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from edge_client.client import CloudClient
 from edge_client.errors import AuthError, CloudRejectedError, CloudUnavailableError
@@ -33,7 +34,7 @@ class Uploader:
         self,
         queue: FrameQueue,
         client: CloudClient,
-        on_result: Callable[[QueuedFrame, dict], None] | None = None,
+        on_result: Callable[[QueuedFrame, dict[str, Any]], None] | None = None,
     ):
         self.queue, self.client, self.on_result = queue, client, on_result
         self.rejected_dir = queue.root / "rejected"

@@ -1,6 +1,6 @@
 """Camera mode (``spic-edge watch``): one loop of scan, capture, drain.
 
-* **scan**: images in the folder, oldest first, that have *settled* (size and mtime unchanged for
+* **scan**: images in the folder, oldest first, that have *settled* (not modified for
   ``settle_s``), so a file the camera is still writing is left for a later scan.
 * **capture**: encode, then put the frame on the disk queue (fsynced) and move the image to the
   done folder. A file that cannot be read is retried at later scans until it has been unchanged
@@ -28,10 +28,10 @@ from typing import Any
 from edge_client.client import frame_key
 from edge_client.errors import EdgeError, FrameTooLargeError, ImageError, QueueFullError
 from edge_client.frame_queue import FrameQueue, unique_path
-from edge_client.preprocess import IMAGE_SUFFIXES
 from edge_client.report import prediction_line
 from edge_client.settings import EdgeSettings
 from edge_client.uploader import Uploader
+from shared.preprocess import IMAGE_SUFFIXES
 
 log = logging.getLogger("spic.edge.watch")
 
@@ -46,8 +46,9 @@ class Watcher:
     settle_s: float
     give_up_s: float
     now: Any = time.time
-    # path -> (size, mtime_ns) at the last scan: a file is stable once it stops changing.
-    _seen: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    # path -> ((size, mtime_ns), when that signature was first seen), for files whose mtime cannot
+    # be trusted (a camera clock ahead of ours): unchanged for settle_s also counts as settled.
+    _seen: dict[Path, tuple[tuple[int, int], float]] = field(default_factory=dict)
     _sent: set[Path] = field(default_factory=set)  # only used when images cannot be moved
     read_only: bool = False
 
@@ -68,12 +69,16 @@ class Watcher:
                 continue
             if not path.is_file():
                 continue
-            signature = (st.st_size, st.st_mtime_ns)
-            settled = self._seen.get(path) == signature and (
-                self.now() - st.st_mtime_ns / 1e9 >= self.settle_s
-            )
-            self._seen[path] = signature
-            if settled:
+            now, signature = self.now(), (st.st_size, st.st_mtime_ns)
+            seen, since = self._seen.get(path, (None, now))
+            if seen != signature:
+                since = now
+            self._seen[path] = (signature, since)
+            # Every write moves the mtime, so a file untouched for settle_s is complete (or its
+            # writer stalled: then it fails to decode and is retried until give_up_s). Judged on
+            # the first sight, so after a restart a queued frame's image is recognised before
+            # its frame can be delivered and forgotten.
+            if now - st.st_mtime_ns / 1e9 >= self.settle_s or now - since >= self.settle_s:
                 found.append((st.st_mtime_ns, path.name, path))
         return [p for _, _, p in sorted(found)]
 

@@ -30,17 +30,18 @@ from tqdm import tqdm
 
 from cloud_service.runtime import BundleRuntime
 from edge_client.encoder import EdgeEncoder
-from edge_client.preprocess import (
+from evaluation import plots, report
+from evaluation.reference import ReferenceClassifier
+from evaluation.spic_eval import Row, evaluate_spic, labelled_images, psnr, ssim
+from models import baselines
+from shared.manifest import load_manifest
+from shared.preprocess import (
     IMAGE_SUFFIXES,
     batch_input,
     center_crop,
     load_rgb,
     resize_short_side,
 )
-from evaluation import baselines, plots
-from evaluation.reference import ReferenceClassifier
-from evaluation.spic_eval import Row, evaluate_spic, labelled_images, psnr, ssim
-from shared.manifest import load_manifest
 
 CALIBRATION_IMAGES = 200  # bisection runs on a seeded subset; the chosen quality then on all
 
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.rerender:
         result = json.loads((args.out / "results.json").read_text())
         plots.rate_plots(result, args.out)
-        (args.out / "report.md").write_text(plots.report(result))
+        (args.out / "report.md").write_text(report.report(result))
         return 0
     manifest = load_manifest(args.bundle)
     size = args.size or manifest.preprocessing.size
@@ -192,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for r in [r for r in rows if r.codec == "spic-rans" and r.classifier == "SPIC-Q"]:
         for codec in tqdm(args.codecs, desc=f"matching {r.setting}"):
+            assert r.bpp is not None  # SPIC rows always carry their rate
             q = baselines.match_quality(codec, calib, r.bpp)
             rows += baseline(codec, q, f"matched-{r.setting}:q{q}")
     if not args.no_ladder:
@@ -215,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
     plots.rate_plots(result, args.out)
     plots.crop_grid(args.bundle, paths[:4], size, result, args.out / "crops.png")
-    (args.out / "report.md").write_text(plots.report(result))
+    (args.out / "report.md").write_text(report.report(result))
     print(json.dumps({"out": str(args.out), "rows": len(rows)}))
     return 0
 

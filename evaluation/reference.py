@@ -1,75 +1,15 @@
-"""Reference-classifier bundles: a pixel-domain CNN as one ONNX file plus a manifest.
-
-A reference bundle is a folder::
-
-    manifest.json      ReferenceManifest below: classes, preprocessing, what it was trained on
-    classifier.onnx    float32 image (N, 3, H, W) in [0, 1] -> logits (N, classes)
-    MODEL_CARD.md      how it was made and how well it does
-
-It is written by ``spic-train-reference`` (``models/train_reference.py``) and read here, by
-``spic-eval``, with onnxruntime only: evaluation never imports torch. The model id is computed
-exactly as for SPIC bundles (``shared.manifest``): a hash of the manifest and of every file.
-"""
+"""Reference classifiers for ``spic-eval``: a reference bundle (``models/reference_bundle.py``)
+run with onnxruntime only, so evaluation never imports torch."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import onnxruntime as ort
-from pydantic import BaseModel, ConfigDict, Field
 
-from edge_client.preprocess import batch_input
-from shared.manifest import BundleFile, ClassInfo, Preprocessing, seal, verify
-
-MANIFEST = "manifest.json"
-ONNX_FILE = "classifier.onnx"
-
-
-class FineTune(BaseModel):
-    """What a fine-tuned reference saw: images decoded by these codecs at these qualities."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    base_model_id: str
-    qualities: dict[str, int]  # codec -> Pillow quality
-    target_bpp: float  # the SPIC rate the qualities were matched to (bits per pixel, whole file)
-    target_from: str  # where target_bpp came from, e.g. "bundle 2290519bfc38c845 at QF16"
-
-
-class ReferenceManifest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    format: Literal["spic-reference-bundle"] = "spic-reference-bundle"
-    format_version: Literal[1] = 1
-    model_id: str = Field(default="", pattern=r"^([0-9a-f]{16})?$")
-    name: str
-    label: str  # the classifier's name in results and reports
-    architecture: str
-    architecture_config: dict
-    classes: list[ClassInfo]
-    preprocessing: Preprocessing = Field(default_factory=Preprocessing)
-    finetune: FineTune | None = None
-    val_top1: float | None = None  # on clean 224² center crops of the validation split
-    files: dict[str, BundleFile]
-
-
-def write_reference_manifest(bundle: Path, manifest: ReferenceManifest) -> ReferenceManifest:
-    manifest = seal(bundle, manifest)
-    (bundle / MANIFEST).write_text(manifest.model_dump_json(indent=1) + "\n")
-    return manifest
-
-
-def load_reference_manifest(bundle: str | Path) -> ReferenceManifest:
-    """Read and verify a reference bundle's manifest (file hashes and model id)."""
-    bundle = Path(bundle)
-    path = bundle / MANIFEST
-    if not path.is_file():
-        raise FileNotFoundError(f"no {MANIFEST} in {bundle}: not a reference bundle")
-    manifest = ReferenceManifest.model_validate_json(path.read_text())
-    verify(bundle, manifest)
-    return manifest
+from models.reference_bundle import load_reference_manifest
+from shared.preprocess import batch_input
 
 
 class ReferenceClassifier:

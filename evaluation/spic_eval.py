@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from cloud_service.runtime import BundleRuntime
 from edge_client.encoder import EdgeEncoder
-from edge_client.preprocess import IMAGE_SUFFIXES, load_rgb, prepare
+from shared.preprocess import IMAGE_SUFFIXES, load_rgb, prepare
 
 
 @dataclass
@@ -50,7 +50,7 @@ def labelled_images(
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float(10 * np.log10(255.0**2 / max(mse, 1e-10)))
+    return float(10 * np.log10(255.0**2 / max(float(mse), 1e-10)))
 
 
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
@@ -109,6 +109,7 @@ def evaluate_spic(
                 ):
                     raise AssertionError("codecs decoded different symbols from the same images")
                 symbols = decoded
+            assert symbols is not None  # at least one codec ran
             y_hat = runtime.latents(symbols, [q] * len(symbols))
             if truth is not None:
                 correct[q] += int((runtime.classify_latents(y_hat).argmax(1) == truth).sum())

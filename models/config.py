@@ -7,8 +7,28 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 
+class JsonConfig:
+    """to_dict/from_dict for the config dataclasses: tuples travel as JSON lists and come back as
+    tuples; an unknown key is refused (a typo in --set must not be silently ignored)."""
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+    @classmethod
+    def from_json(cls, path: str | Path):
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
 @dataclass
-class TrainConfig:
+class TrainConfig(JsonConfig):
     model: str = "spic-s16"  # the registered default: stride 16 keeps 0.1 bpp reachable
     epochs: int = 30  # ~2.6 min/epoch at crop 128 on 2 cores: the whole run fits in ~90 minutes
     batch_size: int = 64  # large enough for stable BatchNorm in h_c, small enough for 2 cores
@@ -46,26 +66,6 @@ class TrainConfig:
     eval_every: int = 5  # epochs between validation passes (~40 s each on 2 cores)
     log_every: int = 20  # steps between JSONL log lines
     threads: int = 0  # torch intra-op threads; 0 = all cores
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["qfs"] = list(self.qfs)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown training config keys: {sorted(unknown)}")
-        d = dict(d)
-        if "qfs" in d:
-            d["qfs"] = tuple(d["qfs"])
-        return cls(**d)
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> TrainConfig:
-        return cls.from_dict(json.loads(Path(path).read_text()))
 
 
 def apply_overrides(config: dict, items: list[str]) -> dict:

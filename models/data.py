@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from edge_client.preprocess import IMAGE_SUFFIXES, center_crop, load_rgb, resize_short_side
+from shared.preprocess import IMAGE_SUFFIXES, center_crop, load_rgb, resize_short_side
 
 
 def scan_image_folder(root: str | Path) -> tuple[list[Path], np.ndarray, list[str]]:
@@ -61,8 +61,12 @@ def random_resized_crop(
         cw, ch = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
         if 0 < cw <= w and 0 < ch <= h:
             left, top = rng.integers(0, w - cw + 1), rng.integers(0, h - ch + 1)
-            return im.resize((size, size), Image.BILINEAR, box=(left, top, left + cw, top + ch))
-    return center_crop(im, min(w, h)).resize((size, size), Image.BILINEAR)
+            return im.resize(
+                (size, size),
+                Image.Resampling.BILINEAR,
+                box=(int(left), int(top), int(left + cw), int(top + ch)),
+            )
+    return center_crop(im, min(w, h)).resize((size, size), Image.Resampling.BILINEAR)
 
 
 def train_batches(
@@ -94,7 +98,7 @@ def train_batches(
             for j, i in enumerate(idx):
                 im = random_resized_crop(data.images[i], crop, brng)
                 if brng.random() < 0.5:
-                    im = im.transpose(Image.FLIP_LEFT_RIGHT)
+                    im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
                 batch[j] = np.asarray(im)
             q.put((batch, data.labels[idx]))
         q.put(None)

@@ -23,7 +23,6 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from edge_client.preprocess import batch_input
 from models.data import eval_arrays
 from models.network import SPIC, count_encoder_macs
 from models.train import load_checkpoint
@@ -35,6 +34,7 @@ from shared.manifest import (
     Preprocessing,
     write_manifest,
 )
+from shared.preprocess import batch_input
 from shared.quantize import quantize
 
 # Names of the ImageNet classes in Imagenette; other datasets fall back to their folder names.
@@ -57,7 +57,7 @@ FILES = {"encoder": "encoder.onnx", "decoder": "decoder.onnx", "classifier": "cl
 
 def export_onnx(model: SPIC, out: Path, probe: int = 64) -> None:
     """Export g_a, g_s and h_c with dynamic batch and spatial axes."""
-    model = model.eval().to(memory_format=torch.contiguous_format)
+    model = model.eval().to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]  # the stubs lack memory_format
     c, s = model.cfg.latent_channels, model.cfg.stride
     x = torch.rand(2, 3, probe, probe)
     y = torch.rand(2, c, probe // s, probe // s)
@@ -89,10 +89,10 @@ def measure_tables(
 ) -> dict[str, list[list[int]]]:
     """Per-channel symbol counts of the exported encoder's latents, at each QF, plus one."""
     session = ort.InferenceSession(str(encoder_path), providers=["CPUExecutionProvider"])
-    counts = None
+    counts: dict[int, np.ndarray] = {}
     for i in range(0, len(images), batch):
         y = session.run(None, {"image": batch_input(images[i : i + batch])})[0]
-        if counts is None:
+        if not counts:
             counts = {q: np.zeros((y.shape[1], q + 1), dtype=np.int64) for q in qfs}
         for q in qfs:
             sym = quantize(y, q).transpose(1, 0, 2, 3).reshape(y.shape[1], -1)

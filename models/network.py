@@ -17,10 +17,12 @@ exported ONNX graphs plus ``shared`` (entropy coding never enters a graph).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
+from models.blocks import BasicBlock
 from models.entropy_model import FactorizedDensity
 from models.registry import register_model
 
@@ -78,8 +80,9 @@ class SPICConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, d: dict) -> SPICConfig:
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+    def from_dict(cls, d: dict[str, Any]) -> SPICConfig:
+        kwargs: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        return cls(**kwargs)
 
 
 class Encoder(nn.Module):
@@ -87,6 +90,8 @@ class Encoder(nn.Module):
 
     def __init__(self, cfg: SPICConfig):
         super().__init__()
+        self.mean: torch.Tensor  # buffers, declared for the type checker
+        self.std: torch.Tensor
         self.register_buffer("mean", torch.tensor(cfg.mean).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(cfg.std).view(1, 3, 1, 1))
         layers: list[nn.Module] = []
@@ -117,26 +122,6 @@ class Decoder(nn.Module):
 
     def forward(self, y_hat: torch.Tensor) -> torch.Tensor:
         return self.net(y_hat)
-
-
-class BasicBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int = 1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.act = nn.ReLU(inplace=True)
-        self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
-            )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.act(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.act(out + self.shortcut(x))
 
 
 class LatentClassifier(nn.Module):
@@ -207,20 +192,20 @@ def count_conv_macs(module: nn.Module, size: int = 224) -> int:
     return macs
 
 
-@register_model
+@register_model(kind="spic")
 def spic_s16(**overrides) -> SPIC:
     """The default: stride 16, 32 latent channels; about 0.51 GFLOP (2·MAC) at 224²."""
     return SPIC(SPICConfig(**overrides))
 
 
-@register_model
+@register_model(kind="spic")
 def spic_s8(**overrides) -> SPIC:
     """Closer to the paper's layout: stride 8 (three convs), for higher-rate, sharper recon."""
     base = dict(enc_channels=(32, 64), enc_kernels=(5, 5), latent_kernel=5, dec_channels=(64, 32))
     return SPIC(SPICConfig(**{**base, **overrides}))
 
 
-@register_model
+@register_model(kind="spic")
 def spic_tiny(**overrides) -> SPIC:
     """A few-thousand-parameter model for tests and smoke runs; not for accuracy."""
     base = dict(

@@ -18,11 +18,13 @@ GFLOP = 2 x the convolutions' multiply-accumulates, counted by ``models.network.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
+
+from models.blocks import BasicBlock
+from models.registry import register_model
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -47,31 +49,12 @@ class ResNetConfig:
         return cls(**d)
 
 
-class BasicBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int, stride: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c_out)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c_out)
-        # Zero-init the last BN of each block: every block starts as identity, which trains faster
-        # and more stably (Goyal et al., 2017, "Accurate, large minibatch SGD").
-        nn.init.zeros_(self.bn2.weight)
-        self.shortcut = (
-            nn.Identity()
-            if stride == 1 and c_in == c_out
-            else nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = torch.relu(self.bn1(self.conv1(x)))
-        return torch.relu(self.bn2(self.conv2(h)) + self.shortcut(x))
-
-
 class ResNet(nn.Module):
     def __init__(self, cfg: ResNetConfig):
         super().__init__()
         self.cfg = cfg
+        self.mean: torch.Tensor  # buffers, declared for the type checker
+        self.std: torch.Tensor
         self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1), persistent=False)
         self.stem = nn.Sequential(
@@ -83,7 +66,7 @@ class ResNet(nn.Module):
         layers, c = [], cfg.stem_width
         for i, (w, n) in enumerate(zip(cfg.widths, cfg.blocks, strict=True)):
             for j in range(n):
-                layers.append(BasicBlock(c, w, 2 if (j == 0 and i > 0) else 1))
+                layers.append(BasicBlock(c, w, 2 if (j == 0 and i > 0) else 1, zero_init_last=True))
                 c = w
         self.layers = nn.Sequential(*layers)
         self.head = nn.Linear(c, cfg.num_classes)
@@ -97,26 +80,18 @@ class ResNet(nn.Module):
         return self.head(h.mean((2, 3)))
 
 
-_REFERENCE: dict[str, Callable[..., ResNet]] = {}
-
-
-def _register(fn: Callable[..., ResNet]) -> Callable[..., ResNet]:
-    _REFERENCE[fn.__name__.replace("_", "-")] = fn
-    return fn
-
-
-@_register
+@register_model(kind="reference")
 def resnet18(num_classes: int = 10) -> ResNet:
     return ResNet(ResNetConfig(num_classes=num_classes))
 
 
-@_register
+@register_model(kind="reference")
 def resnet18_half(num_classes: int = 10) -> ResNet:
     # Half the widths: a quarter of the FLOPs, so that training on 2 CPU cores fits in an hour.
     return ResNet(ResNetConfig((32, 64, 128, 256), (2, 2, 2, 2), num_classes, stem_width=32))
 
 
-@_register
+@register_model(kind="reference")
 def resnet_tiny(num_classes: int = 10) -> ResNet:
     return ResNet(ResNetConfig((8, 16, 32, 64), (1, 1, 1, 1), num_classes, stem_width=8))
 
@@ -124,16 +99,3 @@ def resnet_tiny(num_classes: int = 10) -> ResNet:
 def display_name(name: str) -> str:
     """How reports write a registered name: ``resnet18-half`` -> ``ResNet18-half``."""
     return "ResNet" + name.removeprefix("resnet") if name.startswith("resnet") else name
-
-
-def list_reference_models() -> list[str]:
-    return sorted(_REFERENCE)
-
-
-def create_reference_model(name: str, **kwargs) -> ResNet:
-    try:
-        return _REFERENCE[name](**kwargs)
-    except KeyError:
-        raise KeyError(
-            f"unknown reference model {name!r}; registered: {', '.join(list_reference_models())}"
-        ) from None

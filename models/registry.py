@@ -1,39 +1,39 @@
-"""A small timm-style registry: every SPIC architecture is a named factory.
+"""A timm-style registry: every network in ``models`` is a named factory of a kind.
 
-Tests iterate over ``list_models()``, so a newly registered architecture is exercised (forward,
-shapes, ONNX export, torch/onnxruntime parity) without anyone remembering to add it to a test.
+    kind "spic"       SPIC autoencoders with a latent classifier (spic-train)
+    kind "reference"  pixel-domain classifiers that read decoded images (spic-train-reference)
+
+This module only records what registers itself; ``models.zoo`` imports every family and is what
+callers use, so neither side imports the other (no cycle).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
-_REGISTRY: dict[str, Callable[..., Any]] = {}
-
-
-def register_model(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Register ``fn`` under its name with underscores turned into dashes (``spic_s16`` -> ``spic-s16``)."""
-    name = fn.__name__.replace("_", "-")
-    if name in _REGISTRY:
-        raise ValueError(f"model {name!r} registered twice")
-    _REGISTRY[name] = fn
-    return fn
+Kind = Literal["spic", "reference"]
 
 
-def list_models() -> list[str]:
-    # Importing the network module fills the registry; done lazily so the registry has no cycle.
-    from models import network  # noqa: F401
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    kind: Kind
+    factory: Callable[..., Any]
 
-    return sorted(_REGISTRY)
+
+REGISTRY: dict[str, Entry] = {}
 
 
-def create_model(name: str, **kwargs: Any) -> Any:
-    list_models()
-    try:
-        factory = _REGISTRY[name]
-    except KeyError:
-        raise KeyError(
-            f"unknown model {name!r}; registered: {', '.join(sorted(_REGISTRY))}"
-        ) from None
-    return factory(**kwargs)
+def register_model(*, kind: Kind) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a factory under its name with underscores as dashes (``spic_s16`` -> ``spic-s16``)."""
+
+    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+        name = fn.__name__.replace("_", "-")
+        if name in REGISTRY:
+            raise ValueError(f"model {name!r} registered twice")
+        REGISTRY[name] = Entry(name, kind, fn)
+        return fn
+
+    return register

@@ -28,7 +28,7 @@ from models.config import TrainConfig, apply_overrides
 from models.data import InMemoryImages, eval_arrays, train_batches
 from models.entropy_model import bits_per_pixel
 from models.network import SPIC, SPICConfig, quantize
-from models.registry import create_model
+from models.zoo import create_model
 
 
 def to_tensor(batch_nhwc: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -38,7 +38,8 @@ def to_tensor(batch_nhwc: np.ndarray, device: torch.device) -> torch.Tensor:
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """Decay conv and linear weights only: decaying BatchNorm or the density would bias them."""
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, p in model.named_parameters():
         is_weight = p.ndim >= 2 and not name.startswith("entropy_model")
         (decay if is_weight else no_decay).append(p)
@@ -46,6 +47,12 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
+
+
+def psnr_db(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR in dB of images in [0, 1] (peak 1); MSE floored at 1e-10 (100 dB)."""
+    mse = ((x_hat - x) ** 2).flatten(1).mean(1)
+    return -10 * mse.clamp_min(1e-10).log10()
 
 
 @torch.no_grad()
@@ -56,7 +63,7 @@ def evaluate(
     model.eval()
     correct = {"none": 0, **{q: 0 for q in qfs}}
     bits = {q: 0.0 for q in qfs}
-    sq_err = {q: 0.0 for q in qfs}
+    psnr_sum = {q: 0.0 for q in qfs}  # dB, summed over images
     for i in range(0, len(images), batch):
         x = to_tensor(images[i : i + batch], device)
         y_true = torch.from_numpy(labels[i : i + batch]).to(device)
@@ -67,20 +74,11 @@ def evaluate(
             correct[q] += (model.h_c(y_hat).argmax(1) == y_true).sum().item()
             lik = model.entropy_model.likelihood(y_hat, q)
             bits[q] += bits_per_pixel(lik, x.shape[2] * x.shape[3]).sum().item()
-            sq_err[q] += (
-                ((model.g_s(y_hat) - x) ** 2)
-                .flatten(1)
-                .mean(1)
-                .clamp_min(1e-10)
-                .log10()
-                .mul(-10)
-                .sum()
-                .item()
-            )
+            psnr_sum[q] += psnr_db(model.g_s(y_hat), x).sum().item()
     n = len(images)
-    out = {"top1_unquantized": correct["none"] / n}
+    out: dict[str, object] = {"top1_unquantized": correct["none"] / n}
     for q in qfs:
-        out[f"qf{q}"] = {"top1": correct[q] / n, "model_bpp": bits[q] / n, "psnr": sq_err[q] / n}
+        out[f"qf{q}"] = {"top1": correct[q] / n, "model_bpp": bits[q] / n, "psnr": psnr_sum[q] / n}
     model.train()
     return out
 
@@ -89,6 +87,17 @@ def rate_target(cfg: TrainConfig, step: int, total_steps: int) -> float:
     """The rate the dual update steers to: annealed from the start value to the final one."""
     frac = min(1.0, step / max(1.0, cfg.rate_anneal_frac * total_steps))
     return cfg.rate_target_start_bpp + frac * (cfg.rate_target_bpp - cfg.rate_target_start_bpp)
+
+
+def update_alpha(
+    log_alpha: float, measured_bpp: float, target_bpp: float, cfg: TrainConfig
+) -> float:
+    """One dual-ascent step on log(alpha): raise the rate weight when the rate is over target,
+    lower it when under; the relative error is clipped to +-0.5 so one odd batch cannot swing it,
+    and alpha stays in [alpha_min, alpha_max]."""
+    rel = (measured_bpp - target_bpp) / target_bpp
+    log_alpha += cfg.alpha_lr * max(-0.5, min(0.5, rel))
+    return min(max(log_alpha, math.log(cfg.alpha_min)), math.log(cfg.alpha_max))
 
 
 def save_checkpoint(path: Path, **state) -> None:
@@ -127,26 +136,24 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig.from_dict(apply_overrides(d, args.set))
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    # The command as it ran, kept in the checkpoint (one line per run, --resume runs appended) so
-    # the model card records what was actually typed, not a reconstruction.
-    command = "spic-train " + shlex.join(sys.argv[1:] if argv is None else argv)
-    out = Path(args.out)
-    ckpt_path = out / "checkpoint.pt"
-    ckpt = None
-    if args.resume:
-        if args.config or args.set:
-            raise SystemExit("--resume continues the checkpoint's own config; drop --config/--set")
-        if not ckpt_path.exists():
-            raise SystemExit(f"--resume: no checkpoint at {ckpt_path}")
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        cfg = TrainConfig.from_dict(ckpt["config"]["train"])
-        commands = [*ckpt.get("commands", []), command]
-    else:
-        commands = [command]
-        cfg = build_config(args)
+def resolve_config(
+    args: argparse.Namespace, ckpt_path: Path, command: str
+) -> tuple[TrainConfig, dict | None, list[str]]:
+    """The run's config (a resumed run keeps its checkpoint's), the checkpoint to resume from,
+    and the commands that made the run so far."""
+    if not args.resume:
+        return build_config(args), None, [command]
+    if args.config or args.set:
+        raise SystemExit("--resume continues the checkpoint's own config; drop --config/--set")
+    if not ckpt_path.exists():
+        raise SystemExit(f"--resume: no checkpoint at {ckpt_path}")
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    cfg = TrainConfig.from_dict(ckpt["config"]["train"])
+    return cfg, ckpt, [*ckpt.get("commands", []), command]
 
+
+def setup_device(args: argparse.Namespace) -> tuple[int, int, torch.device]:
+    """World size, rank and device; joins the process group under torchrun (gloo on CPU)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     if world > 1:
@@ -156,6 +163,18 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
+    return world, rank, device
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # The command as it ran, kept in the checkpoint (one line per run, --resume runs appended) so
+    # the model card records what was actually typed, not a reconstruction.
+    command = "spic-train " + shlex.join(sys.argv[1:] if argv is None else argv)
+    out = Path(args.out)
+    ckpt_path = out / "checkpoint.pt"
+    cfg, ckpt, commands = resolve_config(args, ckpt_path, command)
+    world, rank, device = setup_device(args)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     is_main = rank == 0
@@ -171,8 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     if val_classes != train.classes:
         raise SystemExit(f"train and val classes differ: {train.classes} vs {val_classes}")
 
-    model: SPIC = create_model(cfg.model, num_classes=len(train.classes)).to(device)
-    model = model.to(memory_format=torch.channels_last)
+    model: SPIC = create_model(cfg.model, kind="spic", num_classes=len(train.classes)).to(device)
+    model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # the stubs lack memory_format
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
     local_batch = cfg.batch_size // world
     steps_per_epoch = len(train) // world // local_batch
@@ -193,15 +212,15 @@ def main(argv: list[str] | None = None) -> int:
         if is_main:
             print(f"resumed from {ckpt_path} at epoch {start_epoch}, step {step}", file=sys.stderr)
 
-    net = model
+    net: torch.nn.Module = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model)
-    log = (out / "log.jsonl").open("a") if is_main else None
+    log_path = out / "log.jsonl"
 
     def write_log(record: dict) -> None:
-        if log:
-            log.write(json.dumps(record) + "\n")
-            log.flush()
+        if is_main:  # appended and closed per record: no handle outlives the run or a crash
+            with log_path.open("a") as log:
+                log.write(json.dumps(record) + "\n")
 
     def checkpoint(epoch: int) -> None:
         if is_main:
@@ -239,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         t0 = time.time()
         for images, labels in bar:
+            # --- forward: L = MSE + alpha * rate + beta * cross-entropy, at a QF drawn per batch
             qf = int(qf_rng.choice(cfg.qfs))
             x = to_tensor(images, device)
             target = torch.from_numpy(labels).to(device)
@@ -249,13 +269,15 @@ def main(argv: list[str] | None = None) -> int:
             ce = F.cross_entropy(res["logits"], target, label_smoothing=cfg.label_smoothing)
             alpha = math.exp(log_alpha)
             loss = mse + alpha * bpp + cfg.beta * ce
+
+            # --- backward and step
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
             step += 1
 
-            # Dual update of alpha on the rate at the target QF (same step for every rank).
+            # --- dual update of alpha on the rate at the target QF (same step on every rank)
             with torch.no_grad():
                 if qf == cfg.rate_target_qf:
                     bpp_t = bpp.detach()
@@ -267,9 +289,9 @@ def main(argv: list[str] | None = None) -> int:
                     torch.distributed.all_reduce(bpp_t)
                     bpp_t /= world
             target_bpp = rate_target(cfg, step, cfg.epochs * steps_per_epoch)
-            rel = (bpp_t.item() - target_bpp) / target_bpp
-            log_alpha += cfg.alpha_lr * max(-0.5, min(0.5, rel))
-            log_alpha = min(max(log_alpha, math.log(cfg.alpha_min)), math.log(cfg.alpha_max))
+            log_alpha = update_alpha(log_alpha, bpp_t.item(), target_bpp, cfg)
+
+            # --- logging
 
             acc = (res["logits"].argmax(1) == target).float().mean().item()
             bar.set_postfix(

@@ -1,6 +1,6 @@
 """spic-train-reference: the pixel-domain reference CNN that spic-eval compares SPIC against.
 
-Two runs, each ending with an exported reference bundle (``evaluation/reference.py``)::
+Two runs, each ending with an exported reference bundle (``models/reference_bundle.py``)::
 
     # 1. from scratch, on clean train images
     spic-train-reference --data DATA --out runs/reference
@@ -20,35 +20,32 @@ import argparse
 import json
 import sys
 import time
-import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from tqdm import tqdm
 
-from evaluation import baselines
-from evaluation.reference import (
-    ONNX_FILE,
-    FineTune,
-    ReferenceManifest,
-    write_reference_manifest,
-)
-from models.config import apply_overrides
+from models import baselines
+from models.config import JsonConfig, apply_overrides
 from models.data import InMemoryImages, eval_arrays, train_batches
-from models.export import WNID_NAMES
-from models.reference import ResNet, ResNetConfig, create_reference_model, display_name
+from models.reference import ResNet, ResNetConfig
+from models.reference_bundle import FineTune
+from models.reference_export import export_bundle, reference_card
 from models.train import param_groups, save_checkpoint, to_tensor
-from shared.manifest import BundleFile, ClassInfo, Preprocessing
+from models.zoo import create_model, display_name
+from shared.codebook import Codebook
+from shared.manifest import load_manifest
+from shared.preprocess import batch_input
+from shared.quantize import quantize
 
 
 @dataclass
-class ReferenceConfig:
+class ReferenceConfig(JsonConfig):
     model: str = "resnet18-half"  # a quarter of ResNet-18's FLOPs: 30 epochs fit ~45 min on 2 cores
     epochs: int = 30  # Imagenette top-1 flattens out after ~25 epochs at this size
     batch_size: int = 64  # BatchNorm statistics stay stable; a step is ~0.4 s on 2 cores at 128²
@@ -77,21 +74,6 @@ class ReferenceConfig:
     log_every: int = 20
     threads: int = 0  # torch intra-op threads; 0 = all cores
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["finetune_codecs"] = list(self.finetune_codecs)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> ReferenceConfig:
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown reference config keys: {sorted(unknown)}")
-        d = dict(d)
-        if "finetune_codecs" in d:
-            d["finetune_codecs"] = tuple(d["finetune_codecs"])
-        return cls(**d)
-
 
 @torch.no_grad()
 def top1(model: ResNet, images: np.ndarray, labels: np.ndarray, device, batch: int = 100) -> float:
@@ -117,66 +99,23 @@ def decode_all(codec: str, quality: int, crops: np.ndarray, threads: int = 2) ->
 def match_to_spic(
     spic_bundle: Path, crops: np.ndarray, codecs
 ) -> tuple[float, dict[str, int], str]:
-    """SPIC's mean bpp on ``crops`` at the bundle's default QF, and each codec's matched quality."""
-    from edge_client.encoder import EdgeEncoder  # onnxruntime only; imported where it is needed
+    """SPIC's mean bpp on ``crops`` at the bundle's default QF (real frames: the bundle's
+    encoder.onnx, quantized and rANS-coded by ``shared``), and each codec's matched quality."""
 
-    encoder = EdgeEncoder(spic_bundle)
-    bits = [8 * len(encoder.encode(Image.fromarray(c))) for c in crops]
+    manifest = load_manifest(spic_bundle)
+    session = ort.InferenceSession(
+        str(Path(spic_bundle) / manifest.files["encoder"].path),
+        providers=["CPUExecutionProvider"],
+    )
+    codebook, qf = Codebook(manifest), manifest.default_qf
+    bits = []
+    for c in crops:
+        y = session.run(None, {"image": batch_input([c])})[0][0]
+        frame = codebook.encode(quantize(y, qf), qf, "rans", (c.shape[1], c.shape[0]))
+        bits.append(8 * len(frame))
     target = float(np.mean(bits)) / (crops.shape[1] * crops.shape[2])
     qualities = {c: baselines.match_quality(c, list(crops), target) for c in codecs}
-    return target, qualities, f"bundle {encoder.manifest.model_id} at QF{encoder.qf}"
-
-
-def export_bundle(
-    model: ResNet,
-    out: Path,
-    name: str,
-    architecture: str,
-    label: str,
-    classes: list[str],
-    size: int,
-    finetune: FineTune | None,
-    val_top1: float,
-    card: str,
-) -> ReferenceManifest:
-    """classifier.onnx (dynamic batch and size), checked against torch, plus manifest and card."""
-    out.mkdir(parents=True, exist_ok=True)
-    model = model.eval().to(memory_format=torch.contiguous_format).cpu()
-    x = torch.rand(2, 3, 64, 64)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-        torch.onnx.export(
-            model,
-            (x,),
-            str(out / ONNX_FILE),
-            input_names=["image"],
-            output_names=["logits"],
-            dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch"}},
-            opset_version=17,
-            dynamo=False,
-        )
-    probe = torch.rand(3, 3, size, size)
-    onnx_out = ort.InferenceSession(str(out / ONNX_FILE)).run(None, {"image": probe.numpy()})[0]
-    with torch.no_grad():
-        err = float(np.abs(onnx_out - model(probe).numpy()).max())
-    if err > 1e-3:
-        raise RuntimeError(f"exported classifier differs from torch by {err}")
-    manifest = ReferenceManifest(
-        name=name,
-        label=label,
-        architecture=architecture,
-        architecture_config=model.cfg.to_dict(),
-        classes=[
-            ClassInfo(index=i, id=c, name=WNID_NAMES.get(c, c)) for i, c in enumerate(classes)
-        ],
-        preprocessing=Preprocessing(mode="center_crop", resize_short=size, size=size),
-        finetune=finetune,
-        val_top1=val_top1,
-        files={"classifier": BundleFile(path=ONNX_FILE, sha256="")},
-    )
-    manifest = write_reference_manifest(out, manifest)
-    (out / "MODEL_CARD.md").write_text(card.replace("{model_id}", manifest.model_id))
-    return manifest
+    return target, qualities, f"bundle {manifest.model_id} at QF{qf}"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -237,10 +176,10 @@ def main(argv: list[str] | None = None) -> int:
         classes = base_ckpt["classes"]
     else:
         classes = val_classes
-        model = create_reference_model(cfg.model, num_classes=len(classes))
+        model = create_model(cfg.model, kind="reference", num_classes=len(classes))
     if val_classes != classes:
         raise SystemExit(f"val classes {val_classes} differ from the model's {classes}")
-    model = model.to(device).to(memory_format=torch.channels_last)
+    model = model.to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # the stubs lack memory_format
     log = (out / "log.jsonl").open("a")
     finetune = None
 
@@ -422,43 +361,6 @@ def finish(
     save_checkpoint(out / "checkpoint.pt", **state, bundle_id=manifest.model_id)
     print(json.dumps({"bundle": str(bundle), "model_id": manifest.model_id, **summary}))
     return 0
-
-
-def reference_card(cfg, finetune, summary, command, steps, n_val) -> str:
-    what = (
-        f"Fine-tuned for {cfg.finetune_epochs} epochs from reference `{finetune.base_model_id}` on "
-        f"train images decoded by {', '.join(f'{c.upper()} q{q}' for c, q in finetune.qualities.items())}: "
-        f"the qualities whose mean rate matches SPIC's {finetune.target_bpp:.4f} bits per pixel "
-        f"({finetune.target_from}, on {cfg.calibration_images} train images), or the codec's "
-        "lowest quality where it cannot go that low."
-        if finetune
-        else f"Trained from scratch for {cfg.epochs} epochs on clean train images."
-    )
-    rows = "\n".join(f"| {k} | {100 * v:.2f}% |" for k, v in summary.items())
-    return f"""# Reference classifier: model id `{{model_id}}`
-
-A pixel-domain CNN of the ResNet family (`{cfg.model}`, see `models/reference.py`), the
-stand-in for the paper's ResNet50 and VGG19 columns in `spic-eval`. Input: float32 (N, 3, H, W)
-in [0, 1], 224² center crops; normalisation is inside the graph. {what} {steps} steps in all.
-
-## How it was made
-
-```bash
-{command}
-```
-
-## Validation top-1 ({n_val} images, 224² center crops)
-
-| images | top-1 |
-|---|---|
-{rows}
-
-Config:
-
-```json
-{json.dumps(cfg.to_dict(), indent=1)}
-```
-"""
 
 
 if __name__ == "__main__":

@@ -20,12 +20,12 @@ sys.path.insert(0, str(ROOT))
 
 from PIL import Image  # noqa: E402
 
-from bench.edge_latency import SAMPLE_PHOTOS, sample_images  # noqa: E402
 from cloud_service.harness import start_cloud, stop  # noqa: E402
 from edge_client.client import CloudClient  # noqa: E402
 from edge_client.encoder import EdgeEncoder  # noqa: E402
-from edge_client.preprocess import IMAGE_SUFFIXES, center_crop, load_rgb, resize_short_side  # noqa: E402
+from evaluation.samples import SAMPLE_PHOTOS, sample_images  # noqa: E402
 from shared.bundles import DEFAULT_BUNDLE  # noqa: E402
+from shared.preprocess import IMAGE_SUFFIXES, center_crop, load_rgb, resize_short_side  # noqa: E402
 
 
 def main() -> int:

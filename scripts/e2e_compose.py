@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.edge_latency import SAMPLE_PHOTOS, sample_images  # noqa: E402
+from evaluation.samples import SAMPLE_PHOTOS, sample_images  # noqa: E402
 
 
 def main() -> int:

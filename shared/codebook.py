@@ -29,6 +29,12 @@ class ModelMismatchError(ValueError):
         )
 
 
+def latent_shape(symbols: np.ndarray) -> tuple[int, int, int]:
+    """The (C, H, W) of a latent, as plain ints for the frame header."""
+    c, h, w = (int(d) for d in symbols.shape)
+    return c, h, w
+
+
 class Codebook:
     def __init__(self, manifest: Manifest):
         self.manifest = manifest
@@ -56,7 +62,7 @@ class Codebook:
             codec=coder.codec_id,
             qf=qf,
             model_id=self.model_id,
-            latent_shape=tuple(int(d) for d in symbols.shape),
+            latent_shape=latent_shape(symbols),
             image_size=image_size,
             payload=coder.encode(symbols),
             stride=self.manifest.latent.stride,

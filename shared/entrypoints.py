@@ -34,37 +34,21 @@ def _launch(prog: str, module: str, extras: str) -> int:
         return _missing_extra(prog, extras, exc)
 
 
-def spic_inspect() -> int:
-    return _launch("spic-inspect", "shared.inspect_cli", "edge")
+def _script(prog: str, module: str, extras: str) -> Callable[[], int]:
+    def run() -> int:
+        return _launch(prog, module, extras)
+
+    run.__name__ = prog.replace("-", "_")
+    return run
 
 
-def spic_edge() -> int:
-    return _launch("spic-edge", "edge_client.cli", "edge")
-
-
-def spic_cloud() -> int:
-    return _launch("spic-cloud", "cloud_service.cli", "cloud")
-
-
-def spic_train() -> int:
-    return _launch("spic-train", "models.train", "train")
-
-
-def spic_export() -> int:
-    return _launch("spic-export", "models.export", "train")
-
-
-def spic_int8() -> int:
-    return _launch("spic-int8", "models.int8", "train")
-
-
-def spic_train_reference() -> int:
-    return _launch("spic-train-reference", "models.train_reference", "train,eval,edge")
-
-
-def spic_card() -> int:
-    return _launch("spic-card", "evaluation.card", "eval,edge,cloud")
-
-
-def spic_eval() -> int:
-    return _launch("spic-eval", "evaluation.cli", "eval,edge,cloud")
+# name = (module whose main() runs, the extras it needs)
+spic_inspect = _script("spic-inspect", "shared.inspect_cli", "edge")
+spic_edge = _script("spic-edge", "edge_client.cli", "edge")
+spic_cloud = _script("spic-cloud", "cloud_service.cli", "cloud")
+spic_train = _script("spic-train", "models.train", "train")
+spic_export = _script("spic-export", "models.export", "train")
+spic_int8 = _script("spic-int8", "models.int8", "train")
+spic_train_reference = _script("spic-train-reference", "models.train_reference", "train,eval,edge")
+spic_card = _script("spic-card", "evaluation.card", "eval,edge,cloud")
+spic_eval = _script("spic-eval", "evaluation.cli", "eval,edge,cloud")

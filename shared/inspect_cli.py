@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 from shared import bitstream
 from shared.codecs import CODEC_IDS
 from shared.errors import BitstreamError
 
 
-def describe(frame: bitstream.Frame, path: str) -> dict:
+def describe(frame: bitstream.Frame, path: str) -> dict[str, Any]:
     c, h, w = frame.latent_shape
     in_w, in_h = frame.input_size
     return {

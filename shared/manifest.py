@@ -21,7 +21,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from shared.quantize import check_qf
 
 MANIFEST_NAME = "manifest.json"
-M = TypeVar("M", bound=BaseModel)
+M = TypeVar("M", bound="SealedManifest")
 
 
 class Preprocessing(BaseModel):
@@ -84,24 +84,30 @@ class BundleFile(BaseModel):
     sha256: str
 
 
-class Manifest(BaseModel):
+class SealedManifest(BaseModel):
+    """What every bundle kind's manifest has: a model id sealed over its content and the files it
+    lists (SPIC bundles here, reference-classifier bundles in ``models/reference_bundle.py``)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    format: Literal["spic-bundle"] = "spic-bundle"
-    format_version: Literal[1] = 1
     model_id: str = Field(default="", pattern=r"^([0-9a-f]{16})?$")
     name: str
     architecture: str
-    architecture_config: dict = Field(default_factory=dict)
+    architecture_config: dict[str, Any] = Field(default_factory=dict)
     classes: list[ClassInfo]
-    preprocessing: Preprocessing = Field(default_factory=Preprocessing)
+    preprocessing: Preprocessing = Field(default_factory=lambda: Preprocessing())
+    files: dict[str, BundleFile]
+
+
+class Manifest(SealedManifest):
+    format: Literal["spic-bundle"] = "spic-bundle"
+    format_version: Literal[1] = 1
     latent: LatentRule
     qfs: list[int]
     default_qf: int
     limits: ServingLimits | None = None  # None: the service's own settings decide
     # Per QF (as a string key, JSON objects have no int keys): (C, QF + 1) integer counts.
     tables: dict[str, list[list[int]]]
-    files: dict[str, BundleFile]
 
     @field_validator("qfs")
     @classmethod
@@ -136,7 +142,7 @@ class Manifest(BaseModel):
         return content_hash(self)
 
 
-def content_hash(manifest: BaseModel) -> str:
+def content_hash(manifest: SealedManifest) -> str:
     """First 8 bytes of SHA-256 over a manifest's canonical JSON, without its ``model_id``.
 
     Shared by every bundle kind that has ``model_id`` and ``files`` fields (SPIC bundles here,
@@ -157,7 +163,7 @@ def seal(bundle_dir: Path, manifest: M) -> M:
     return manifest.model_copy(update={"model_id": content_hash(manifest)})
 
 
-def verify(bundle_dir: Path, manifest: BaseModel) -> None:
+def verify(bundle_dir: Path, manifest: SealedManifest) -> None:
     """Raise ValueError unless every listed file and the model id match the manifest."""
     for role, f in manifest.files.items():
         if sha256_file(bundle_dir / f.path) != f.sha256:

@@ -38,7 +38,8 @@ def quantize(y: np.ndarray, qf: int) -> np.ndarray:
     y = np.asarray(y, dtype=np.float32)
     # NaN would survive clip and turn into an arbitrary integer; map it to 0 explicitly.
     scaled = np.nan_to_num(y * np.float32(qf) + np.float32(0.5), nan=0.0)
-    return np.clip(np.floor(scaled), 0, qf).astype(np.uint16)
+    symbols: np.ndarray = np.clip(np.floor(scaled), 0, qf).astype(np.uint16)
+    return symbols
 
 
 def dequantize(symbols: np.ndarray, qf: int) -> np.ndarray:

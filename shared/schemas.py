@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
 
 
@@ -32,15 +34,15 @@ class ModelInfo(BaseModel):
     model_id: str
     name: str
     architecture: str
-    classes: list[dict] = Field(
+    classes: list[dict[str, Any]] = Field(
         description="class_id, id (e.g. a WordNet id) and label of each class"
     )
     qfs: list[int]
     default_qf: int
     latent_channels: int
     stride: int
-    preprocessing: dict
-    limits: dict = Field(
+    preprocessing: dict[str, Any]
+    limits: dict[str, Any] = Field(
         description="the largest frame served: max_input_pixels and max_input_side of the "
         "encoder's input (the bundle's own limits, capped by the service's settings)"
     )

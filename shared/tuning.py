@@ -30,7 +30,7 @@ def tune_malloc() -> bool:
     except (OSError, AttributeError):
         return False
     ok = mallopt(M_MMAP_THRESHOLD, KEEP_BYTES) == 1
-    return ok and mallopt(M_TRIM_THRESHOLD, 2 * KEEP_BYTES) == 1
+    return bool(ok and mallopt(M_TRIM_THRESHOLD, 2 * KEEP_BYTES) == 1)
 
 
 def release_memory() -> bool:

@@ -179,6 +179,17 @@ def _watch(folder: Path, url: str, bundle: Path, *extra: str) -> list[str]:
     ]
 
 
+def _watch_until_idle(folder, stub, bundle, env) -> subprocess.CompletedProcess:
+    """Run camera mode against ``stub`` until the folder and the queue are empty."""
+    return subprocess.run(
+        _watch(folder, stub.url, bundle, "--exit-when-idle", "--max-seconds", "120"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
 def test_sigkill_mid_batch_loses_and_doubles_nothing(tiny_bundle, tmp_path):
     """The cloud is down while 30 frames are captured; the edge is SIGKILLed with a full queue and
     restarted after the cloud returns: every frame arrives, each accepted exactly once."""
@@ -201,13 +212,7 @@ def test_sigkill_mid_batch_loses_and_doubles_nothing(tiny_bundle, tmp_path):
 
     stub = StubCloud()
     try:
-        out = subprocess.run(
-            _watch(folder, stub.url, tiny_bundle, "--exit-when-idle", "--max-seconds", "120"),
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
+        out = _watch_until_idle(folder, stub, tiny_bundle, env)
     finally:
         stub.close()
     assert out.returncode == 0, out.stderr
@@ -242,13 +247,7 @@ def test_sigkill_mid_upload_is_recognised_by_its_key(tiny_bundle, tmp_path):
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert 8 <= len(stub.accepted) < 20
-        out = subprocess.run(
-            _watch(folder, stub.url, tiny_bundle, "--exit-when-idle", "--max-seconds", "120"),
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
+        out = _watch_until_idle(folder, stub, tiny_bundle, env)
     finally:
         stub.close()
     assert out.returncode == 0, out.stderr

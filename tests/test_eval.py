@@ -85,7 +85,7 @@ def test_half_size_codecs_decode_to_the_crop_size_below_the_full_size_rate():
     import numpy as np
     from skimage import data
 
-    from evaluation import baselines
+    from models import baselines
 
     crop = np.ascontiguousarray(data.astronaut()[100:324, 100:324])
     for codec in ("jpeg", "webp", "avif"):

@@ -9,11 +9,11 @@ import torch
 
 from models.export import export_onnx
 from models.network import count_encoder_macs, quantize
-from models.registry import create_model, list_models
+from models.zoo import create_model, list_models
 from shared.quantize import PAPER_QFS
 from shared.quantize import quantize as np_quantize
 
-MODELS = list_models()
+MODELS = list_models("spic")
 
 
 def test_registry_has_the_default():

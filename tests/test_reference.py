@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from evaluation.reference import ReferenceClassifier, load_reference_manifest
+from evaluation.reference import ReferenceClassifier
 from evaluation.spic_eval import labelled_images
-from models.reference import create_reference_model, list_reference_models
+from models.reference_bundle import load_reference_manifest
+from models.zoo import create_model, list_models
 
 
-@pytest.mark.parametrize("name", list_reference_models())
+@pytest.mark.parametrize("name", list_models("reference"))
 def test_every_reference_model_classifies_any_size(name):
-    model = create_reference_model(name, num_classes=7).eval()
+    model = create_model(name, num_classes=7).eval()
     for size in (64, 96, 224):
         with torch.no_grad():
             assert model(torch.rand(2, 3, size, size)).shape == (2, 7)
@@ -27,14 +28,14 @@ def test_every_reference_model_classifies_any_size(name):
 def test_documented_costs_are_what_the_models_cost(name, gflop, mparams):
     from models.network import count_conv_macs
 
-    model = create_reference_model(name).eval()
+    model = create_model(name).eval()
     assert round(2 * count_conv_macs(model) / 1e9, 2) == gflop
     assert round(sum(p.numel() for p in model.parameters()) / 1e6, 1) == mparams
 
 
 def test_unknown_reference_model_names_the_registered_ones():
     with pytest.raises(KeyError, match="resnet18-half"):
-        create_reference_model("vgg19")
+        create_model("vgg19")
 
 
 def test_trained_reference_bundle_matches_its_checkpoint(tiny_reference, tiny_data):
@@ -43,7 +44,7 @@ def test_trained_reference_bundle_matches_its_checkpoint(tiny_reference, tiny_da
     assert manifest.finetune is None and manifest.architecture == "resnet-tiny"
     ckpt = torch.load(tiny_reference / "checkpoint.pt", map_location="cpu", weights_only=False)
     assert ckpt["bundle_id"] == manifest.model_id and ckpt["epoch"] == 2
-    model = create_reference_model("resnet-tiny", num_classes=2)
+    model = create_model("resnet-tiny", num_classes=2)
     model.load_state_dict(ckpt["model"])
     model.eval()
     clf = ReferenceClassifier(bundle)

@@ -1,4 +1,6 @@
-"""shared/ is the contract both sides install: it may import numpy, pydantic and constriction only."""
+"""shared/ is the contract both sides install: numpy, pydantic and constriction, and Pillow for
+``shared.preprocess`` alone (how pixels become the encoder's input is part of the contract: the
+camera, training and evaluation must prepare them identically)."""
 
 from __future__ import annotations
 
@@ -20,7 +22,9 @@ ALLOWED = {
     "typing_inspection",
     "constriction",
     "shared",
+    "PIL",
 }
+PIL_USERS = {"shared.preprocess"}
 
 
 def test_shared_imports_nothing_else():
@@ -41,3 +45,16 @@ def test_shared_imports_nothing_else():
     top = set(json.loads(out.stdout)) - set(sys.stdlib_module_names) - {"_distutils_hack"}
     top = {m for m in top if not m.startswith("_")}
     assert top <= ALLOWED, f"shared/ pulled in {sorted(top - ALLOWED)}"
+
+
+def test_only_preprocess_uses_pillow():
+    import ast
+
+    root = Path(shared.__file__).parent
+    for path in root.rglob("*.py"):
+        module = "shared." + ".".join(path.relative_to(root).with_suffix("").parts)
+        tree = ast.parse(path.read_text())
+        names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        names |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        if any(n.split(".")[0] == "PIL" for n in names):
+            assert module in PIL_USERS, f"{module} imports Pillow"

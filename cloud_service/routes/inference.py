@@ -16,10 +16,11 @@ from __future__ import annotations
 import asyncio
 import io
 from collections.abc import Awaitable, Callable
-from typing import Annotated
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
 
 import numpy as np
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Depends, Header, Request, Response
 from PIL import Image
 from starlette.requests import ClientDisconnect
 
@@ -32,11 +33,12 @@ from shared import bitstream
 from shared.codecs import CODEC_IDS
 from shared.errors import BitstreamError
 from shared.quantize import dequantize
-from shared.schemas import ClassifyResponse, ProblemDetails
+from shared.schemas import ClassifyResponse, ClassScore, ProblemDetails
 
 router = APIRouter(prefix="/v1", tags=["inference"])
+T = TypeVar("T")
 FRAME_MEDIA_TYPE = "application/octet-stream"
-ERRORS = {
+ERRORS: dict[int | str, dict[str, Any]] = {
     s: {"model": ProblemDetails, "content": {"application/problem+json": {}}}
     for s in (400, 401, 403, 408, 409, 413, 415, 422, 503)
 }
@@ -141,7 +143,8 @@ def decode_latent(runtime: BundleRuntime, frame: bitstream.Frame) -> np.ndarray:
 
 
 def _classify_one(runtime: BundleRuntime, frame: bitstream.Frame) -> np.ndarray:
-    return runtime.classify_latents(decode_latent(runtime, frame)[None])[0]
+    probs: np.ndarray = runtime.classify_latents(decode_latent(runtime, frame)[None])[0]
+    return probs
 
 
 def _reconstruct_png(runtime: BundleRuntime, frame: bitstream.Frame) -> bytes:
@@ -198,6 +201,28 @@ async def idempotent(
     return response
 
 
+@dataclass(frozen=True)
+class FrameIn:
+    body: bytes
+    key: str | None  # the Idempotency-Key in its caller's and route's scope, if one was sent
+
+
+async def frame_in(
+    request: Request,
+    state: StateDep,
+    caller: AuthDep,
+    _ready: ReadyDep,
+    idempotency_key: IdempotencyKey = None,
+) -> FrameIn:
+    """What both routes take: an authorised, ready request's frame bytes and its scoped key."""
+    route = request.url.path.rsplit("/", 1)[-1]
+    key = None if idempotency_key is None else scoped_key(caller, route, idempotency_key)
+    return FrameIn(await read_frame(request, state), key)
+
+
+FrameDep = Annotated[FrameIn, Depends(frame_in)]
+
+
 def overloaded(state: ServiceState) -> Problem:
     return Problem(
         503,
@@ -208,7 +233,7 @@ def overloaded(state: ServiceState) -> Problem:
     )
 
 
-async def _heavy(state: ServiceState, fn: Callable[..., object], *args: object) -> object:
+async def _heavy(state: ServiceState, fn: Callable[..., T], *args: object) -> T:
     assert state.heavy is not None  # set by the lifespan before the service is ready
     try:
         return await state.heavy.run(fn, *args)
@@ -223,15 +248,8 @@ async def _heavy(state: ServiceState, fn: Callable[..., object], *args: object) 
     openapi_extra=FRAME_BODY,
     summary="Classify a SPIC frame from its latent (no pixel decode)",
 )
-async def classify(
-    request: Request,
-    state: StateDep,
-    caller: AuthDep,
-    _ready: ReadyDep,
-    idempotency_key: IdempotencyKey = None,
-) -> Response:
-    key = None if idempotency_key is None else scoped_key(caller, "classify", idempotency_key)
-    body = await read_frame(request, state)
+async def classify(request: Request, state: StateDep, frame_in: FrameDep) -> Response:
+    body = frame_in.body
 
     async def run() -> Response:
         runtime, frame = parse_frame(state, body)
@@ -245,18 +263,17 @@ async def classify(
                 raise overloaded(state) from None
         else:
             probs = await _heavy(state, _classify_one, runtime, frame)
-        assert isinstance(probs, np.ndarray)
         order = np.argsort(-probs)[: state.settings.top_k]
         top = [
-            {"class_id": int(i), "label": runtime.labels[i], "confidence": float(probs[i])}
+            ClassScore(class_id=int(i), label=runtime.labels[i], confidence=float(probs[i]))
             for i in order
         ]
         answer = ClassifyResponse(
             request_id=request.state.request_id,
             model_id=runtime.model_id,
-            class_id=top[0]["class_id"],
-            label=top[0]["label"],
-            confidence=top[0]["confidence"],
+            class_id=top[0].class_id,
+            label=top[0].label,
+            confidence=top[0].confidence,
             top_k=top,
             qf=frame.qf,
             codec=CODEC_IDS[frame.codec],
@@ -270,7 +287,7 @@ async def classify(
         request.state.model_id = runtime.model_id
         return Response(answer.model_dump_json(), media_type="application/json")
 
-    return await idempotent(request, state, key, body, run)
+    return await idempotent(request, state, frame_in.key, body, run)
 
 
 @router.post(
@@ -280,21 +297,11 @@ async def classify(
     response_class=Response,
     summary="Decode a SPIC frame back to an image (PNG)",
 )
-async def reconstruct(
-    request: Request,
-    state: StateDep,
-    caller: AuthDep,
-    _ready: ReadyDep,
-    idempotency_key: IdempotencyKey = None,
-) -> Response:
-    key = None if idempotency_key is None else scoped_key(caller, "reconstruct", idempotency_key)
-    body = await read_frame(request, state)
-
+async def reconstruct(request: Request, state: StateDep, frame_in: FrameDep) -> Response:
     async def run() -> Response:
-        runtime, frame = parse_frame(state, body)
+        runtime, frame = parse_frame(state, frame_in.body)
         png = await _heavy(state, _reconstruct_png, runtime, frame)
-        assert isinstance(png, bytes)
         request.state.model_id = runtime.model_id
         return Response(png, media_type="image/png")
 
-    return await idempotent(request, state, key, body, run, recompute=True)
+    return await idempotent(request, state, frame_in.key, frame_in.body, run, recompute=True)

@@ -28,17 +28,23 @@ import heapq
 import numpy as np
 
 from shared.codecs.tables import (
+    begin_decode,
     check_shape,
     check_tables,
     join_escapes,
     model_weights,
-    read_escapes,
     write_escapes,
 )
 from shared.errors import BitstreamError
 from shared.varint import read_varint, write_varint
 
 MAX_CODE_LENGTH = 12
+# A codeword is handled left-aligned in a 24-bit window: it starts at any of a byte's 8 bit
+# offsets and is at most 12 bits long, so it always fits in 3 bytes.
+WINDOW_BITS = 24
+# Decoder table entries pack (symbol << LENGTH_BITS) | codeword length; 4 bits hold 0..12.
+LENGTH_BITS = 4
+LENGTH_MASK = (1 << LENGTH_BITS) - 1
 
 
 def optimal_lengths(weights: np.ndarray) -> np.ndarray:
@@ -88,7 +94,8 @@ def limited_lengths(weights: np.ndarray, max_len: int = MAX_CODE_LENGTH) -> np.n
         while lengths[i] > 1 and kraft + (1 << (max_len - int(lengths[i]))) <= full:
             kraft += 1 << (max_len - int(lengths[i]))
             lengths[i] -= 1
-    return lengths
+    result: np.ndarray = lengths
+    return result
 
 
 def canonical_codes(lengths: np.ndarray) -> np.ndarray:
@@ -114,36 +121,36 @@ class HuffmanCodec:
         self.tables = check_tables(tables)
         weights = model_weights(self.tables)
         c, k1 = weights.shape
-        self.k = k1 - 1  # index of ESC
+        self.esc = k1 - 1  # the escape symbol's index: the last column of every table
         self.mode = np.argmax(self.tables, axis=1)
         self.lengths = np.zeros((c, k1), dtype=np.int64)
         # Encoder tables per (channel, symbol): the codeword left-aligned in 24 bits, and its
         # length. Zero-count symbols and column K carry the ESC code, so one gather both codes
         # and flags escapes (left-aligned codewords of a prefix code are all distinct).
-        self.enc_aligned = np.zeros((c, k1), dtype=np.int32)
-        self.enc_len = np.zeros((c, k1), dtype=np.int32)
+        self.enc_aligned: np.ndarray = np.zeros((c, k1), dtype=np.int32)
+        self.enc_len: np.ndarray = np.zeros((c, k1), dtype=np.int32)
         # Decoder table: (symbol << 4 | length) per (channel, 12-bit window); 0 = invalid.
-        self.lut = np.zeros((c, 1 << MAX_CODE_LENGTH), dtype=np.uint16)
+        self.lut: np.ndarray = np.zeros((c, 1 << MAX_CODE_LENGTH), dtype=np.uint16)
         for ch in range(c):
             lengths = limited_lengths(weights[ch])
             codes = canonical_codes(lengths)
             self.lengths[ch] = lengths
-            aligned = codes << (24 - lengths)
-            self.enc_aligned[ch] = np.where(lengths > 0, aligned, aligned[self.k])
-            self.enc_len[ch] = np.where(lengths > 0, lengths, lengths[self.k])
+            aligned = codes << (WINDOW_BITS - lengths)
+            self.enc_aligned[ch] = np.where(lengths > 0, aligned, aligned[self.esc])
+            self.enc_len[ch] = np.where(lengths > 0, lengths, lengths[self.esc])
             for sym in np.flatnonzero(lengths):
                 shift = MAX_CODE_LENGTH - int(lengths[sym])
                 lo, hi = int(codes[sym]) << shift, (int(codes[sym]) + 1) << shift
-                self.lut[ch, lo:hi] = (int(sym) << 4) | int(lengths[sym])
-        self.esc_aligned = self.enc_aligned[:, self.k]
+                self.lut[ch, lo:hi] = (int(sym) << LENGTH_BITS) | int(lengths[sym])
+        self.esc_aligned = self.enc_aligned[:, self.esc]
         self.enc_aligned, self.enc_len = self.enc_aligned.ravel(), self.enc_len.ravel()
         self.lut = self.lut.ravel()
 
     def code_bits(self, symbols: np.ndarray) -> int:
         """Bits of the codewords alone: the optimum this code can reach for these symbols."""
         c = symbols.shape[0]
-        flat = np.minimum(symbols.reshape(c, -1).astype(np.int64), self.k)
-        return int(np.take(self.enc_len, flat + (np.arange(c) * (self.k + 1))[:, None]).sum())
+        flat = np.minimum(symbols.reshape(c, -1).astype(np.int64), self.esc)
+        return int(np.take(self.enc_len, flat + (np.arange(c) * (self.esc + 1))[:, None]).sum())
 
     def encode(self, symbols: np.ndarray) -> bytes:
         check_shape(self.tables, symbols.shape)
@@ -153,8 +160,8 @@ class HuffmanCodec:
         rows = np.flatnonzero(active)
         sub = flat[rows]
         flat_idx = (
-            np.minimum(sub, self.k).astype(np.int32)
-            + (rows * (self.k + 1)).astype(np.int32)[:, None]
+            np.minimum(sub, self.esc).astype(np.int32)
+            + (rows * (self.esc + 1)).astype(np.int32)[:, None]
         )
         aligned = np.take(self.enc_aligned, flat_idx)
         lens = np.take(self.enc_len, flat_idx)
@@ -170,10 +177,7 @@ class HuffmanCodec:
         return bytes(out)
 
     def decode(self, payload: bytes, shape: tuple[int, int, int]) -> np.ndarray:
-        check_shape(self.tables, shape)
-        c, h, w = shape
-        n = h * w
-        escapes, pos = read_escapes(payload, 0, c * n)
+        c, n, escapes, pos = begin_decode(self.tables, payload, shape)
         channel_bits = np.empty(c, dtype=np.int64)
         for ch in range(c):
             bits, pos = read_varint(payload, pos)
@@ -195,25 +199,39 @@ class HuffmanCodec:
             starts = (np.cumsum(channel_bits) - channel_bits)[rows]
             table_of_bit = np.repeat(rows, channel_bits[rows])
             idx = self._decode_chains(data, total, table_of_bit, starts, channel_bits[rows], n)
-            out[rows] = join_escapes(idx, escapes, self.k)
+            out[rows] = join_escapes(idx, escapes, self.esc)
         elif len(escapes):
             raise BitstreamError("corrupt_payload", "escaped values but no coded channel")
-        return out.reshape(c, h, w)
+        return out.reshape(shape)
 
-    def _decode_chains(self, data, total, table_of_bit, starts, bits, n) -> np.ndarray:
+    def _decode_chains(
+        self,
+        data: np.ndarray,
+        total: int,
+        table_of_bit: np.ndarray,
+        starts: np.ndarray,
+        bits: np.ndarray,
+        n: int,
+    ) -> np.ndarray:
         # The 12 bits that follow every bit position: a 24-bit big-endian window per byte,
         # repeated for the byte's 8 bit offsets and shifted into place.
         padded = np.concatenate([data, np.zeros(2, dtype=np.uint8)]).astype(np.int32)
         per_byte = (padded[:-2] << 16) | (padded[1:-1] << 8) | padded[2:]
         shifts = np.tile(
-            np.arange(24 - MAX_CODE_LENGTH, 24 - MAX_CODE_LENGTH - 8, -1, dtype=np.int32), len(data)
+            np.arange(
+                WINDOW_BITS - MAX_CODE_LENGTH,
+                WINDOW_BITS - MAX_CODE_LENGTH - 8,
+                -1,
+                dtype=np.int32,
+            ),
+            len(data),
         )
         window = (np.repeat(per_byte, 8) >> shifts)[:total] & ((1 << MAX_CODE_LENGTH) - 1)
         entry = np.zeros(total + 1, dtype=np.int32)  # position `total` is a sink: entry 0, invalid
         entry[:total] = np.take(
             self.lut, (table_of_bit.astype(np.int32) << MAX_CODE_LENGTH) | window
         )
-        length = entry & 15
+        length = entry & LENGTH_MASK
         nxt = np.arange(total + 1, dtype=np.int32)
         np.minimum(nxt + length, total, out=nxt)
         code_starts = _chain(nxt, starts.astype(np.int32), n)
@@ -222,7 +240,8 @@ class HuffmanCodec:
         last = code_starts[:, -1]
         if not np.array_equal(last + length[last], starts + bits):
             raise BitstreamError("corrupt_payload", "Huffman channel does not end where declared")
-        return entry[code_starts] >> 4
+        symbols: np.ndarray = entry[code_starts] >> LENGTH_BITS
+        return symbols
 
 
 def _chain(nxt: np.ndarray, starts: np.ndarray, n: int) -> np.ndarray:

@@ -21,11 +21,11 @@ import constriction
 import numpy as np
 
 from shared.codecs.tables import (
+    begin_decode,
     check_shape,
     check_tables,
     join_escapes,
     model_weights,
-    read_escapes,
     split_escapes,
     write_escapes,
 )
@@ -39,7 +39,7 @@ class RansCodec:
     def __init__(self, tables: np.ndarray):
         self.tables = check_tables(tables)
         weights = model_weights(self.tables).astype(np.float64)
-        self.k = weights.shape[1] - 1
+        self.esc = weights.shape[1] - 1  # the escape symbol's index: the last column
         # perfect=False is passed explicitly: constriction's default is changing, and encoder and
         # decoder must quantize the probabilities identically.
         self.models = [
@@ -60,10 +60,7 @@ class RansCodec:
         return bytes(out)
 
     def decode(self, payload: bytes, shape: tuple[int, int, int]) -> np.ndarray:
-        check_shape(self.tables, shape)
-        c, h, w = shape
-        n = h * w
-        escapes, pos = read_escapes(payload, 0, c * n)
+        c, n, escapes, pos = begin_decode(self.tables, payload, shape)
         if (len(payload) - pos) % 4:
             raise BitstreamError(
                 "corrupt_payload", "rANS body is not a whole number of 32-bit words"
@@ -79,4 +76,4 @@ class RansCodec:
             raise BitstreamError("corrupt_payload", f"rANS body does not decode: {exc}") from None
         if leftover:
             raise BitstreamError("corrupt_payload", "rANS body has data left after the last symbol")
-        return join_escapes(idx, escapes, self.k).reshape(c, h, w)
+        return join_escapes(idx, escapes, self.esc).reshape(shape)

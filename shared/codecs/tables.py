@@ -93,3 +93,14 @@ def check_shape(tables: np.ndarray, shape: tuple[int, ...]) -> None:
             "table_mismatch",
             f"latent shape {tuple(shape)} does not fit {tables.shape[0]}-channel tables",
         )
+
+
+def begin_decode(
+    tables: np.ndarray, payload: bytes, shape: tuple[int, int, int]
+) -> tuple[int, int, np.ndarray, int]:
+    """Every codec's first decoding step: check the shape against the tables, read the escape
+    section. Returns (channels, symbols per channel, escaped values, offset of the codec body)."""
+    check_shape(tables, shape)
+    c, h, w = shape
+    escapes, pos = read_escapes(payload, 0, c * h * w)
+    return c, h * w, escapes, pos

@@ -9,7 +9,9 @@ differently from how it was trained. Two modes:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -30,7 +32,7 @@ def resize_short_side(im: Image.Image, short: int) -> Image.Image:
         return im
     scale = short / min(w, h)
     size = (max(short, round(w * scale)), max(short, round(h * scale)))
-    return im.resize(size, Image.BILINEAR)
+    return im.resize(size, Image.Resampling.BILINEAR)
 
 
 def center_crop(im: Image.Image, size: int) -> Image.Image:
@@ -46,12 +48,12 @@ def to_array(im: Image.Image) -> np.ndarray:
     return np.asarray(im, dtype=np.float32).transpose(2, 0, 1) / np.float32(255.0)
 
 
-def batch_input(crops) -> np.ndarray:
+def batch_input(crops: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
     """uint8 (H, W, 3) crops -> float32 (N, 3, H, W) in [0, 1], the networks' input layout."""
-    return np.stack(crops).transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
+    return np.stack(list(crops)).transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
 
 
-def prepare(im: Image.Image, spec: dict, stride: int) -> np.ndarray:
+def prepare(im: Image.Image, spec: dict[str, Any], stride: int) -> np.ndarray:
     """Apply a manifest preprocessing ``spec`` to an RGB image; returns (3, H, W) float32."""
     mode = spec.get("mode", "center_crop")
     if mode == "center_crop":

@@ -45,7 +45,7 @@ def encode(codec: str, crop: np.ndarray, quality: int) -> bytes:
     fmt, _, _, factor = CODECS[codec]
     im = Image.fromarray(crop)
     if factor > 1:
-        im = im.resize((im.width // factor, im.height // factor), Image.LANCZOS)
+        im = im.resize((im.width // factor, im.height // factor), Image.Resampling.LANCZOS)
     buf = io.BytesIO()
     im.save(buf, format=fmt, quality=quality)
     return buf.getvalue()
@@ -55,7 +55,7 @@ def decode(data: bytes, size: tuple[int, int] | None = None) -> np.ndarray:
     """The decoded image as uint8 (H, W, 3); upscaled (bicubic) to ``size`` = (H, W) if given."""
     im = Image.open(io.BytesIO(data)).convert("RGB")
     if size is not None and (im.height, im.width) != tuple(size):
-        im = im.resize((size[1], size[0]), Image.BICUBIC)
+        im = im.resize((size[1], size[0]), Image.Resampling.BICUBIC)
     return np.asarray(im)
 
 
