@@ -28,53 +28,40 @@ class Problem(Exception):
         self.headers, self.extra = headers or {}, extra
 
 
-def problem_response(
-    request: Request,
-    status: int,
-    slug: str,
-    title: str,
-    detail: str = "",
-    headers: dict[str, Any] | None = None,
-    **extra: Any,
-) -> JSONResponse:
+def problem_response(request: Request, problem: Problem) -> JSONResponse:
+    """The RFC 9457 answer for ``problem``: type, title, status, detail, instance, extras."""
     body = {
-        "type": PROBLEM_TYPE + slug,
-        "title": title,
-        "status": status,
-        "detail": detail,
+        "type": PROBLEM_TYPE + problem.slug,
+        "title": problem.title,
+        "status": problem.status,
+        "detail": problem.detail,
         "instance": request.url.path,
-        **extra,
+        **problem.extra,
     }
     request_id = getattr(request.state, "request_id", None)
     if request_id:
         body["request_id"] = request_id
-    return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
+    return JSONResponse(
+        body, status_code=problem.status, media_type=MEDIA_TYPE, headers=problem.headers
+    )
 
 
 async def handle_problem(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, Problem)
-    return problem_response(
-        request, exc.status, exc.slug, exc.title, exc.detail, exc.headers, **exc.extra
-    )
+    return problem_response(request, exc)
 
 
 async def handle_http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    return problem_response(
-        request,
-        exc.status_code,
-        f"http-{exc.status_code}",
-        str(exc.detail),
-        "",
-        dict(exc.headers or {}),
-    )
+    status = exc.status_code
+    problem = Problem(status, f"http-{status}", str(exc.detail), headers=dict(exc.headers or {}))
+    return problem_response(request, problem)
 
 
 async def handle_validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    return problem_response(
-        request, 422, "invalid-request", "invalid request", str(exc.errors())[:500]
-    )
+    detail = str(exc.errors())[:500]
+    return problem_response(request, Problem(422, "invalid-request", "invalid request", detail))
 
 
 async def handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -83,7 +70,7 @@ async def handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
     import logging
 
     logging.getLogger("spic.cloud").exception("unhandled error on %s", request.url.path)
-    return problem_response(request, 500, "internal", "internal error", "see the service log")
+    return problem_response(request, Problem(500, "internal", "internal error", "see the log"))
 
 
 def install(app: FastAPI) -> None:

@@ -229,11 +229,12 @@ def test_edge_crash_mid_queue(system):
 
 
 def test_overloaded_cloud_edge_backs_off(system, tiny_bundle):
-    s = system(queue_size=1, max_batch_size=1)
+    # One frame may wait, and each batch waits 100 ms for company: six other clients sending
+    # ordinary frames back to back keep that one place taken, so most frames are shed with 503.
+    s = system(queue_size=1, max_batch_size=2, max_batch_delay_ms=100, max_queue_wait_ms=2000)
     s.start_cloud()
-    # Keep the classifier busy with large whole-image frames from another client.
-    big = EdgeEncoder(tiny_bundle, whole_image=True, cache_dir=False).encode(
-        Image.fromarray(np.random.default_rng(0).integers(0, 255, (1024, 1024, 3), dtype=np.uint8))
+    big = EdgeEncoder(tiny_bundle, cache_dir=False).encode(
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8))
     )
     stop, shed = threading.Event(), []
 

@@ -183,9 +183,7 @@ async def idempotent(
         response = await handler()
     except Problem as exc:
         if exc.status in (400, 409, 413, 422):  # the same frame will always get this answer
-            resp = problem_response(
-                request, exc.status, exc.slug, exc.title, exc.detail, exc.headers, **exc.extra
-            )
+            resp = problem_response(request, exc)
             answer = Stored(resp.status_code, bytes(resp.body), resp.media_type or "")
             await asyncio.to_thread(store.complete, key, answer)
         else:
