@@ -98,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.spic = ServiceState(settings=settings, metrics=Metrics(), idempotency=store)
     problems.install(app)
     app.include_router(health.router)
+    health.install_metrics(app, protected=bool(settings.metrics_key))
     app.include_router(models.router)
     app.include_router(inference.router)
     docs.install(app)

@@ -108,9 +108,6 @@ def require_metrics_key(request: Request, state: StateDep, _bearer: BearerDep) -
         check_bearer(request, [state.settings.metrics_key])
 
 
-MetricsAuthDep = Annotated[None, Depends(require_metrics_key)]
-
-
 def require_ready(state: StateDep) -> None:
     reason = state.not_ready_reason()
     if reason is not None:

@@ -3,11 +3,13 @@ workers alive), ``/metrics`` (Prometheus text; behind ``SPIC_CLOUD_METRICS_KEY``
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from cloud_service.routes.inference import ERRORS
-from cloud_service.state import MetricsAuthDep, StateDep, require_ready
+from cloud_service.state import StateDep, require_metrics_key, require_ready
 
 router = APIRouter(tags=["operations"])
 
@@ -27,15 +29,23 @@ def readyz(state: StateDep) -> dict[str, object]:
     return {"status": "ready", "models": sorted(state.runtimes)}
 
 
-@router.get(
-    "/metrics",
-    summary="Prometheus metrics (text exposition format)",
-    response_class=Response,
-    responses={
-        200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}},
-        401: ERRORS[401],
-        403: ERRORS[403],
-    },
-)
-def metrics(state: StateDep, _auth: MetricsAuthDep) -> Response:
+def metrics(state: StateDep) -> Response:
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def install_metrics(app: FastAPI, protected: bool) -> None:
+    """``GET /metrics``; behind the metrics key (and documented so) only when one is set."""
+    text = {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}}
+    responses: dict[int | str, dict[str, Any]] = {200: text}
+    if protected:
+        responses |= {401: ERRORS[401], 403: ERRORS[403]}
+    app.add_api_route(
+        "/metrics",
+        metrics,
+        methods=["GET"],
+        tags=["operations"],
+        summary="Prometheus metrics (text exposition format)",
+        response_class=Response,
+        responses=responses,
+        dependencies=[Depends(require_metrics_key)] if protected else [],
+    )
