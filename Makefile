@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint bench demo e2e-compose clean
+.PHONY: install postgres test lint bench demo e2e-compose clean
 
 install: $(STAMP)
 
@@ -15,7 +15,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[edge,cloud,train,eval,dev]"
 	touch $(STAMP)
 
-test: install
+# The results-store tests run a real PostgreSQL server: install one from the system's packages
+# where none is found (CI runs as root; PostgreSQL itself then runs as nobody).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || command -v postgres >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null)
+
+test: install postgres
 	$(PY) -m pytest -q
 
 lint: install

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
 
@@ -21,7 +22,8 @@ from cloud_service import problems
 from cloud_service.batcher import Batcher, HeavyLane
 from cloud_service.idempotency import IdempotencyStore, SqliteIdempotencyStore
 from cloud_service.metrics import Metrics
-from cloud_service.routes import docs, health, inference, models
+from cloud_service.results import open_store
+from cloud_service.routes import docs, frames, health, inference, models
 from cloud_service.runtime import BundleRuntime
 from cloud_service.settings import Settings, get_settings
 from cloud_service.state import ServiceState
@@ -66,12 +68,41 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     if not state.settings.api_keys:
         log.warning("SPIC_CLOUD_API_KEYS is empty: authentication is OFF")
+    state.results = await asyncio.to_thread(
+        open_store, state.settings.database_url, state.settings.data_dir
+    )
     loader = asyncio.create_task(load_models(state))
     yield
     loader.cancel()
     for batcher in state.batchers.values():
         await batcher.close()
     state.heavy.close()
+    state.results.close()
+
+
+def document_security(app: FastAPI, settings: Settings) -> None:
+    """The OpenAPI document declares the Bearer scheme only on routes that really check a key:
+    with no keys configured (authentication off) it declares none."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        keyed = {
+            "/metrics": bool(settings.metrics_key),
+            "/v1/": bool(settings.api_keys or settings.read_keys),
+        }
+        for path, operations in schema.get("paths", {}).items():
+            for operation in operations.values():
+                if not any(path.startswith(p) and on for p, on in keyed.items()):
+                    operation.pop("security", None)
+                    for status in ("401", "403"):
+                        operation.get("responses", {}).pop(status, None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -101,7 +132,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     health.install_metrics(app, protected=bool(settings.metrics_key))
     app.include_router(models.router)
     app.include_router(inference.router)
+    app.include_router(frames.router)
     docs.install(app)
+    document_security(app, settings)
 
     @app.middleware("http")
     async def observe(

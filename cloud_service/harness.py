@@ -49,6 +49,8 @@ def start_cloud(
         os.close(fd)
         log_path = Path(name)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SPIC_CLOUD_BUNDLES": ",".join(map(str, bundles))}
+    if "data_dir" not in settings:  # a results store of its own, never the working directory's
+        env["SPIC_CLOUD_DATA_DIR"] = tempfile.mkdtemp(prefix="spic-cloud-data-")
     env.update({f"SPIC_CLOUD_{k.upper()}": str(v) for k, v in settings.items()})
     command = [sys.executable, "-m", "cloud_service.cli", "serve"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", log_level]

@@ -75,8 +75,15 @@ class Settings(BaseSettings):
     # A claim whose request never finished (its process died) is released after this long.
     idempotency_lease_s: float = Field(60.0, gt=0)
     top_k: int = Field(5, ge=1)
+    # The results store: SQLite in DATA_DIR/results.sqlite unless DATABASE_URL names PostgreSQL.
+    data_dir: str = "spic-data"
+    database_url: str = ""
+    # Comma-separated keys for the query API (GET /v1/frames...). Upload keys may only send frames
+    # and read keys may only query; with no keys at all, authentication is off for both.
+    read_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    reconstruction_cache: int = Field(64, ge=0)  # PNGs of stored frames kept (~80 kB each)
 
-    @field_validator("bundles", "api_keys", mode="before")
+    @field_validator("bundles", "api_keys", "read_keys", mode="before")
     @classmethod
     def _split(cls, v: object) -> object:
         if isinstance(v, str):
@@ -94,6 +101,10 @@ class Settings(BaseSettings):
             )
         if self.metrics_key and self.metrics_key in self.api_keys:
             raise ValueError("metrics_key must differ from every upload key")
+        if set(self.read_keys) & set(self.api_keys):
+            raise ValueError("a key cannot be both an upload key and a read key")
+        if self.read_keys and not self.api_keys:
+            raise ValueError("read keys without upload keys would leave uploads open")
         return self
 
     @property

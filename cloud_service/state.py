@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -14,6 +15,7 @@ from cloud_service.batcher import Batcher, HeavyLane
 from cloud_service.idempotency import IdempotencyStore
 from cloud_service.metrics import Metrics
 from cloud_service.problems import Problem
+from cloud_service.results import ResultsStore
 from cloud_service.runtime import BundleRuntime
 from cloud_service.settings import Settings
 
@@ -26,6 +28,9 @@ class ServiceState:
     runtimes: dict[str, BundleRuntime] = field(default_factory=dict)
     batchers: dict[str, Batcher] = field(default_factory=dict)
     heavy: HeavyLane | None = None
+    results: ResultsStore | None = None
+    # frame id -> PNG of its reconstruction, most recently used last
+    reconstructions: OrderedDict[int, bytes] = field(default_factory=OrderedDict)
     ready: bool = False
     load_error: str | None = None
 
@@ -59,8 +64,17 @@ BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ANONYMOUS = "anonymous"
 
 
-def check_bearer(request: Request, keys: list[str]) -> str:
-    """The matching key of ``keys`` named by the request's Bearer token; 401/403 otherwise."""
+def _matches(given: bytes, keys: list[str]) -> str | None:
+    found = None
+    for key in keys:  # compare with every key, in constant time, whatever matches
+        if hmac.compare_digest(given, key.encode()):
+            found = key
+    return found
+
+
+def check_bearer(request: Request, keys: list[str], other_scope: list[str] | None = None) -> str:
+    """The matching key of ``keys`` named by the request's Bearer token; 401/403 otherwise
+    (403 ``wrong-key-scope`` when it is one of ``other_scope``, a valid key of another kind)."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if not header:
@@ -80,10 +94,14 @@ def check_bearer(request: Request, keys: list[str]) -> str:
             headers={"WWW-Authenticate": "Bearer"},
         )
     given = token.strip().encode()
-    found = None
-    for key in keys:  # compare with every key, in constant time, whatever matches
-        if hmac.compare_digest(given, key.encode()):
-            found = key
+    found = _matches(given, keys)
+    if found is None and other_scope and _matches(given, other_scope) is not None:
+        raise Problem(
+            403,
+            "wrong-key-scope",
+            "key of the wrong kind",
+            "upload keys may only send frames and read keys may only query",
+        )
     if found is None:
         raise Problem(
             403, "wrong-api-key", "API key not accepted", "the key is not one this service accepts"
@@ -96,8 +114,18 @@ def require_api_key(request: Request, state: StateDep, _bearer: BearerDep) -> st
     keys = state.settings.api_keys
     if not keys:
         return ANONYMOUS
-    key = check_bearer(request, keys)
+    key = check_bearer(request, keys, state.settings.read_keys)
     return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def require_read_key(request: Request, state: StateDep, _bearer: BearerDep) -> None:
+    """Queries need a read key whenever the service has keys at all."""
+    settings = state.settings
+    if settings.api_keys or settings.read_keys:
+        check_bearer(request, settings.read_keys, settings.api_keys)
+
+
+ReadAuthDep = Annotated[None, Depends(require_read_key)]
 
 
 AuthDep = Annotated[str, Depends(require_api_key)]

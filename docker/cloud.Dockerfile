@@ -13,7 +13,8 @@ COPY models/bundles/spic-imagenette /app/models/bundles/spic-imagenette
 RUN useradd --system --uid 10001 spic && mkdir -p /data && chown spic /data
 USER spic
 ENV SPIC_CLOUD_BUNDLES=/app/models/bundles/spic-imagenette \
-    SPIC_CLOUD_IDEMPOTENCY_DB=/data/idempotency.sqlite
+    SPIC_CLOUD_IDEMPOTENCY_DB=/data/idempotency.sqlite \
+    SPIC_CLOUD_DATA_DIR=/data
 EXPOSE 8000
 HEALTHCHECK --interval=5s --timeout=3s --start-period=20s --retries=5 \
   CMD ["python", "-c", "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=2).status != 200)"]

@@ -18,6 +18,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -38,6 +39,14 @@ def frame_key(source: str, frame: bytes) -> str:
     came from, so re-encoding the same file after a crash gives the same key, and the same photo
     sent at another QF or codec is another frame with another key."""
     return hashlib.sha256(source.encode() + b"\0" + frame).hexdigest()[:32]
+
+
+def rfc3339(seconds: float) -> str:
+    return (
+        datetime.fromtimestamp(seconds, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -67,11 +76,14 @@ class CloudClient:
         backoff_cap: float = 30.0,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
+        device_id: str | None = None,
     ):
         self.base_url = base_url.rstrip("/")
         self.http = client or httpx.Client(timeout=timeout)
         self.timeout = timeout
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        if device_id:  # who sent the frame, recorded by the cloud's results store
+            self.headers["X-Device-Id"] = device_id
         self.max_retries, self.backoff_base, self.backoff_cap = (
             max_retries,
             backoff_base,
@@ -87,17 +99,25 @@ class CloudClient:
             return min(retry_after, self.backoff_cap)
         return self.rng.uniform(0, min(self.backoff_cap, self.backoff_base * 2**attempt))
 
-    def classify(self, frame: bytes, idempotency_key: str) -> dict[str, Any]:
-        """Post one frame; returns the cloud's JSON prediction. Raises an ``UploadError``."""
-        answer: dict[str, Any] = self._post("/v1/classify", frame, idempotency_key).json()
+    def classify(
+        self, frame: bytes, idempotency_key: str, captured_at: float | None = None
+    ) -> dict[str, Any]:
+        """Post one frame; returns the cloud's JSON prediction. Raises an ``UploadError``.
+
+        ``captured_at`` (seconds since the epoch) travels as ``X-Captured-At`` (RFC 3339)."""
+        extra = {} if captured_at is None else {"X-Captured-At": rfc3339(captured_at)}
+        answer: dict[str, Any] = self._post("/v1/classify", frame, idempotency_key, extra).json()
         return answer
 
     def reconstruct(self, frame: bytes, idempotency_key: str) -> bytes:
         return self._post("/v1/reconstruct", frame, idempotency_key).content
 
-    def _post(self, path: str, frame: bytes, key: str) -> httpx.Response:
+    def _post(
+        self, path: str, frame: bytes, key: str, extra: dict[str, str] | None = None
+    ) -> httpx.Response:
         headers = {
             **self.headers,
+            **(extra or {}),
             "Content-Type": "application/octet-stream",
             "Idempotency-Key": key,
         }

@@ -3,7 +3,8 @@
 Each queued frame is one file ``<seq:012d>.frame`` in the queue folder::
 
     ┌──────────────────────────────────────────────┬─────────────────────────┐
-    │ one JSON line: {"key", "source", "captured"} │ the SPIC frame's bytes  │
+    │ one JSON line: {"key", "source", "captured",  │ the SPIC frame's bytes  │
+    │                 "taken"}                      │                         │
     └──────────────────────────────────────────────┴─────────────────────────┘
 
 * ``put`` writes a temporary file, fsyncs it, renames it into place and fsyncs the folder, and
@@ -46,8 +47,9 @@ class QueuedFrame:
     seq: int
     key: str
     source: str
-    captured: float
+    captured: float  # when the frame entered the queue: the TTL counts from here
     path: Path
+    taken: float | None = None  # when the image was taken (its file's mtime), sent to the cloud
 
     def read(self) -> bytes:
         with self.path.open("rb") as f:
@@ -125,7 +127,12 @@ class FrameQueue:
             with path.open("rb") as f:
                 meta = json.loads(f.readline(MAX_META_LINE))
             return QueuedFrame(
-                seq, str(meta["key"]), str(meta["source"]), float(meta["captured"]), path
+                seq,
+                str(meta["key"]),
+                str(meta["source"]),
+                float(meta["captured"]),
+                path,
+                None if meta.get("taken") is None else float(meta["taken"]),
             )
         except (ValueError, OSError, KeyError, TypeError) as exc:
             self._quarantine(path, f"unreadable: {type(exc).__name__}: {exc}")
@@ -151,12 +158,18 @@ class FrameQueue:
         return next(iter(self._items.values()), None)
 
     def put(
-        self, frame: bytes, key: str, source: str = "", captured: float | None = None
+        self,
+        frame: bytes,
+        key: str,
+        source: str = "",
+        captured: float | None = None,
+        taken: float | None = None,
     ) -> QueuedFrame:
         """Store a frame durably and return it; raises ``QueueFullError`` under ``reject_new``."""
         self.expire()
         captured = time.time() if captured is None else captured
-        header = json.dumps({"key": key, "source": source, "captured": captured}).encode() + b"\n"
+        meta = {"key": key, "source": source, "captured": captured, "taken": taken}
+        header = json.dumps(meta).encode() + b"\n"
         size = len(header) + len(frame)
         if size > self.max_bytes:
             log.warning(
@@ -192,7 +205,7 @@ class FrameQueue:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_dir(self.root)
-        item = QueuedFrame(seq, key, source, captured, path)
+        item = QueuedFrame(seq, key, source, captured, path, taken)
         self._items[seq], self._sizes[seq] = item, size
         self._keys[key] = self._keys.get(key, 0) + 1
         self._bytes += size

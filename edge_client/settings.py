@@ -7,6 +7,8 @@ either source is refused before anything starts, and ``settings_error`` turns it
 
 from __future__ import annotations
 
+import re
+import socket
 from pathlib import Path
 from typing import Literal
 
@@ -14,6 +16,12 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.bundles import DEFAULT_BUNDLE
+
+
+def default_device_id() -> str:
+    """The host name as a slug (what a camera is called unless told otherwise)."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", socket.gethostname()).strip("-._")[:64]
+    return slug or "camera"
 
 
 class EdgeSettings(BaseSettings):
@@ -26,6 +34,10 @@ class EdgeSettings(BaseSettings):
     whole_image: bool = False
     int8: bool = False
     url: str | None = None
+    # Sent as X-Device-Id with every frame; the cloud stores and filters by it. A slug.
+    device_id: str = Field(
+        default_factory=default_device_id, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+    )
     api_key: str | None = None
     timeout: float = Field(10.0, gt=0)  # seconds per HTTP attempt
     retries: int = Field(5, ge=0, le=100)  # attempts after the first, per frame and drain

@@ -45,7 +45,8 @@ class Uploader:
             if max_frames is not None and report.sent + report.rejected >= max_frames:
                 break
             try:
-                result = self.client.classify(item.read(), item.key)
+                taken = item.taken if item.taken is not None else item.captured
+                result = self.client.classify(item.read(), item.key, captured_at=taken)
             except AuthError:
                 raise
             except CloudUnavailableError as exc:

@@ -85,14 +85,17 @@ class Watcher:
     def capture(self, path: Path) -> bool:
         """Encode and queue one image; False when the queue is full and the scan should stop."""
         try:
+            mtime = path.stat().st_mtime  # when the camera finished writing it: the capture time
             frame = self.encoder.encode(path)
+        except OSError:
+            return True  # gone since the scan
         except ImageError as exc:
             self._unreadable(path, exc)
             return True
         key = frame_key(path.name, frame)
         if key not in self.queue:
             try:
-                self.queue.put(frame, key=key, source=path.name)
+                self.queue.put(frame, key=key, source=path.name, taken=mtime)
             except FrameTooLargeError as exc:  # can never fit: set aside, the stream goes on
                 self._set_aside(path, str(exc))
                 return True

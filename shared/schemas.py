@@ -28,6 +28,36 @@ class ClassifyResponse(BaseModel):
     latent_shape: list[int]
     input_size: list[int] = Field(description="(width, height) of the image the encoder saw")
     image_size: list[int] = Field(description="(width, height) of the image the camera captured")
+    frame_id: int | None = Field(
+        None, description="the frame's id in the results store (GET /v1/frames/{frame_id})"
+    )
+    device_id: str = Field("unknown", description="the X-Device-Id the frame came with")
+
+
+class StoredFrame(BaseModel):
+    """A classified frame as the results store keeps it (its bytes at ``bitstream``)."""
+
+    frame_id: int
+    device_id: str
+    captured_at: str | None = Field(description="RFC 3339, from X-Captured-At; None if not sent")
+    received_at: str = Field(description="RFC 3339, when the cloud received the frame")
+    model_id: str
+    qf: int
+    bytes: int
+    bpp: float
+    class_id: int
+    label: str
+    confidence: float
+    top_k: list[ClassScore]
+    bitstream: str = Field(description="URL of the frame's bytes")
+    reconstruction: str = Field(description="URL of the frame re-rendered as PNG")
+
+
+class FramesPage(BaseModel):
+    frames: list[StoredFrame]
+    next_cursor: str | None = Field(
+        description="pass as ?cursor= for the next (older) page; None at the end"
+    )
 
 
 class ModelInfo(BaseModel):

@@ -251,7 +251,9 @@ def test_fuzz_ten_thousand_mutated_frames_get_no_5xx(cloud, frame):
 
 
 def test_not_ready_and_dependency_override(tmp_path):
-    app = create_app(Settings(bundles=[tmp_path / "missing"], api_keys=[]))
+    app = create_app(
+        Settings(bundles=[tmp_path / "missing"], api_keys=[], data_dir=str(tmp_path / "data"))
+    )
     with TestClient(app) as client:
         for _ in range(50):
             if app.state.spic.load_error:

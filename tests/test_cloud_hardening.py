@@ -476,7 +476,10 @@ def test_decoding_png_and_the_store_run_off_the_event_loop(
 
     monkeypatch.setattr(inference, "decode_latent", spy("decode", inference.decode_latent))
     monkeypatch.setattr(inference, "_reconstruct_png", spy("png", inference._reconstruct_png))
-    app = create_app(Settings(bundles=[tiny_bundle], idempotency_db=str(tmp_path / "i.db")))
+    settings = Settings(
+        bundles=[tiny_bundle], idempotency_db=str(tmp_path / "i.db"), data_dir=str(tmp_path / "d")
+    )
+    app = create_app(settings)
     store = app.state.spic.idempotency
     monkeypatch.setattr(store, "begin", spy("store", store.begin))
     monkeypatch.setattr(store, "complete", spy("store", store.complete))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
@@ -27,8 +28,10 @@ from starlette.requests import ClientDisconnect
 from cloud_service.batcher import Overloaded
 from cloud_service.idempotency import Stored, scoped_key
 from cloud_service.problems import Problem, problem_response
+from cloud_service.results import FrameRecord
 from cloud_service.runtime import BundleRuntime
 from cloud_service.state import AuthDep, ReadyDep, ServiceState, StateDep
+from cloud_service.timeutil import now_us, parse_rfc3339
 from shared import bitstream
 from shared.codecs import CODEC_IDS
 from shared.errors import BitstreamError
@@ -40,7 +43,7 @@ T = TypeVar("T")
 FRAME_MEDIA_TYPE = "application/octet-stream"
 ERRORS: dict[int | str, dict[str, Any]] = {
     s: {"model": ProblemDetails, "content": {"application/problem+json": {}}}
-    for s in (400, 401, 403, 408, 409, 413, 415, 422, 503)
+    for s in (400, 401, 403, 404, 408, 409, 413, 415, 422, 503)
 }
 FRAME_BODY = {
     "requestBody": {
@@ -203,6 +206,33 @@ async def idempotent(
 class FrameIn:
     body: bytes
     key: str | None  # the Idempotency-Key in its caller's and route's scope, if one was sent
+    device_id: str
+    captured_us: int | None
+
+
+DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+DeviceId = Annotated[
+    str | None,
+    Header(alias="X-Device-Id", description="the camera's id: a slug of 1 to 64 characters"),
+]
+CapturedAt = Annotated[
+    str | None,
+    Header(alias="X-Captured-At", description="when the image was captured, RFC 3339"),
+]
+
+
+def _who_and_when(device_id: str | None, captured_at: str | None) -> tuple[str, int | None]:
+    device = device_id or "unknown"
+    if not DEVICE_ID.match(device):
+        raise Problem(
+            422, "bad-device-id", "bad X-Device-Id", "a slug: letters, digits, . _ -, up to 64"
+        )
+    if captured_at is None:
+        return device, None
+    try:
+        return device, parse_rfc3339(captured_at)
+    except ValueError as exc:
+        raise Problem(422, "bad-captured-at", "bad X-Captured-At", str(exc)) from None
 
 
 async def frame_in(
@@ -211,14 +241,37 @@ async def frame_in(
     caller: AuthDep,
     _ready: ReadyDep,
     idempotency_key: IdempotencyKey = None,
+    device_id: DeviceId = None,
+    captured_at: CapturedAt = None,
 ) -> FrameIn:
-    """What both routes take: an authorised, ready request's frame bytes and its scoped key."""
+    """What both routes take: an authorised, ready request's frame bytes, its scoped key, and
+    who sent it when."""
     route = request.url.path.rsplit("/", 1)[-1]
     key = None if idempotency_key is None else scoped_key(caller, route, idempotency_key)
-    return FrameIn(await read_frame(request, state), key)
+    device, captured_us = _who_and_when(device_id, captured_at)
+    return FrameIn(await read_frame(request, state), key, device, captured_us)
 
 
 FrameDep = Annotated[FrameIn, Depends(frame_in)]
+
+
+async def store_result(state: ServiceState, answer: ClassifyResponse, frame_in: FrameIn) -> int:
+    """Keep the classified frame in the results store (off the event loop); its id."""
+    assert state.results is not None  # opened by the lifespan
+    record = FrameRecord(
+        device=frame_in.device_id,
+        captured_us=frame_in.captured_us,
+        received_us=now_us(),
+        model_id=answer.model_id,
+        qf=answer.qf,
+        bytes=answer.bytes,
+        bpp=answer.bpp,
+        class_id=answer.class_id,
+        label=answer.label,
+        confidence=answer.confidence,
+        top_k=[s.model_dump() for s in answer.top_k],
+    )
+    return await asyncio.to_thread(state.results.add, record, frame_in.body, frame_in.key)
 
 
 def overloaded(state: ServiceState) -> Problem:
@@ -281,7 +334,9 @@ async def classify(request: Request, state: StateDep, frame_in: FrameDep) -> Res
             latent_shape=list(frame.latent_shape),
             input_size=list(frame.input_size),
             image_size=list(frame.image_size),
+            device_id=frame_in.device_id,
         )
+        answer.frame_id = await store_result(state, answer, frame_in)
         request.state.model_id = runtime.model_id
         return Response(answer.model_dump_json(), media_type="application/json")
 

@@ -1,0 +1,238 @@
+"""The results store: every classified frame, queryable by the cloud's REST consumers.
+
+One schema on two engines: SQLite (WAL, a file under ``SPIC_CLOUD_DATA_DIR``; the embedded
+default) and PostgreSQL (``SPIC_CLOUD_DATABASE_URL=postgresql://...``). The schema is created by
+numbered migrations recorded in ``spic_schema``, so a store opened by a newer release upgrades
+itself. Times are integer microseconds since the epoch (UTC), the same on both engines, so the
+keyset cursor ``(received_us, id)`` orders identically everywhere.
+
+A frame is stored with its bytes (a few hundred), so it can be re-rendered or re-classified later.
+A retried frame is stored once: its scoped Idempotency-Key is unique.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sqlite3
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# (version, SQLite statements, PostgreSQL statements)
+MIGRATIONS: list[tuple[int, list[str], list[str]]] = [
+    (
+        1,
+        [
+            "CREATE TABLE frames (id INTEGER PRIMARY KEY AUTOINCREMENT, device TEXT NOT NULL, "
+            "captured_us INTEGER, received_us INTEGER NOT NULL, model_id TEXT NOT NULL, "
+            "qf INTEGER NOT NULL, bytes INTEGER NOT NULL, bpp REAL NOT NULL, class_id INTEGER "
+            "NOT NULL, label TEXT NOT NULL, confidence REAL NOT NULL, top_k TEXT NOT NULL, "
+            "frame BLOB NOT NULL, idem_key TEXT UNIQUE)",
+            "CREATE INDEX frames_received ON frames (received_us DESC, id DESC)",
+            "CREATE INDEX frames_device ON frames (device, received_us DESC, id DESC)",
+            "CREATE INDEX frames_label ON frames (label, received_us DESC, id DESC)",
+        ],
+        [
+            "CREATE TABLE frames (id BIGSERIAL PRIMARY KEY, device TEXT NOT NULL, "
+            "captured_us BIGINT, received_us BIGINT NOT NULL, model_id TEXT NOT NULL, "
+            "qf INTEGER NOT NULL, bytes INTEGER NOT NULL, bpp DOUBLE PRECISION NOT NULL, "
+            "class_id INTEGER NOT NULL, label TEXT NOT NULL, confidence DOUBLE PRECISION NOT "
+            "NULL, top_k TEXT NOT NULL, frame BYTEA NOT NULL, idem_key TEXT UNIQUE)",
+            "CREATE INDEX frames_received ON frames (received_us DESC, id DESC)",
+            "CREATE INDEX frames_device ON frames (device, received_us DESC, id DESC)",
+            "CREATE INDEX frames_label ON frames (label, received_us DESC, id DESC)",
+        ],
+    ),
+]
+COLUMNS = (
+    "id, device, captured_us, received_us, model_id, qf, bytes, bpp, class_id, label, "
+    "confidence, top_k"
+)
+
+
+@dataclass
+class FrameRecord:
+    device: str
+    captured_us: int | None
+    received_us: int
+    model_id: str
+    qf: int
+    bytes: int
+    bpp: float
+    class_id: int
+    label: str
+    confidence: float
+    top_k: list[dict[str, Any]]
+    id: int | None = None
+
+
+@dataclass
+class FrameQuery:
+    device: str | None = None
+    label: str | None = None
+    min_confidence: float | None = None
+    after_us: int | None = None  # received at or after
+    before_us: int | None = None  # received before
+    limit: int = 50
+    cursor: tuple[int, int] | None = None  # (received_us, id) of the last row already seen
+
+
+def encode_cursor(received_us: int, frame_id: int) -> str:
+    return base64.urlsafe_b64encode(f"{received_us}:{frame_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(text: str) -> tuple[int, int]:
+    """Raise ValueError for anything that is not a cursor this store handed out."""
+    raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
+    received, _, frame_id = raw.partition(":")
+    return int(received), int(frame_id)
+
+
+def _record(row: Sequence[Any]) -> FrameRecord:
+    return FrameRecord(
+        id=int(row[0]),
+        device=row[1],
+        captured_us=row[2],
+        received_us=int(row[3]),
+        model_id=row[4],
+        qf=int(row[5]),
+        bytes=int(row[6]),
+        bpp=float(row[7]),
+        class_id=int(row[8]),
+        label=row[9],
+        confidence=float(row[10]),
+        top_k=json.loads(row[11]),
+    )
+
+
+class ResultsStore:
+    """The store over a DB-API connection; ``p`` is the engine's placeholder."""
+
+    def __init__(self, conn: Any, engine: str, placeholder: str):
+        self.conn, self.engine, self.p = conn, engine, placeholder
+        self._lock = threading.Lock()  # one connection, used from worker threads
+        self._migrate()
+
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.conn.execute(sql.replace("?", self.p), params)
+
+    def _migrate(self) -> None:
+        with self._lock:
+            self._execute("CREATE TABLE IF NOT EXISTS spic_schema (version INTEGER NOT NULL)")
+            row = self._execute("SELECT MAX(version) FROM spic_schema").fetchone()
+            current = int(row[0]) if row and row[0] is not None else 0
+            for version, sqlite_sql, postgres_sql in MIGRATIONS:
+                if version <= current:
+                    continue
+                for statement in sqlite_sql if self.engine == "sqlite" else postgres_sql:
+                    self._execute(statement)
+                self._execute("INSERT INTO spic_schema (version) VALUES (?)", (version,))
+
+    @property
+    def schema_version(self) -> int:
+        with self._lock:
+            return int(self._execute("SELECT MAX(version) FROM spic_schema").fetchone()[0])
+
+    def add(self, record: FrameRecord, frame: bytes, idem_key: str | None = None) -> int:
+        """Store a classified frame; returns its id (the first one's, for a retried key)."""
+        values = (
+            record.device,
+            record.captured_us,
+            record.received_us,
+            record.model_id,
+            record.qf,
+            record.bytes,
+            record.bpp,
+            record.class_id,
+            record.label,
+            record.confidence,
+            json.dumps(record.top_k),
+            frame,
+            idem_key,
+        )
+        with self._lock:
+            row = self._execute(
+                "INSERT INTO frames (device, captured_us, received_us, model_id, qf, bytes, bpp, "
+                "class_id, label, confidence, top_k, frame, idem_key) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (idem_key) DO NOTHING RETURNING id",
+                values,
+            ).fetchone()
+            if row is None:  # the key was stored before: the same frame, retried
+                row = self._execute(
+                    "SELECT id FROM frames WHERE idem_key = ?", (idem_key,)
+                ).fetchone()
+        return int(row[0])
+
+    def query(self, q: FrameQuery) -> tuple[list[FrameRecord], str | None]:
+        """Newest first, ``q.limit`` rows, and the cursor for the next page (None at the end).
+
+        Keyset pagination: a page starts strictly after the last (received_us, id) seen, so
+        frames arriving meanwhile never shift or repeat a page."""
+        where, params = [], []
+        for column, op, value in (
+            ("device", "=", q.device),
+            ("label", "=", q.label),
+            ("confidence", ">=", q.min_confidence),
+            ("received_us", ">=", q.after_us),
+            ("received_us", "<", q.before_us),
+        ):
+            if value is not None:
+                where.append(f"{column} {op} ?")
+                params.append(value)
+        if q.cursor is not None:
+            where.append("(received_us < ? OR (received_us = ? AND id < ?))")
+            params += [q.cursor[0], q.cursor[0], q.cursor[1]]
+        sql = f"SELECT {COLUMNS} FROM frames"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY received_us DESC, id DESC LIMIT ?"
+        params.append(q.limit + 1)  # one more tells whether a next page exists
+        with self._lock:
+            rows = [_record(r) for r in self._execute(sql, params).fetchall()]
+        page = rows[: q.limit]
+        more = len(rows) > q.limit
+        last = page[-1] if page else None
+        cursor = encode_cursor(last.received_us, last.id or 0) if more and last else None
+        return page, cursor
+
+    def get(self, frame_id: int) -> FrameRecord | None:
+        with self._lock:
+            row = self._execute(
+                f"SELECT {COLUMNS} FROM frames WHERE id = ?", (frame_id,)
+            ).fetchone()
+        return _record(row) if row else None
+
+    def frame_bytes(self, frame_id: int) -> bytes | None:
+        with self._lock:
+            row = self._execute("SELECT frame FROM frames WHERE id = ?", (frame_id,)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._execute("SELECT COUNT(*) FROM frames").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self.conn.close()
+
+
+def open_store(database_url: str, data_dir: str | Path) -> ResultsStore:
+    """PostgreSQL for ``postgresql://...``; otherwise SQLite in ``data_dir/results.sqlite``."""
+    if database_url.startswith(("postgresql://", "postgres://")):
+        import psycopg  # the cloud extra's optional engine; imported only when asked for
+
+        return ResultsStore(psycopg.connect(database_url, autocommit=True), "postgresql", "%s")
+    if database_url:
+        raise ValueError(f"unsupported SPIC_CLOUD_DATABASE_URL {database_url!r}: postgresql://...")
+    folder = Path(data_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(
+        folder / "results.sqlite", check_same_thread=False, isolation_level=None, timeout=30
+    )
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints, fast commits
+    return ResultsStore(conn, "sqlite", "?")

@@ -1,0 +1,149 @@
+"""The query API over the results store, for read keys: what the cameras saw.
+
+GET /v1/frames                       newest first, filtered, keyset-paginated
+GET /v1/frames/{frame_id}            one stored frame
+GET /v1/frames/{frame_id}/bitstream  the frame's bytes, as the camera sent them
+GET /v1/frames/{frame_id}/reconstruction   the frame re-rendered as PNG (cached)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Response
+
+from cloud_service.problems import Problem
+from cloud_service.results import FrameQuery, FrameRecord, ResultsStore, decode_cursor
+from cloud_service.routes.inference import (
+    DEVICE_ID,
+    ERRORS,
+    _heavy,
+    _reconstruct_png,
+    parse_frame,
+)
+from cloud_service.state import ReadAuthDep, ReadyDep, ServiceState, StateDep
+from cloud_service.timeutil import format_rfc3339, parse_rfc3339
+from shared.schemas import ClassScore, FramesPage, StoredFrame
+
+router = APIRouter(prefix="/v1/frames", tags=["frames"])
+# Ids are positive 63-bit integers on both engines; a larger one is refused (422), not a 500.
+FrameId = Annotated[int, Path(ge=1, le=(1 << 63) - 1)]
+QUERY_ERRORS: dict[int | str, dict[str, Any]] = {s: ERRORS[s] for s in (401, 403, 404, 422, 503)}
+
+
+def _out(r: FrameRecord) -> StoredFrame:
+    assert r.id is not None
+    return StoredFrame(
+        frame_id=r.id,
+        device_id=r.device,
+        captured_at=None if r.captured_us is None else format_rfc3339(r.captured_us),
+        received_at=format_rfc3339(r.received_us),
+        model_id=r.model_id,
+        qf=r.qf,
+        bytes=r.bytes,
+        bpp=r.bpp,
+        class_id=r.class_id,
+        label=r.label,
+        confidence=r.confidence,
+        top_k=[ClassScore(**s) for s in r.top_k],
+        bitstream=f"/v1/frames/{r.id}/bitstream",
+        reconstruction=f"/v1/frames/{r.id}/reconstruction",
+    )
+
+
+def _time(name: str, value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return parse_rfc3339(value)
+    except ValueError as exc:
+        raise Problem(422, "bad-query", f"bad {name}", str(exc)) from None
+
+
+def _store(state: ServiceState) -> ResultsStore:
+    if state.results is None:
+        raise Problem(503, "not-ready", "results store not open", "retry shortly")
+    return state.results
+
+
+@router.get("", response_model=FramesPage, responses=QUERY_ERRORS, summary="Stored frames")
+async def list_frames(
+    state: StateDep,
+    _auth: ReadAuthDep,
+    device: Annotated[str | None, Query(pattern=DEVICE_ID.pattern)] = None,
+    label: Annotated[str | None, Query(pattern=r"^[^\x00-\x1f\x7f]{1,200}$")] = None,
+    min_confidence: Annotated[float | None, Query(ge=0, le=1)] = None,
+    after: Annotated[str | None, Query(description="RFC 3339: received at or after")] = None,
+    before: Annotated[str | None, Query(description="RFC 3339: received before")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=100)] = None,
+) -> FramesPage:
+    try:
+        position = None if cursor is None else decode_cursor(cursor)
+    except ValueError:
+        raise Problem(422, "bad-query", "bad cursor", "pass next_cursor as it was given") from None
+    q = FrameQuery(
+        device=device,
+        label=label,
+        min_confidence=min_confidence,
+        after_us=_time("after", after),
+        before_us=_time("before", before),
+        limit=limit,
+        cursor=position,
+    )
+    rows, next_cursor = await asyncio.to_thread(_store(state).query, q)
+    return FramesPage(frames=[_out(r) for r in rows], next_cursor=next_cursor)
+
+
+def _not_found(frame_id: int) -> Problem:
+    return Problem(404, "frame-not-found", "no such frame", f"frame {frame_id} is not stored")
+
+
+@router.get(
+    "/{frame_id}", response_model=StoredFrame, responses=QUERY_ERRORS, summary="One stored frame"
+)
+async def get_frame(frame_id: FrameId, state: StateDep, _auth: ReadAuthDep) -> StoredFrame:
+    record = await asyncio.to_thread(_store(state).get, frame_id)
+    if record is None:
+        raise _not_found(frame_id)
+    return _out(record)
+
+
+@router.get(
+    "/{frame_id}/bitstream",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}}, **QUERY_ERRORS},
+    summary="The frame's bytes, as the camera sent them",
+)
+async def get_bitstream(frame_id: FrameId, state: StateDep, _auth: ReadAuthDep) -> Response:
+    data = await asyncio.to_thread(_store(state).frame_bytes, frame_id)
+    if data is None:
+        raise _not_found(frame_id)
+    return Response(data, media_type="application/octet-stream")
+
+
+@router.get(
+    "/{frame_id}/reconstruction",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}, **QUERY_ERRORS},
+    summary="The frame re-rendered by its bundle's decoder (PNG, cached)",
+)
+async def get_reconstruction(
+    frame_id: FrameId, state: StateDep, _auth: ReadAuthDep, _ready: ReadyDep
+) -> Response:
+    cache = state.reconstructions
+    png = cache.get(frame_id)
+    if png is None:
+        data = await asyncio.to_thread(_store(state).frame_bytes, frame_id)
+        if data is None:
+            raise _not_found(frame_id)
+        runtime, frame = parse_frame(state, data)  # 409 if its bundle is no longer served
+        png = await _heavy(state, _reconstruct_png, runtime, frame)
+        if state.settings.reconstruction_cache:
+            cache[frame_id] = png
+            while len(cache) > state.settings.reconstruction_cache:
+                cache.popitem(last=False)
+    else:
+        cache.move_to_end(frame_id)
+    return Response(png, media_type="image/png")
