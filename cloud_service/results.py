@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shared.schemas import Prediction
+
 # (version, SQLite statements, PostgreSQL statements)
 MIGRATIONS: list[tuple[int, list[str], list[str]]] = [
     (
@@ -58,14 +60,7 @@ class FrameRecord:
     device: str
     captured_us: int | None
     received_us: int
-    model_id: str
-    qf: int
-    bytes: int
-    bpp: float
-    class_id: int
-    label: str
-    confidence: float
-    top_k: list[dict[str, Any]]
+    prediction: Prediction
     id: int | None = None
 
 
@@ -91,21 +86,13 @@ def decode_cursor(text: str) -> tuple[int, int]:
     return int(received), int(frame_id)
 
 
+PREDICTION_COLUMNS = ("model_id", "qf", "bytes", "bpp", "class_id", "label", "confidence")
+
+
 def _record(row: Sequence[Any]) -> FrameRecord:
-    return FrameRecord(
-        id=int(row[0]),
-        device=row[1],
-        captured_us=row[2],
-        received_us=int(row[3]),
-        model_id=row[4],
-        qf=int(row[5]),
-        bytes=int(row[6]),
-        bpp=float(row[7]),
-        class_id=int(row[8]),
-        label=row[9],
-        confidence=float(row[10]),
-        top_k=json.loads(row[11]),
-    )
+    fields = dict(zip(PREDICTION_COLUMNS, row[4:11], strict=True))
+    prediction = Prediction(**fields, top_k=json.loads(row[11]))
+    return FrameRecord(row[1], row[2], int(row[3]), prediction, id=int(row[0]))
 
 
 class ResultsStore:
@@ -138,18 +125,13 @@ class ResultsStore:
 
     def add(self, record: FrameRecord, frame: bytes, idem_key: str | None = None) -> int:
         """Store a classified frame; returns its id (the first one's, for a retried key)."""
+        p = record.prediction
         values = (
             record.device,
             record.captured_us,
             record.received_us,
-            record.model_id,
-            record.qf,
-            record.bytes,
-            record.bpp,
-            record.class_id,
-            record.label,
-            record.confidence,
-            json.dumps(record.top_k),
+            *(getattr(p, column) for column in PREDICTION_COLUMNS),
+            json.dumps([s.model_dump() for s in p.top_k]),
             frame,
             idem_key,
         )

@@ -13,18 +13,23 @@ class ClassScore(BaseModel):
     confidence: float = Field(ge=0, le=1)
 
 
-class ClassifyResponse(BaseModel):
-    request_id: str
+class Prediction(BaseModel):
+    """What the cloud concluded from one frame, as answered and as stored."""
+
     model_id: str
+    qf: int
+    bytes: int = Field(description="size of the whole frame, header included")
+    bpp: float = Field(description="bits of the whole frame per pixel of the encoder's input")
     class_id: int
     label: str
     confidence: float = Field(ge=0, le=1)
     top_k: list[ClassScore]
-    qf: int
+
+
+class ClassifyResponse(Prediction):
+    request_id: str
     codec: str
-    bytes: int = Field(description="size of the whole frame, header included")
     bits: int
-    bpp: float = Field(description="bits of the whole frame per pixel of the encoder's input")
     latent_shape: list[int]
     input_size: list[int] = Field(description="(width, height) of the image the encoder saw")
     image_size: list[int] = Field(description="(width, height) of the image the camera captured")
@@ -34,21 +39,13 @@ class ClassifyResponse(BaseModel):
     device_id: str = Field("unknown", description="the X-Device-Id the frame came with")
 
 
-class StoredFrame(BaseModel):
+class StoredFrame(Prediction):
     """A classified frame as the results store keeps it (its bytes at ``bitstream``)."""
 
     frame_id: int
     device_id: str
     captured_at: str | None = Field(description="RFC 3339, from X-Captured-At; None if not sent")
     received_at: str = Field(description="RFC 3339, when the cloud received the frame")
-    model_id: str
-    qf: int
-    bytes: int
-    bpp: float
-    class_id: int
-    label: str
-    confidence: float
-    top_k: list[ClassScore]
     bitstream: str = Field(description="URL of the frame's bytes")
     reconstruction: str = Field(description="URL of the frame re-rendered as PNG")
 

@@ -7,6 +7,7 @@ import threading
 import pytest
 
 from cloud_service.results import FrameQuery, FrameRecord, ResultsStore, decode_cursor, open_store
+from shared.schemas import ClassScore, Prediction
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -20,10 +21,7 @@ def store(request, tmp_path):
 
 
 def record(i: int, device: str = "cam-1", label: str = "tench", conf: float = 0.9) -> FrameRecord:
-    return FrameRecord(
-        device=device,
-        captured_us=1_000_000 * i,
-        received_us=1_000_000 * i + 500,
+    prediction = Prediction(
         model_id="2290519bfc38c845",
         qf=16,
         bytes=550,
@@ -31,8 +29,9 @@ def record(i: int, device: str = "cam-1", label: str = "tench", conf: float = 0.
         class_id=0,
         label=label,
         confidence=conf,
-        top_k=[{"class_id": 0, "label": label, "confidence": conf}],
+        top_k=[ClassScore(class_id=0, label=label, confidence=conf)],
     )
+    return FrameRecord(device, 1_000_000 * i, 1_000_000 * i + 500, prediction)
 
 
 def test_schema_is_migrated_once_and_reopens(tmp_path):
@@ -59,7 +58,8 @@ def test_filters_and_record_round_trip(store: ResultsStore):
     window = FrameQuery(after_us=2_000_000, before_us=3_000_000)
     assert [r.id for r in store.query(window)[0]] == [ids[1]]
     got = store.get(ids[1])
-    assert got is not None and got.top_k[0]["label"] == "church" and got.captured_us == 2_000_000
+    assert got is not None and got.prediction.top_k[0].label == "church"
+    assert got.captured_us == 2_000_000
     assert store.frame_bytes(ids[1]) == b"b" and store.get(10**9) is None
 
 

@@ -24,7 +24,7 @@ from cloud_service.routes.inference import (
 )
 from cloud_service.state import ReadAuthDep, ReadyDep, ServiceState, StateDep
 from cloud_service.timeutil import format_rfc3339, parse_rfc3339
-from shared.schemas import ClassScore, FramesPage, StoredFrame
+from shared.schemas import FramesPage, StoredFrame
 
 router = APIRouter(prefix="/v1/frames", tags=["frames"])
 # Ids are positive 63-bit integers on both engines; a larger one is refused (422), not a 500.
@@ -35,18 +35,11 @@ QUERY_ERRORS: dict[int | str, dict[str, Any]] = {s: ERRORS[s] for s in (401, 403
 def _out(r: FrameRecord) -> StoredFrame:
     assert r.id is not None
     return StoredFrame(
+        **r.prediction.model_dump(),
         frame_id=r.id,
         device_id=r.device,
         captured_at=None if r.captured_us is None else format_rfc3339(r.captured_us),
         received_at=format_rfc3339(r.received_us),
-        model_id=r.model_id,
-        qf=r.qf,
-        bytes=r.bytes,
-        bpp=r.bpp,
-        class_id=r.class_id,
-        label=r.label,
-        confidence=r.confidence,
-        top_k=[ClassScore(**s) for s in r.top_k],
         bitstream=f"/v1/frames/{r.id}/bitstream",
         reconstruction=f"/v1/frames/{r.id}/reconstruction",
     )

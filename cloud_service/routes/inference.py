@@ -36,7 +36,7 @@ from shared import bitstream
 from shared.codecs import CODEC_IDS
 from shared.errors import BitstreamError
 from shared.quantize import dequantize
-from shared.schemas import ClassifyResponse, ClassScore, ProblemDetails
+from shared.schemas import ClassifyResponse, ClassScore, Prediction, ProblemDetails
 
 router = APIRouter(prefix="/v1", tags=["inference"])
 T = TypeVar("T")
@@ -258,19 +258,8 @@ FrameDep = Annotated[FrameIn, Depends(frame_in)]
 async def store_result(state: ServiceState, answer: ClassifyResponse, frame_in: FrameIn) -> int:
     """Keep the classified frame in the results store (off the event loop); its id."""
     assert state.results is not None  # opened by the lifespan
-    record = FrameRecord(
-        device=frame_in.device_id,
-        captured_us=frame_in.captured_us,
-        received_us=now_us(),
-        model_id=answer.model_id,
-        qf=answer.qf,
-        bytes=answer.bytes,
-        bpp=answer.bpp,
-        class_id=answer.class_id,
-        label=answer.label,
-        confidence=answer.confidence,
-        top_k=[s.model_dump() for s in answer.top_k],
-    )
+    prediction = Prediction(**answer.model_dump(include=set(Prediction.model_fields)))
+    record = FrameRecord(frame_in.device_id, frame_in.captured_us, now_us(), prediction)
     return await asyncio.to_thread(state.results.add, record, frame_in.body, frame_in.key)
 
 
