@@ -23,10 +23,11 @@ from cloud_service.batcher import Batcher, HeavyLane
 from cloud_service.idempotency import IdempotencyStore, SqliteIdempotencyStore
 from cloud_service.metrics import Metrics
 from cloud_service.results import open_store
-from cloud_service.routes import docs, frames, health, inference, models
+from cloud_service.routes import docs, frames, health, inference, live, models
 from cloud_service.runtime import BundleRuntime
 from cloud_service.settings import Settings, get_settings
 from cloud_service.state import ServiceState
+from cloud_service.timeutil import now_us
 
 log = logging.getLogger("spic.cloud")
 access_log = logging.getLogger("spic.cloud.access")
@@ -60,6 +61,30 @@ async def load_models(state: ServiceState) -> None:
     state.ready = True
 
 
+async def apply_retention(state: ServiceState) -> None:
+    """Age and size retention, once; counted in /metrics."""
+    settings, store = state.settings, state.results
+    assert store is not None
+    if settings.retention_days:
+        cutoff = now_us() - int(settings.retention_days * 86400 * 1_000_000)
+        state.metrics.frames_removed.labels("age").inc(
+            await asyncio.to_thread(store.expire, cutoff)
+        )
+    if settings.retention_mb:
+        limit = int(settings.retention_mb * (1 << 20))
+        state.metrics.frames_removed.labels("size").inc(await asyncio.to_thread(store.trim, limit))
+    state.metrics.frames_stored.set(await asyncio.to_thread(store.count))
+
+
+async def retention_loop(state: ServiceState) -> None:
+    while True:
+        try:
+            await apply_retention(state)
+        except Exception:  # a database hiccup must not end retention for good
+            log.exception("retention pass failed; trying again later")
+        await asyncio.sleep(state.settings.retention_interval_s)
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: ServiceState = app.state.spic
@@ -72,8 +97,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         open_store, state.settings.database_url, state.settings.data_dir
     )
     loader = asyncio.create_task(load_models(state))
+    retention = asyncio.create_task(retention_loop(state))
     yield
     loader.cancel()
+    retention.cancel()
     for batcher in state.batchers.values():
         await batcher.close()
     state.heavy.close()
@@ -91,7 +118,7 @@ def document_security(app: FastAPI, settings: Settings) -> None:
         schema = build()
         keyed = {
             "/metrics": bool(settings.metrics_key),
-            "/v1/": bool(settings.api_keys or settings.read_keys),
+            "/v1/": bool(settings.api_keys or settings.read_keys or settings.admin_keys),
         }
         for path, operations in schema.get("paths", {}).items():
             for operation in operations.values():
@@ -133,6 +160,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(models.router)
     app.include_router(inference.router)
     app.include_router(frames.router)
+    app.include_router(live.router)
     docs.install(app)
     document_security(app, settings)
 

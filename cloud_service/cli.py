@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         access_log=False,
         http=HeadDeadlineH11Protocol,
         limit_concurrency=settings.max_connections,
+        timeout_graceful_shutdown=settings.shutdown_timeout_s,
     )
     return 0
 

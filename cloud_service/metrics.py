@@ -63,6 +63,15 @@ class Metrics:
             "Batch workers that died and were restarted",
             registry=self.registry,
         )
+        self.frames_removed = Counter(
+            "spic_frames_removed",
+            "Stored frames removed, by reason (age, size: retention; deleted: DELETE)",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.frames_stored = Gauge(
+            "spic_frames_stored", "Frames in the results store", registry=self.registry
+        )
         self.frame_bytes = Histogram(
             "spic_frame_bytes",
             "Size of received frames",

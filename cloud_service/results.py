@@ -154,17 +154,7 @@ class ResultsStore:
 
         Keyset pagination: a page starts strictly after the last (received_us, id) seen, so
         frames arriving meanwhile never shift or repeat a page."""
-        where, params = [], []
-        for column, op, value in (
-            ("device", "=", q.device),
-            ("label", "=", q.label),
-            ("confidence", ">=", q.min_confidence),
-            ("received_us", ">=", q.after_us),
-            ("received_us", "<", q.before_us),
-        ):
-            if value is not None:
-                where.append(f"{column} {op} ?")
-                params.append(value)
+        where, params = self._filters(q)
         if q.cursor is not None:
             where.append("(received_us < ? OR (received_us = ? AND id < ?))")
             params += [q.cursor[0], q.cursor[0], q.cursor[1]]
@@ -181,6 +171,50 @@ class ResultsStore:
         cursor = encode_cursor(last.received_us, last.id or 0) if more and last else None
         return page, cursor
 
+    @staticmethod
+    def _filters(q: FrameQuery) -> tuple[list[str], list[Any]]:
+        where: list[str] = []
+        params: list[Any] = []
+        for column, op, value in (
+            ("device", "=", q.device),
+            ("label", "=", q.label),
+            ("confidence", ">=", q.min_confidence),
+            ("received_us", ">=", q.after_us),
+            ("received_us", "<", q.before_us),
+        ):
+            if value is not None:
+                where.append(f"{column} {op} ?")
+                params.append(value)
+        return where, params
+
+    def since(self, after_id: int, q: FrameQuery) -> list[FrameRecord]:
+        """Frames stored after ``after_id`` that match ``q``'s filters, oldest first (at most
+        ``q.limit``): what a live consumer has not seen yet. Ids only grow."""
+        where, params = self._filters(q)
+        where.append("id > ?")
+        params += [after_id, q.limit]
+        sql = f"SELECT {COLUMNS} FROM frames WHERE {' AND '.join(where)} ORDER BY id LIMIT ?"
+        with self._lock:
+            return [_record(r) for r in self._execute(sql, params).fetchall()]
+
+    def last_id(self) -> int:
+        with self._lock:
+            row = self._execute("SELECT MAX(id) FROM frames").fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def stats(self, group_by: str, bucket_us: int, q: FrameQuery) -> list[tuple[str, int, int]]:
+        """(group, bucket start in µs, count) per ``group_by`` (label or device) and time
+        bucket of ``bucket_us``, oldest bucket first."""
+        column = {"label": "label", "device": "device"}[group_by]  # never user text in SQL
+        where, params = self._filters(q)
+        sql = f"SELECT {column}, (received_us / ?) * ? AS bucket, COUNT(*) FROM frames"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" GROUP BY {column}, bucket ORDER BY bucket, {column}"
+        with self._lock:
+            rows = self._execute(sql, [bucket_us, bucket_us, *params]).fetchall()
+        return [(str(g), int(b), int(n)) for g, b, n in rows]
+
     def get(self, frame_id: int) -> FrameRecord | None:
         with self._lock:
             row = self._execute(
@@ -192,6 +226,40 @@ class ResultsStore:
         with self._lock:
             row = self._execute("SELECT frame FROM frames WHERE id = ?", (frame_id,)).fetchone()
         return bytes(row[0]) if row else None
+
+    def delete(self, frame_id: int) -> bool:
+        with self._lock:
+            cur = self._execute("DELETE FROM frames WHERE id = ?", (frame_id,))
+        return bool(cur.rowcount)
+
+    def expire(self, before_us: int) -> int:
+        """Delete frames received before ``before_us``; how many."""
+        with self._lock:
+            cur = self._execute("DELETE FROM frames WHERE received_us < ?", (before_us,))
+        return int(cur.rowcount)
+
+    def trim(self, max_bytes: int, batch: int = 1000) -> int:
+        """Delete the oldest frames until the stored frame bytes fit ``max_bytes``; how many."""
+        dropped = 0
+        while True:
+            with self._lock:
+                total = int(
+                    self._execute("SELECT COALESCE(SUM(bytes), 0) FROM frames").fetchone()[0]
+                )
+                if total <= max_bytes:
+                    return dropped
+                oldest = self._execute(
+                    "SELECT id, bytes FROM frames ORDER BY received_us, id LIMIT ?", (batch,)
+                ).fetchall()
+                doomed, freed = [], 0
+                for frame_id, size in oldest:
+                    if total - freed <= max_bytes:
+                        break
+                    doomed.append(int(frame_id))
+                    freed += int(size)
+                marks = ", ".join("?" * len(doomed))
+                self._execute(f"DELETE FROM frames WHERE id IN ({marks})", doomed)
+            dropped += len(doomed)
 
     def count(self) -> int:
         with self._lock:

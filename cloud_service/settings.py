@@ -81,9 +81,20 @@ class Settings(BaseSettings):
     # Comma-separated keys for the query API (GET /v1/frames...). Upload keys may only send frames
     # and read keys may only query; with no keys at all, authentication is off for both.
     read_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    admin_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list
+    )  # DELETE /v1/frames/{id}
+    # Retention, applied in the background every retention_interval_s: frames older than
+    # retention_days, then the oldest beyond retention_mb of frame bytes. 0 keeps everything.
+    retention_days: float = Field(0.0, ge=0)
+    retention_mb: float = Field(0.0, ge=0)
+    retention_interval_s: float = Field(60.0, gt=0)
     reconstruction_cache: int = Field(64, ge=0)  # PNGs of stored frames kept (~80 kB each)
+    events_poll_s: float = Field(0.5, gt=0)  # how often a /v1/events stream looks for new frames
+    # On shutdown, open requests (live event streams above all) get this long to finish.
+    shutdown_timeout_s: int = Field(5, ge=1)
 
-    @field_validator("bundles", "api_keys", "read_keys", mode="before")
+    @field_validator("bundles", "api_keys", "read_keys", "admin_keys", mode="before")
     @classmethod
     def _split(cls, v: object) -> object:
         if isinstance(v, str):
@@ -101,8 +112,9 @@ class Settings(BaseSettings):
             )
         if self.metrics_key and self.metrics_key in self.api_keys:
             raise ValueError("metrics_key must differ from every upload key")
-        if set(self.read_keys) & set(self.api_keys):
-            raise ValueError("a key cannot be both an upload key and a read key")
+        kinds = [set(self.api_keys), set(self.read_keys), set(self.admin_keys)]
+        if any(a & b for i, a in enumerate(kinds) for b in kinds[i + 1 :]):
+            raise ValueError("a key can be only one of upload, read and admin key")
         if self.read_keys and not self.api_keys:
             raise ValueError("read keys without upload keys would leave uploads open")
         return self

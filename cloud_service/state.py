@@ -128,6 +128,16 @@ def require_read_key(request: Request, state: StateDep, _bearer: BearerDep) -> N
 ReadAuthDep = Annotated[None, Depends(require_read_key)]
 
 
+def require_admin_key(request: Request, state: StateDep, _bearer: BearerDep) -> None:
+    """Deleting frames needs an admin key whenever the service has keys at all."""
+    s = state.settings
+    if s.api_keys or s.read_keys or s.admin_keys:
+        check_bearer(request, s.admin_keys, s.api_keys + s.read_keys)
+
+
+AdminAuthDep = Annotated[None, Depends(require_admin_key)]
+
+
 AuthDep = Annotated[str, Depends(require_api_key)]
 
 

@@ -4,6 +4,7 @@ PostgreSQL server, talking HTTP, with upload and read keys."""
 from __future__ import annotations
 
 import io
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -139,3 +140,102 @@ def test_bad_who_and_when_headers_get_422(cloud, frames):
     )
     assert r.status_code == 422
     assert read(cloud, "/v1/frames/999999").status_code == 404
+
+
+def test_stats_count_per_label_and_bucket(cloud, frames):
+    answers = [upload(cloud, f, "cam-s", key=f"s{i}") for i, f in enumerate(frames)]
+    body = read(cloud, "/v1/stats", group_by="label", bucket="1d").json()
+    counted = {r["group"]: r["count"] for r in body["rows"]}
+    expected: dict[str, int] = {}
+    for a in answers:
+        expected[a["label"]] = expected.get(a["label"], 0) + 1
+    assert counted == expected and body["bucket"] == "1d"
+    assert all(r["bucket_start"].endswith("T00:00:00Z") for r in body["rows"])
+    by_device = read(cloud, "/v1/stats", group_by="device").json()["rows"]
+    assert sum(r["count"] for r in by_device if r["group"] == "cam-s") == len(frames)
+    assert read(cloud, "/v1/stats", group_by="colour").status_code == 422
+
+
+def _events(
+    url: str, n: int, last_event_id: str | None = None, started=None, **params
+) -> list[tuple[str, dict]]:
+    """Read ``n`` frame events from /v1/events (a real streaming HTTP response); ``started`` is
+    set once the server has opened the stream (its first line)."""
+    import json
+
+    headers = {"Authorization": f"Bearer {READ}"}
+    if last_event_id is not None:
+        headers["Last-Event-ID"] = last_event_id
+    got: list[tuple[str, dict]] = []
+    with httpx.stream("GET", url + "/v1/events", params=params, headers=headers, timeout=20) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        event_id = None
+        for line in r.iter_lines():
+            if line.startswith("retry:") and started is not None:
+                started.set()
+            if line.startswith("id: "):
+                event_id = line[4:]
+            elif line.startswith("data: ") and event_id is not None:
+                got.append((event_id, json.loads(line[6:])))
+                if len(got) == n:
+                    break
+    return got
+
+
+def test_live_events_arrive_in_order_and_resume_with_last_event_id(cloud, frames):
+    upload(cloud, frames[0], "cam-e", key="before")  # stored before anyone listens: not sent
+    with ThreadPoolExecutor(1) as pool:
+        started = threading.Event()
+        listening = pool.submit(_events, cloud, 3, None, started, device="cam-e")
+        assert started.wait(20)  # the stream starts at the newest frame; what follows is live
+        sent = [upload(cloud, frames[i], "cam-e", key=f"live{i}")["frame_id"] for i in (1, 2)]
+        upload(cloud, frames[3], "cam-other", key="other")  # filtered out
+        sent.append(upload(cloud, frames[4], "cam-e", key="live4")["frame_id"])
+        got = listening.result(timeout=30)
+    assert [int(i) for i, _ in got] == sent and [d["frame_id"] for _, d in got] == sent
+    # The consumer was away while two more arrived; it reconnects with the last id it saw.
+    missed = [upload(cloud, frames[5], "cam-e", key=f"missed{i}")["frame_id"] for i in (0, 1)]
+    resumed = _events(cloud, 2, got[-1][0], device="cam-e")
+    assert [d["frame_id"] for _, d in resumed] == missed
+
+
+def test_delete_needs_an_admin_key(tiny_bundle, tmp_path, frames):
+    settings = dict(api_keys=UPLOAD, read_keys=READ, admin_keys="admin-key", data_dir=tmp_path)
+    with running_cloud([tiny_bundle], **settings) as url:
+        frame_id = upload(url, frames[0], "cam-d")["frame_id"]
+        as_read = {"Authorization": f"Bearer {READ}"}
+        as_admin = {"Authorization": "Bearer admin-key"}
+        r = httpx.delete(f"{url}/v1/frames/{frame_id}", headers=as_read)
+        assert r.status_code == 403 and r.json()["type"].endswith("wrong-key-scope")
+        assert httpx.delete(f"{url}/v1/frames/{frame_id}", headers=as_admin).status_code == 204
+        assert httpx.delete(f"{url}/v1/frames/{frame_id}", headers=as_admin).status_code == 404
+        assert read(url, f"/v1/frames/{frame_id}").status_code == 404
+        assert 'spic_frames_removed_total{reason="deleted"} 1.0' in httpx.get(url + "/metrics").text
+
+
+@pytest.mark.parametrize(
+    "rule, reason",
+    [(dict(retention_days=1e-6), "age"), ({}, "size")],  # 1e-6 days: 0.09 s
+)
+def test_retention_runs_in_the_background_and_is_counted(
+    tiny_bundle, tmp_path, frames, rule, reason
+):
+    from tests.test_cloud import wait_for
+
+    if reason == "size":  # room for exactly the two newest frames
+        rule = dict(retention_mb=(len(frames[-1]) + len(frames[-2])) / (1 << 20))
+    settings = dict(data_dir=tmp_path, retention_interval_s=0.2, **rule)
+    with running_cloud([tiny_bundle], **settings) as url:
+        for i, f in enumerate(frames):
+            upload(url, f, "cam-t", key=f"t{i}")
+
+        def removed() -> float:
+            for line in httpx.get(url + "/metrics").text.splitlines():
+                if line.startswith(f'spic_frames_removed_total{{reason="{reason}"}}'):
+                    return float(line.rsplit(" ", 1)[1])
+            return 0.0
+
+        wait_for(lambda: removed() >= (len(frames) if reason == "age" else len(frames) - 2))
+        left = httpx.get(url + "/v1/frames").json()["frames"]
+        expected = [] if reason == "age" else [len(frames[-1]), len(frames[-2])]
+        assert [f["bytes"] for f in left] == expected

@@ -103,3 +103,11 @@ def test_bad_cursors_are_refused():
     for bad in ("", "!!!", "bm90LWEtY3Vyc29y"):
         with pytest.raises(ValueError):
             decode_cursor(bad)
+
+
+def test_delete_expire_and_trim(store: ResultsStore):
+    ids = [store.add(record(i), b"x") for i in range(1, 11)]  # 550 bytes each
+    assert store.delete(ids[0]) and not store.delete(ids[0])
+    assert store.expire(before_us=1_000_000 * 4) == 2  # frames 2 and 3 (1 is already gone)
+    assert store.trim(max_bytes=3 * 550) == 4  # the oldest four of the seven left
+    assert [r.id for r in store.query(FrameQuery())[0]] == ids[7:][::-1]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 
 from cloud_service.problems import Problem
 from cloud_service.results import FrameQuery, FrameRecord, ResultsStore, decode_cursor
@@ -22,7 +22,7 @@ from cloud_service.routes.inference import (
     _reconstruct_png,
     parse_frame,
 )
-from cloud_service.state import ReadAuthDep, ReadyDep, ServiceState, StateDep
+from cloud_service.state import AdminAuthDep, ReadAuthDep, ReadyDep, ServiceState, StateDep
 from cloud_service.timeutil import format_rfc3339, parse_rfc3339
 from shared.schemas import FramesPage, StoredFrame
 
@@ -60,31 +60,33 @@ def _store(state: ServiceState) -> ResultsStore:
     return state.results
 
 
+def _filters(
+    device: Annotated[str | None, Query(pattern=DEVICE_ID.pattern)] = None,
+    label: Annotated[str | None, Query(pattern=r"^[^\x00-\x1f\x7f]{1,200}$")] = None,
+    min_confidence: Annotated[float | None, Query(ge=0, le=1)] = None,
+) -> FrameQuery:
+    """The filters /v1/frames and /v1/events share."""
+    return FrameQuery(device=device, label=label, min_confidence=min_confidence)
+
+
+frame_filters = Depends(_filters)
+
+
 @router.get("", response_model=FramesPage, responses=QUERY_ERRORS, summary="Stored frames")
 async def list_frames(
     state: StateDep,
     _auth: ReadAuthDep,
-    device: Annotated[str | None, Query(pattern=DEVICE_ID.pattern)] = None,
-    label: Annotated[str | None, Query(pattern=r"^[^\x00-\x1f\x7f]{1,200}$")] = None,
-    min_confidence: Annotated[float | None, Query(ge=0, le=1)] = None,
+    q: Annotated[FrameQuery, frame_filters],
     after: Annotated[str | None, Query(description="RFC 3339: received at or after")] = None,
     before: Annotated[str | None, Query(description="RFC 3339: received before")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=100)] = None,
 ) -> FramesPage:
     try:
-        position = None if cursor is None else decode_cursor(cursor)
+        q.cursor = None if cursor is None else decode_cursor(cursor)
     except ValueError:
         raise Problem(422, "bad-query", "bad cursor", "pass next_cursor as it was given") from None
-    q = FrameQuery(
-        device=device,
-        label=label,
-        min_confidence=min_confidence,
-        after_us=_time("after", after),
-        before_us=_time("before", before),
-        limit=limit,
-        cursor=position,
-    )
+    q.after_us, q.before_us, q.limit = _time("after", after), _time("before", before), limit
     rows, next_cursor = await asyncio.to_thread(_store(state).query, q)
     return FramesPage(frames=[_out(r) for r in rows], next_cursor=next_cursor)
 
@@ -101,6 +103,21 @@ async def get_frame(frame_id: FrameId, state: StateDep, _auth: ReadAuthDep) -> S
     if record is None:
         raise _not_found(frame_id)
     return _out(record)
+
+
+@router.delete(
+    "/{frame_id}",
+    status_code=204,
+    response_class=Response,
+    responses=QUERY_ERRORS,
+    summary="Delete a stored frame (admin keys)",
+)
+async def delete_frame(frame_id: FrameId, state: StateDep, _auth: AdminAuthDep) -> Response:
+    if not await asyncio.to_thread(_store(state).delete, frame_id):
+        raise _not_found(frame_id)
+    state.reconstructions.pop(frame_id, None)
+    state.metrics.frames_removed.labels("deleted").inc()
+    return Response(status_code=204)
 
 
 @router.get(
