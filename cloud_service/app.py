@@ -28,6 +28,7 @@ from cloud_service.runtime import BundleRuntime
 from cloud_service.settings import Settings, get_settings
 from cloud_service.state import ServiceState
 from cloud_service.timeutil import now_us
+from cloud_service.webhooks import WebhookSender
 
 log = logging.getLogger("spic.cloud")
 access_log = logging.getLogger("spic.cloud.access")
@@ -98,12 +99,19 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     loader = asyncio.create_task(load_models(state))
     retention = asyncio.create_task(retention_loop(state))
+    if state.settings.webhook_url:
+        s = state.settings
+        state.webhooks = WebhookSender(
+            s.webhook_url, s.webhook_secret, state.metrics, s.webhook_max_attempts
+        )
     yield
     loader.cancel()
     retention.cancel()
     for batcher in state.batchers.values():
         await batcher.close()
     state.heavy.close()
+    if state.webhooks is not None:
+        await state.webhooks.close()
     state.results.close()
 
 

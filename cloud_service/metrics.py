@@ -69,6 +69,12 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.webhooks = Counter(
+            "spic_webhooks",
+            "Webhook deliveries by outcome (delivered, retried, failed, dropped)",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.frames_stored = Gauge(
             "spic_frames_stored", "Frames in the results store", registry=self.registry
         )

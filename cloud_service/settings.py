@@ -89,6 +89,10 @@ class Settings(BaseSettings):
     retention_days: float = Field(0.0, ge=0)
     retention_mb: float = Field(0.0, ge=0)
     retention_interval_s: float = Field(60.0, gt=0)
+    # Every stored frame is POSTed here as JSON, signed with the secret (see webhooks.py).
+    webhook_url: str = ""
+    webhook_secret: str = ""
+    webhook_max_attempts: int = Field(5, ge=1)
     reconstruction_cache: int = Field(64, ge=0)  # PNGs of stored frames kept (~80 kB each)
     events_poll_s: float = Field(0.5, gt=0)  # how often a /v1/events stream looks for new frames
     # On shutdown, open requests (live event streams above all) get this long to finish.
@@ -115,6 +119,8 @@ class Settings(BaseSettings):
         kinds = [set(self.api_keys), set(self.read_keys), set(self.admin_keys)]
         if any(a & b for i, a in enumerate(kinds) for b in kinds[i + 1 :]):
             raise ValueError("a key can be only one of upload, read and admin key")
+        if self.webhook_url and not self.webhook_secret:
+            raise ValueError("SPIC_CLOUD_WEBHOOK_URL needs SPIC_CLOUD_WEBHOOK_SECRET to sign with")
         if self.read_keys and not self.api_keys:
             raise ValueError("read keys without upload keys would leave uploads open")
         return self

@@ -18,6 +18,7 @@ from cloud_service.problems import Problem
 from cloud_service.results import ResultsStore
 from cloud_service.runtime import BundleRuntime
 from cloud_service.settings import Settings
+from cloud_service.webhooks import WebhookSender
 
 
 @dataclass
@@ -29,6 +30,7 @@ class ServiceState:
     batchers: dict[str, Batcher] = field(default_factory=dict)
     heavy: HeavyLane | None = None
     results: ResultsStore | None = None
+    webhooks: WebhookSender | None = None
     # frame id -> PNG of its reconstruction, most recently used last
     reconstructions: OrderedDict[int, bytes] = field(default_factory=OrderedDict)
     ready: bool = False

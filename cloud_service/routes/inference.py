@@ -326,6 +326,8 @@ async def classify(request: Request, state: StateDep, frame_in: FrameDep) -> Res
             device_id=frame_in.device_id,
         )
         answer.frame_id = await store_result(state, answer, frame_in)
+        if state.webhooks is not None:
+            state.webhooks.submit({"event": "frame", **answer.model_dump()})
         request.state.model_id = runtime.model_id
         return Response(answer.model_dump_json(), media_type="application/json")
 
