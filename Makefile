@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install postgres test lint bench demo e2e-compose clean
+.PHONY: install postgres browser test lint bench demo e2e-compose clean
 
 install: $(STAMP)
 
@@ -21,7 +21,12 @@ postgres:
 	@ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || command -v postgres >/dev/null || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null)
 
-test: install postgres
+# The dashboard test drives a real headless Chromium.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null)
+
+test: install postgres browser
 	$(PY) -m pytest -q
 
 lint: install
@@ -34,7 +39,7 @@ bench: install
 	$(PY) bench/edge_latency.py
 	$(PY) bench/cloud_load.py
 	$(PY) bench/adversarial.py
-	$(PY) bench/queue.py
+	$(PY) bench/frame_queue.py
 
 # The main job: cloud + edge on the shipped model. IMAGES=folder adds your own photos.
 demo: install

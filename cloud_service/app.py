@@ -23,7 +23,7 @@ from cloud_service.batcher import Batcher, HeavyLane
 from cloud_service.idempotency import IdempotencyStore, SqliteIdempotencyStore
 from cloud_service.metrics import Metrics
 from cloud_service.results import open_store
-from cloud_service.routes import docs, frames, health, inference, live, models
+from cloud_service.routes import dashboard, docs, frames, health, inference, live, models
 from cloud_service.runtime import BundleRuntime
 from cloud_service.settings import Settings, get_settings
 from cloud_service.state import ServiceState
@@ -170,6 +170,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(frames.router)
     app.include_router(live.router)
     docs.install(app)
+    dashboard.install(app)
     document_security(app, settings)
 
     @app.middleware("http")

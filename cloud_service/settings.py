@@ -76,6 +76,7 @@ class Settings(BaseSettings):
     idempotency_lease_s: float = Field(60.0, gt=0)
     top_k: int = Field(5, ge=1)
     # The results store: SQLite in DATA_DIR/results.sqlite unless DATABASE_URL names PostgreSQL.
+    store_results: bool = True  # off: nothing is kept (frame_id null), for benchmarks and tests
     data_dir: str = "spic-data"
     database_url: str = ""
     # Comma-separated keys for the query API (GET /v1/frames...). Upload keys may only send frames

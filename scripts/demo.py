@@ -3,13 +3,16 @@
 Starts the cloud (``spic-cloud serve``) on 127.0.0.1, encodes sample photos on the edge path
 (scikit-image's photos, plus any folder given with --images / IMAGES=), uploads each frame,
 prints a table against a JPEG of the same crop at quality 75 (a typical camera upload), writes
-the cloud's reconstructions to demo_out/, and stops the cloud.
+the cloud's reconstructions to demo_out/, then prints the dashboard's address, its read key and a
+curl line for the query API, and keeps the cloud running until Ctrl-C (``DEMO_EXIT=1``: stop at
+once). The results store is SQLite under demo_out/data.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import os
 import sys
 import time
 import uuid
@@ -42,12 +45,14 @@ def main() -> int:
             if p.suffix.lower() in IMAGE_SUFFIXES
         ]
     args.out.mkdir(parents=True, exist_ok=True)
-    key = uuid.uuid4().hex
+    key, read_key = uuid.uuid4().hex, uuid.uuid4().hex[:12]
     print(f"demo: starting the cloud on 127.0.0.1 with {args.bundle.name} ...", flush=True)
-    cloud, url = start_cloud([args.bundle], api_keys=key)
+    cloud, url = start_cloud(
+        [args.bundle], api_keys=key, read_keys=read_key, data_dir=args.out / "data"
+    )
     try:
         encoder = EdgeEncoder(args.bundle, threads=1)
-        client = CloudClient(url, api_key=key)
+        client = CloudClient(url, api_key=key, device_id="demo-camera")
         size = encoder.manifest.preprocessing.size
         header = f"{'image':22s} {'SPIC B':>7s} {'bpp':>7s} {'JPEG Q75 B':>10s} {'x smaller':>9s}  {'prediction':24s} {'conf':>6s} {'edge ms':>8s} {'cloud ms':>8s}"
         print(
@@ -62,7 +67,7 @@ def main() -> int:
             crop.save(buf, format="JPEG", quality=75)
             key_ = f"demo-{name}-{uuid.uuid4().hex[:8]}"
             t0 = time.perf_counter()
-            answer = client.classify(res.data, key_)
+            answer = client.classify(res.data, key_, captured_at=time.time())
             cloud_ms = (time.perf_counter() - t0) * 1e3
             png = client.reconstruct(res.data, key_ + "-r")
             Image.open(io.BytesIO(png)).save(args.out / f"{name}_spic.png")
@@ -73,6 +78,17 @@ def main() -> int:
                 f"{answer['label']:24s} {answer['confidence']:6.1%} {sum(res.timings_ms.values()):8.2f} {cloud_ms:8.2f}"
             )
         print(f"\ndemo: reconstructions and frames written to {args.out}/")
+        print(f"\ndemo: dashboard   {url}/   (read key: {read_key})")
+        print(
+            f'demo: query API   curl -H "Authorization: Bearer {read_key}" "{url}/v1/frames?limit=3"'
+        )
+        if os.environ.get("DEMO_EXIT") != "1":
+            print("demo: the cloud keeps running; Ctrl-C to stop (DEMO_EXIT=1 stops at once)")
+            try:
+                while cloud.poll() is None:
+                    time.sleep(1)
+            except KeyboardInterrupt:
+                pass
     finally:
         stop(cloud)
         print("demo: cloud stopped", flush=True)

@@ -325,7 +325,8 @@ async def classify(request: Request, state: StateDep, frame_in: FrameDep) -> Res
             image_size=list(frame.image_size),
             device_id=frame_in.device_id,
         )
-        answer.frame_id = await store_result(state, answer, frame_in)
+        if state.settings.store_results:
+            answer.frame_id = await store_result(state, answer, frame_in)
         if state.webhooks is not None:
             state.webhooks.submit({"event": "frame", **answer.model_dump()})
         request.state.model_id = runtime.model_id

@@ -1,6 +1,6 @@
 """Frame-queue benchmark: does capturing a frame stay as cheap with 100,000 frames waiting?
 
-    .venv/bin/python bench/queue.py [--sizes 100 10000 100000] [--puts 200]
+    .venv/bin/python bench/frame_queue.py [--sizes 100 10000 100000] [--puts 200]
 
 For each size, a queue folder is filled with that many frames (written directly, without fsync,
 to keep the set-up short), opened once (the only folder scan), and then ``--puts`` frames are
@@ -86,7 +86,7 @@ def main() -> None:
     print(
         json.dumps(
             {
-                "benchmark": "queue",
+                "benchmark": "frame_queue",
                 "puts": args.puts,
                 "rows": rows,
                 "put_p50_ratio_largest_over_smallest": round(ratio, 2),

@@ -1,0 +1,186 @@
+"""Results-store benchmark: what storing every frame costs, and how the query API holds up at a
+million stored frames on SQLite and on PostgreSQL.
+
+    .venv/bin/python bench/store.py [--rows 1000000] [--seconds 8] [--queries 300]
+
+1. Classify throughput at 32 clients (bench/loadgen.py) with the store on and off, same run:
+   the cost of keeping every frame is 1 - on/off.
+2. For each engine: ``--rows`` frames written straight into a store (bulk insert: 10 cameras,
+   10 labels, one frame a second), then a real service on it answers ``GET /v1/frames`` for the
+   newest page, a camera, a label, and a page deep in the past reached through its cursor; p50
+   and p99 of ``--queries`` sequential requests each.
+
+PostgreSQL runs from the system's binaries as an unprivileged user in a temporary folder, as the
+tests do. The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+import numpy as np  # noqa: E402
+
+from bench.loadgen import closed_loop  # noqa: E402
+from cloud_service.harness import free_port, running_cloud  # noqa: E402
+from cloud_service.results import encode_cursor, open_store  # noqa: E402
+from edge_client.encoder import EdgeEncoder  # noqa: E402
+from evaluation.samples import sample_images  # noqa: E402
+from shared.bundles import DEFAULT_BUNDLE  # noqa: E402
+
+LABELS = ["tench", "English springer", "cassette player", "chain saw", "church",
+          "French horn", "garbage truck", "gas pump", "golf ball", "parachute"]  # fmt: skip
+
+
+def classify_cost(frames: list[bytes], seconds: float) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for store in (False, True):
+        with (
+            tempfile.TemporaryDirectory() as data,
+            running_cloud([DEFAULT_BUNDLE], store_results=store, data_dir=data) as url,
+        ):
+            headers = {"Content-Type": "application/octet-stream", "X-Device-Id": "bench"}
+            asyncio.run(closed_loop(url + "/v1/classify", frames, headers, 8, 2))  # warm-up
+            result = asyncio.run(closed_loop(url + "/v1/classify", frames, headers, 32, seconds))
+            out["store_on" if store else "store_off"] = result.summary()
+    on, off = out["store_on"], out["store_off"]
+    assert isinstance(on, dict) and isinstance(off, dict)
+    out["store_cost"] = round(1 - float(on["req_s"]) / float(off["req_s"]), 3)
+    return out
+
+
+def fill(conn, engine: str, rows: int, frame: bytes) -> None:
+    """Bulk insert: 10 cameras, 10 labels, one frame a second, ending now."""
+    end = int(time.time() * 1e6)
+    top_k = json.dumps([{"class_id": 0, "label": "tench", "confidence": 0.9}])
+    batch = 50_000
+    for start in range(0, rows, batch):
+        values = [
+            (f"cam-{i % 10}", end - (rows - i) * 1_000_000, end - (rows - i) * 1_000_000 + 500,
+             "2290519bfc38c845", 16, len(frame), 0.09, i % 10, LABELS[i % 10], 0.5 + (i % 50) / 100,
+             top_k, frame)
+            for i in range(start, min(rows, start + batch))
+        ]  # fmt: skip
+        sql = (
+            "INSERT INTO frames (device, captured_us, received_us, model_id, qf, bytes, bpp, "
+            "class_id, label, confidence, top_k, frame) VALUES (" + ", ".join(["?"] * 12) + ")"
+        )
+        if engine == "postgresql":
+            with conn.cursor() as cur:
+                cur.executemany(sql.replace("?", "%s"), values)
+        else:
+            conn.execute("BEGIN")
+            conn.executemany(sql, values)
+            conn.execute("COMMIT")
+
+
+def query_latency(url: str, rows: int, queries: int) -> dict[str, object]:
+    end = int(time.time() * 1e6)
+    deep = encode_cursor(end - (rows // 2) * 1_000_000, rows // 2)  # half-way back in time
+    cases = {
+        "newest": {"limit": "50"},
+        "camera": {"device": "cam-3", "limit": "50"},
+        "label": {"label": "church", "min_confidence": "0.7", "limit": "50"},
+        "deep_cursor": {"limit": "50", "cursor": deep},
+    }
+    out: dict[str, object] = {}
+    with httpx.Client(timeout=30) as client:
+        for name, params in cases.items():
+            times = []
+            for _ in range(queries):
+                t0 = time.perf_counter()
+                r = client.get(url + "/v1/frames", params=params)
+                times.append(time.perf_counter() - t0)
+                assert r.status_code == 200 and len(r.json()["frames"]) == 50, r.text[:200]
+            ms = np.array(times) * 1e3
+            p50, p99 = (round(float(np.percentile(ms, q)), 2) for q in (50, 99))
+            out[name] = {"p50_ms": p50, "p99_ms": p99}
+            print(f"  {name:12s} p50 {p50} ms  p99 {p99} ms", flush=True)
+    return out
+
+
+def postgres(root: Path) -> tuple[subprocess.Popen[bytes], str]:
+    import glob
+
+    import psycopg
+
+    bindir = Path(sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))[-1]).parent
+    as_user = ["runuser", "-u", "nobody", "--"] if os.geteuid() == 0 else []
+    if as_user:
+        shutil.chown(root, "nobody", "nogroup")
+    data = root / "data"
+    subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "spic", "--auth=trust"],
+                   check=True, capture_output=True)  # fmt: skip
+    port = free_port()
+    proc = subprocess.Popen([*as_user, str(bindir / "postgres"), "-D", str(data), "-p", str(port),
+                             "-h", "127.0.0.1", "-k", str(root)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    url = f"postgresql://spic@127.0.0.1:{port}/postgres"
+    for _ in range(300):
+        try:
+            psycopg.connect(url).close()
+            return proc, url
+        except psycopg.OperationalError:
+            time.sleep(0.1)
+    raise RuntimeError("PostgreSQL did not start")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--seconds", type=float, default=8)
+    ap.add_argument("--queries", type=int, default=300)
+    args = ap.parse_args()
+    encoder = EdgeEncoder(DEFAULT_BUNDLE, cache_dir=False)
+    frames = [encoder.encode(im) for im in sample_images(None)]
+    result: dict[str, object] = {"benchmark": "store", "rows": args.rows, "cores": os.cpu_count()}
+    print("classify at 32 clients, store off and on:", flush=True)
+    result["classify"] = classify_cost(frames, args.seconds)
+    print(f"  {result['classify']}", flush=True)
+    root = Path(tempfile.mkdtemp(prefix="spic-bench-store-", dir="/tmp"))
+    proc, pg_root = None, root
+    try:
+        for engine in ("sqlite", "postgresql"):
+            if engine == "sqlite":
+                url_db, data_dir = "", root / "sqlite"
+            else:
+                # its own folder under /tmp: the server's user must be able to reach it
+                pg_root = Path(tempfile.mkdtemp(prefix="spic-bench-pg-", dir="/tmp"))
+                proc, url_db = postgres(pg_root)
+                data_dir = root / "unused"
+            store = open_store(url_db, data_dir)
+            t0 = time.perf_counter()
+            fill(store.conn, engine, args.rows, frames[0])
+            fill_s = time.perf_counter() - t0
+            store.close()
+            print(
+                f"{engine}: {args.rows} rows written in {fill_s:.1f} s; GET /v1/frames:", flush=True
+            )
+            with running_cloud([DEFAULT_BUNDLE], database_url=url_db, data_dir=data_dir) as url:
+                result[engine] = {
+                    "fill_s": round(fill_s, 1),
+                    **query_latency(url, args.rows, args.queries),
+                }
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(30)
+            shutil.rmtree(pg_root, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,249 @@
+// SPIC dashboard: everything comes from this service (no CDN). A read key is kept in this
+// browser's localStorage and sent as a Bearer header; images and the live stream are fetched
+// with it too (an <img> or EventSource cannot send headers).
+"use strict";
+const $ = (id) => document.getElementById(id);
+const PALETTE = ["#4fb3ff", "#ffb14f", "#7ee081", "#ff6b6b", "#c792ea", "#f7d154", "#5ce1e6", "#ff8fcf", "#a3be8c", "#d08770"];
+let key = localStorage.getItem("spic-read-key") || "";
+let cursor = null, stream = null, shown = 0, lastEventId = null;
+
+function headers() { return key ? { Authorization: "Bearer " + key } : {}; }
+async function api(path) {
+  const r = await fetch(path, { headers: headers() });
+  if (!r.ok) {
+    let detail = r.statusText;
+    try { detail = (await r.json()).title; } catch (e) { /* not problem+json */ }
+    throw new Error(r.status + " " + detail);
+  }
+  return r;
+}
+function setStatus(text) { $("status").textContent = text; }
+function isoFromLocal(v) { return v ? new Date(v).toISOString() : ""; }
+
+function filters(withTime) {
+  const p = new URLSearchParams();
+  if ($("f-device").value) p.set("device", $("f-device").value);
+  if ($("f-label").value) p.set("label", $("f-label").value);
+  if (withTime) {
+    if ($("f-after").value) p.set("after", isoFromLocal($("f-after").value));
+    if ($("f-before").value) p.set("before", isoFromLocal($("f-before").value));
+  }
+  return p;
+}
+
+// Reconstructions run in the service's bounded heavy lane: fetch two at a time, and wait out a
+// 503 (Retry-After) instead of showing a broken picture.
+const thumbs = [];
+let thumbsActive = 0;
+function thumbnail(img, frame) { thumbs.push([img, frame, 0]); pumpThumbs(); }
+async function pumpThumbs() {
+  while (thumbsActive < 2 && thumbs.length) {
+    const [img, frame, tries] = thumbs.shift();
+    thumbsActive += 1;
+    (async () => {
+      try {
+        const r = await fetch(frame.reconstruction, { headers: headers() });
+        if (r.status === 503 && tries < 10) {
+          const wait = 1000 * (parseFloat(r.headers.get("Retry-After")) || 1);
+          setTimeout(() => { thumbs.push([img, frame, tries + 1]); pumpThumbs(); }, wait);
+        } else if (r.ok) {
+          img.src = URL.createObjectURL(await r.blob());
+        } else {
+          img.alt = "no reconstruction: " + r.status;
+        }
+      } catch (e) { img.alt = "no reconstruction: " + e.message; }
+      thumbsActive -= 1;
+      pumpThumbs();
+    })();
+  }
+}
+
+function card(frame) {
+  const el = document.createElement("div");
+  el.className = "card";
+  el.dataset.frameId = frame.frame_id;
+  el.dataset.label = frame.label;
+  el.dataset.device = frame.device_id;
+  const img = document.createElement("img");
+  img.alt = frame.label;
+  const text = document.createElement("div");
+  const when = new Date(frame.captured_at || frame.received_at).toLocaleString();
+  text.innerHTML = "<b></b><span class=meta></span>";
+  text.querySelector("b").textContent = frame.label + " " + (100 * frame.confidence).toFixed(0) + "%";
+  text.querySelector(".meta").textContent = frame.device_id + " · " + frame.bytes + " B · " + when;
+  el.append(img, text);
+  el.addEventListener("click", () => showDetail(frame));
+  thumbnail(img, frame);
+  return el;
+}
+
+async function loadFeed(reset) {
+  if (reset) { $("feed").replaceChildren(); cursor = null; shown = 0; }
+  const p = filters(true);
+  p.set("limit", "24");
+  if (cursor) p.set("cursor", cursor);
+  const page = await (await api("/v1/frames?" + p)).json();
+  for (const f of page.frames) { $("feed").append(card(f)); shown += 1; }
+  if (reset) lastEventId = page.frames.length ? String(page.frames[0].frame_id) : null;
+  cursor = page.next_cursor;
+  $("more").hidden = !cursor;
+  $("feed-count").textContent = shown + " shown";
+}
+
+async function loadChart() {
+  const p = filters(true);
+  p.set("group_by", "label");
+  p.set("bucket", $("f-bucket").value);
+  const stats = await (await api("/v1/stats?" + p)).json();
+  const buckets = [...new Set(stats.rows.map((r) => r.bucket_start))].sort();
+  const labels = [...new Set(stats.rows.map((r) => r.group))].sort();
+  const svg = $("chart");
+  svg.replaceChildren();
+  const W = 800, H = 200, n = Math.max(buckets.length, 1);
+  const totals = buckets.map((b) => stats.rows.filter((r) => r.bucket_start === b).reduce((s, r) => s + r.count, 0));
+  const top = Math.max(1, ...totals);
+  const bw = W / n;
+  buckets.forEach((b, i) => {
+    let y = H;
+    labels.forEach((label, j) => {
+      const row = stats.rows.find((r) => r.bucket_start === b && r.group === label);
+      if (!row) return;
+      const h = (row.count / top) * (H - 10);
+      y -= h;
+      const rect = document.createElementNS("http://www.w3.org/2000/svg", "rect");
+      rect.setAttribute("x", i * bw + bw * 0.1); rect.setAttribute("width", bw * 0.8);
+      rect.setAttribute("y", y); rect.setAttribute("height", h);
+      rect.setAttribute("fill", PALETTE[j % PALETTE.length]);
+      const tip = document.createElementNS("http://www.w3.org/2000/svg", "title");
+      tip.textContent = label + ": " + row.count + " at " + new Date(b).toLocaleString();
+      rect.append(tip);
+      svg.append(rect);
+    });
+  });
+  $("legend").replaceChildren(...labels.map((label, j) => {
+    const s = document.createElement("span");
+    s.innerHTML = "<i></i>";
+    s.querySelector("i").style.background = PALETTE[j % PALETTE.length];
+    s.append(label);
+    return s;
+  }));
+}
+
+async function loadChoices() {
+  for (const [group, select] of [["device", "f-device"], ["label", "f-label"]]) {
+    const stats = await (await api("/v1/stats?group_by=" + group + "&bucket=1d")).json();
+    const current = $(select).value;
+    const names = [...new Set(stats.rows.map((r) => r.group))].sort();
+    $(select).replaceChildren(new Option("all", ""), ...names.map((n) => new Option(n, n)));
+    $(select).value = names.includes(current) ? current : "";
+  }
+}
+
+function addChoice(select, value) {
+  if (![...$(select).options].some((o) => o.value === value)) $(select).append(new Option(value, value));
+}
+
+async function showDetail(frame) {
+  $("detail").hidden = false;
+  $("d-title").textContent = "Frame " + frame.frame_id + ": " + frame.label;
+  const rows = [
+    ["camera", frame.device_id], ["captured", frame.captured_at || "not sent"], ["received", frame.received_at],
+    ["frame", frame.bytes + " B, " + frame.bpp.toFixed(4) + " bits/px"], ["QF", frame.qf], ["model", frame.model_id],
+    ["JPEG Q75 of this picture", "measuring…"],
+  ];
+  $("d-table").replaceChildren(...rows.map(([k, v]) => {
+    const tr = document.createElement("tr");
+    tr.innerHTML = "<td></td><td></td>";
+    tr.children[0].textContent = k; tr.children[1].textContent = v;
+    return tr;
+  }));
+  $("d-topk").replaceChildren(...frame.top_k.map((c) => {
+    const li = document.createElement("li");
+    li.textContent = c.label + " " + (100 * c.confidence).toFixed(1) + "%";
+    return li;
+  }));
+  const blob = await (await api(frame.reconstruction)).blob();
+  $("d-image").src = URL.createObjectURL(blob);
+  // What a camera uploading JPEG would have sent for the same picture (the browser's encoder).
+  const bitmap = await createImageBitmap(blob);
+  const canvas = document.createElement("canvas");
+  canvas.width = bitmap.width; canvas.height = bitmap.height;
+  canvas.getContext("2d").drawImage(bitmap, 0, 0);
+  canvas.toBlob((jpeg) => {
+    const cell = $("d-table").lastChild.children[1];
+    cell.textContent = jpeg.size + " B (" + (jpeg.size / frame.bytes).toFixed(1) + "× the SPIC frame)";
+  }, "image/jpeg", 0.75);
+}
+
+// Server-Sent Events over fetch, so the read key can travel in a header; resumes with
+// Last-Event-ID after a dropped connection.
+async function follow() {
+  if (stream) stream.abort();
+  const controller = new AbortController();
+  stream = controller;
+  const p = filters(false);
+  while (!controller.signal.aborted) {
+    try {
+      const h = headers();
+      if (lastEventId) h["Last-Event-ID"] = lastEventId;
+      const r = await fetch("/v1/events?" + p, { headers: h, signal: controller.signal });
+      if (!r.ok) throw new Error(r.status + "");
+      setStatus("live");
+      const reader = r.body.getReader();
+      const decoder = new TextDecoder();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += decoder.decode(value, { stream: true });
+        let cut;
+        while ((cut = buffer.indexOf("\n\n")) >= 0) {
+          const block = buffer.slice(0, cut);
+          buffer = buffer.slice(cut + 2);
+          let id = null, data = null;
+          for (const line of block.split("\n")) {
+            if (line.startsWith("id: ")) id = line.slice(4);
+            if (line.startsWith("data: ")) data = line.slice(6);
+          }
+          if (id && data) {
+            lastEventId = id;
+            const frame = JSON.parse(data);
+            addChoice("f-device", frame.device_id);  // a new camera or label becomes a filter
+            addChoice("f-label", frame.label);
+            $("feed").prepend(card(frame));
+            shown += 1;
+            $("feed-count").textContent = shown + " shown";
+          }
+        }
+      }
+    } catch (e) {
+      if (controller.signal.aborted) return;
+      setStatus("reconnecting…");
+    }
+    await new Promise((done) => setTimeout(done, 2000));
+  }
+}
+
+async function refresh() {
+  try {
+    await loadChoices();
+    await Promise.all([loadFeed(true), loadChart()]);
+    setStatus("connected");
+    const live = !$("f-before").value;  // a window in the past has nothing live to add
+    if (live) follow(); else if (stream) stream.abort();
+  } catch (e) {
+    setStatus("error: " + e.message);
+  }
+}
+
+$("key").value = key;
+$("key-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  key = $("key").value.trim();
+  localStorage.setItem("spic-read-key", key);
+  refresh();
+});
+$("apply").addEventListener("click", refresh);
+$("more").addEventListener("click", () => loadFeed(false));
+$("close").addEventListener("click", () => { $("detail").hidden = true; });
+refresh();

@@ -1,0 +1,105 @@
+"""The dashboard in a real headless Chromium (Selenium), against a real uvicorn.
+
+Chromium may reach 127.0.0.1 only (every other host resolves to nothing), so the page must load
+entirely from the service. The test sends frames while the page is open and checks the feed, the
+live stream, the camera filter and a frame's detail. ``SPIC_DASHBOARD_SCREENSHOT=docs/dashboard.png``
+keeps the screenshot it takes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cloud_service.harness import running_cloud
+from edge_client.client import CloudClient
+from edge_client.encoder import EdgeEncoder
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM and DRIVER), reason="make test installs chromium and chromium-driver"
+)
+UPLOAD, READ = "up-key", "read-key"
+
+
+def send(url: str, frame: bytes, device: str, key: str) -> int:
+    client = CloudClient(url, api_key=UPLOAD, device_id=device, max_retries=0)
+    try:
+        return int(client.classify(frame, key, captured_at=1.7e9)["frame_id"])
+    finally:
+        client.close()
+
+
+@pytest.fixture()
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--window-size=1400,1000",
+        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",  # offline but for us
+    ):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+def test_dashboard_shows_frames_live_filters_and_details(browser, tiny_bundle, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    rng = np.random.default_rng(0)
+    encoder = EdgeEncoder(tiny_bundle, cache_dir=False)
+    frames = [
+        encoder.encode(Image.fromarray(rng.integers(0, 255, (80, 96, 3), dtype=np.uint8)))
+        for _ in range(3)
+    ]
+    settings = dict(api_keys=UPLOAD, read_keys=READ, data_dir=tmp_path)
+    with running_cloud([tiny_bundle], **settings) as url:
+        first = send(url, frames[0], "cam-a", "k0")
+        browser.get(url + "/")
+        wait = WebDriverWait(browser, 20)
+        browser.find_element(By.ID, "key").send_keys(READ)
+        browser.find_element(By.CSS_SELECTOR, "#key-form button").click()
+
+        def card_ids() -> set[int]:  # read in one script: the feed may be redrawn meanwhile
+            script = "return [...document.querySelectorAll('.card')].map(c => +c.dataset.frameId)"
+            return set(browser.execute_script(script))
+
+        wait.until(lambda _: first in card_ids())
+        wait.until(lambda _: browser.find_element(By.ID, "status").text == "live")
+        live = send(url, frames[1], "cam-b", "k1")  # sent while the page is open
+        wait.until(lambda _: live in card_ids())
+
+        # every resource came from the service itself
+        urls = browser.execute_script(
+            "return performance.getEntriesByType('resource').map(e => e.name)"
+        )
+        assert urls and all(u.startswith(url) or u.startswith("blob:") for u in urls), urls
+        assert browser.find_elements(By.CSS_SELECTOR, "#chart rect")  # counts per label drawn
+
+        Select(browser.find_element(By.ID, "f-device")).select_by_value("cam-b")
+        browser.find_element(By.ID, "apply").click()
+        wait.until(lambda _: card_ids() == {live})
+
+        browser.find_element(By.CSS_SELECTOR, f'.card[data-frame-id="{live}"]').click()
+        wait.until(lambda _: "× the SPIC frame" in browser.find_element(By.ID, "d-table").text)
+        detail = browser.find_element(By.ID, "detail").text
+        assert f"Frame {live}" in detail and "cam-b" in detail and "bits/px" in detail
+        assert browser.execute_script("return document.getElementById('d-image').naturalWidth") > 0
+        shot = Path(os.environ.get("SPIC_DASHBOARD_SCREENSHOT", tmp_path / "dashboard.png"))
+        browser.save_screenshot(str(shot))
+        assert shot.stat().st_size > 10_000
