@@ -40,6 +40,7 @@ bench: install
 	$(PY) bench/cloud_load.py
 	$(PY) bench/adversarial.py
 	$(PY) bench/frame_queue.py
+	$(PY) bench/store.py
 
 # The main job: cloud + edge on the shipped model. IMAGES=folder adds your own photos.
 demo: install

@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 PROBLEM_TYPE = "urn:spic:problem:"
 MEDIA_TYPE = "application/problem+json"
@@ -54,8 +55,21 @@ async def handle_problem(request: Request, exc: Exception) -> JSONResponse:
 async def handle_http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     status = exc.status_code
-    problem = Problem(status, f"http-{status}", str(exc.detail), headers=dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if status == 405:  # Starlette names the first matching route's methods; name them all
+        headers["Allow"] = ", ".join(allowed_methods(request))
+    problem = Problem(status, f"http-{status}", str(exc.detail), headers=headers)
     return problem_response(request, problem)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this request's path."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 async def handle_validation(request: Request, exc: Exception) -> JSONResponse:

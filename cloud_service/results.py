@@ -156,8 +156,10 @@ class ResultsStore:
         frames arriving meanwhile never shift or repeat a page."""
         where, params = self._filters(q)
         if q.cursor is not None:
-            where.append("(received_us < ? OR (received_us = ? AND id < ?))")
-            params += [q.cursor[0], q.cursor[0], q.cursor[1]]
+            # A row-value comparison, which both engines answer from the (received_us, id)
+            # index; the equivalent OR made SQLite scan (41 ms half-way into a million rows).
+            where.append("(received_us, id) < (?, ?)")
+            params += [q.cursor[0], q.cursor[1]]
         sql = f"SELECT {COLUMNS} FROM frames"
         if where:
             sql += " WHERE " + " AND ".join(where)

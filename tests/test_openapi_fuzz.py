@@ -41,6 +41,9 @@ def test_the_api_matches_its_openapi_document(tiny_bundle, tmp_path, settings):
                 "40",
                 "--exclude-checks",
                 "positive_data_acceptance",
+                # an event stream never ends by design: tests/test_frames_api.py covers it
+                "--exclude-path",
+                "/v1/events",
                 "--seed",
                 "1",
             ],
@@ -51,5 +54,5 @@ def test_the_api_matches_its_openapi_document(tiny_bundle, tmp_path, settings):
         )
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
     selected = re.search(r"Selected: (\d+)/(\d+)", out.stdout)
-    assert selected and selected[1] == selected[2]  # every documented operation was exercised
+    assert selected and int(selected[1]) == int(selected[2]) - 1  # all but the event stream
     assert f"Tested: {selected[1]}" in out.stdout
