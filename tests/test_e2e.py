@@ -79,6 +79,7 @@ class System:
         log = self.tmp / f"cloud-{len(self.logs)}.log"
         self.logs.append(log)
         extra = {f"SPIC_CLOUD_{k.upper()}": str(v) for k, v in self.cloud_env.items()}
+        extra.setdefault("SPIC_CLOUD_DATA_DIR", str(self.tmp / "cloud-data"))  # not the cwd
         self.cloud = subprocess.Popen(
             self._command("cloud"),
             env=self._env("cloud", extra),

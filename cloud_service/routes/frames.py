@@ -32,6 +32,11 @@ FrameId = Annotated[int, Path(ge=1, le=(1 << 63) - 1)]
 QUERY_ERRORS: dict[int | str, dict[str, Any]] = {s: ERRORS[s] for s in (401, 403, 404, 422, 503)}
 
 
+def answers(media_type: str) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI answers of a route whose success is ``media_type`` bytes."""
+    return {200: {"content": {media_type: {}}}, **QUERY_ERRORS}
+
+
 def _out(r: FrameRecord) -> StoredFrame:
     assert r.id is not None
     return StoredFrame(
@@ -123,7 +128,7 @@ async def delete_frame(frame_id: FrameId, state: StateDep, _auth: AdminAuthDep) 
 @router.get(
     "/{frame_id}/bitstream",
     response_class=Response,
-    responses={200: {"content": {"application/octet-stream": {}}}, **QUERY_ERRORS},
+    responses=answers("application/octet-stream"),
     summary="The frame's bytes, as the camera sent them",
 )
 async def get_bitstream(frame_id: FrameId, state: StateDep, _auth: ReadAuthDep) -> Response:
@@ -136,7 +141,7 @@ async def get_bitstream(frame_id: FrameId, state: StateDep, _auth: ReadAuthDep) 
 @router.get(
     "/{frame_id}/reconstruction",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}}, **QUERY_ERRORS},
+    responses=answers("image/png"),
     summary="The frame re-rendered by its bundle's decoder (PNG, cached)",
 )
 async def get_reconstruction(

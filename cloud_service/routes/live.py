@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from cloud_service.problems import Problem
 from cloud_service.results import FrameQuery
-from cloud_service.routes.frames import QUERY_ERRORS, _out, _store, _time, frame_filters
+from cloud_service.routes.frames import QUERY_ERRORS, _out, _store, _time, answers, frame_filters
 from cloud_service.state import ReadAuthDep, StateDep
 from cloud_service.timeutil import format_rfc3339
 
@@ -65,7 +65,7 @@ def _sse(event_id: int, data: str) -> bytes:
 @router.get(
     "/events",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}}, **QUERY_ERRORS},
+    responses=answers("text/event-stream"),
     summary="Live stream of stored frames (Server-Sent Events; resume with Last-Event-ID)",
 )
 async def events(
