@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import httpx
 from PIL import Image
@@ -13,6 +12,7 @@ from PIL import Image
 from cloud_service.harness import running_cloud
 from cloud_service.webhooks import sign, verify
 from edge_client.encoder import EdgeEncoder
+from tests.local_http import LocalServer
 from tests.test_cloud import wait_for
 
 SECRET = "hook-secret"
@@ -41,13 +41,11 @@ class Receiver:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.http = LocalServer(Handler, "/hook")
+        self.url = self.http.url
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.http.close()
 
 
 def test_signature_round_trip_and_replay_window():
