@@ -183,10 +183,6 @@ class HeavyLane:
         self._pending = 0
         self._lock = threading.Lock()
 
-    @property
-    def pending(self) -> int:
-        return self._pending
-
     def _job(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         try:
             return fn(*args)

@@ -149,9 +149,8 @@ class IdempotencyStore:
     def abandon(self, key: str) -> None:
         """The request failed in a way a retry may fix (overload, server error): forget the key."""
         with self._lock:
-            entry = self._entries.pop(key, None)
-            if entry is not None and entry.response is not None:
-                self._bytes -= entry.response.size
+            if key in self._entries:
+                self._drop(key)
 
     def _expire(self, now: float) -> None:
         while self._entries:
@@ -167,11 +166,14 @@ class IdempotencyStore:
 
     def _evict(self) -> None:
         """Oldest completed entries first; claims in flight are never evicted."""
-        if len(self._entries) <= self.max_entries and self._bytes <= self.max_bytes:
-            return
-        for key in [k for k, e in self._entries.items() if e.response is not None]:
-            if len(self._entries) <= self.max_entries and self._bytes <= self.max_bytes:
-                return
+        count, size, victims = len(self._entries), self._bytes, []
+        for key, entry in self._entries.items():  # oldest first; stops as soon as both hold
+            if count <= self.max_entries and size <= self.max_bytes:
+                break
+            if entry.response is not None:
+                victims.append(key)
+                count, size = count - 1, size - entry.response.size
+        for key in victims:
             self._drop(key)
 
     def __len__(self) -> int:

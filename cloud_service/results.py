@@ -286,5 +286,7 @@ def open_store(database_url: str, data_dir: str | Path) -> ResultsStore:
         folder / "results.sqlite", check_same_thread=False, isolation_level=None, timeout=30
     )
     conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints, fast commits
+    # FULL, as the idempotency store: a frame whose answer (and frame_id) the store replays after a
+    # power cut must still be here.
+    conn.execute("PRAGMA synchronous=FULL")
     return ResultsStore(conn, "sqlite", "?")

@@ -76,7 +76,7 @@ def _matches(given: bytes, keys: list[str]) -> str | None:
 
 def check_bearer(request: Request, keys: list[str], other_scope: list[str] | None = None) -> str:
     """The matching key of ``keys`` named by the request's Bearer token; 401/403 otherwise
-    (403 ``wrong-key-scope`` when it is one of ``other_scope``, a valid key of another kind)."""
+    (403 ``wrong-key-scope`` when it is one of ``other_scope``: a valid key of another kind)."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if not header:
@@ -102,7 +102,7 @@ def check_bearer(request: Request, keys: list[str], other_scope: list[str] | Non
             403,
             "wrong-key-scope",
             "key of the wrong kind",
-            "upload keys may only send frames and read keys may only query",
+            "upload keys may only send frames, read keys only query, admin keys only delete",
         )
     if found is None:
         raise Problem(
@@ -111,20 +111,27 @@ def check_bearer(request: Request, keys: list[str], other_scope: list[str] | Non
     return found
 
 
+def other_keys(settings: Settings, kind: list[str]) -> list[str]:
+    """Every configured key that is not of ``kind`` (the keys sent to the wrong route)."""
+    return [
+        k for k in settings.api_keys + settings.read_keys + settings.admin_keys if k not in kind
+    ]
+
+
 def require_api_key(request: Request, state: StateDep, _bearer: BearerDep) -> str:
     """The caller's scope: a digest of its upload key (idempotency keys live in it)."""
     keys = state.settings.api_keys
     if not keys:
         return ANONYMOUS
-    key = check_bearer(request, keys, state.settings.read_keys)
+    key = check_bearer(request, keys, other_keys(state.settings, keys))
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def require_read_key(request: Request, state: StateDep, _bearer: BearerDep) -> None:
     """Queries need a read key whenever the service has keys at all."""
     settings = state.settings
-    if settings.api_keys or settings.read_keys:
-        check_bearer(request, settings.read_keys, settings.api_keys)
+    if settings.api_keys or settings.read_keys or settings.admin_keys:
+        check_bearer(request, settings.read_keys, other_keys(settings, settings.read_keys))
 
 
 ReadAuthDep = Annotated[None, Depends(require_read_key)]
@@ -134,7 +141,7 @@ def require_admin_key(request: Request, state: StateDep, _bearer: BearerDep) -> 
     """Deleting frames needs an admin key whenever the service has keys at all."""
     s = state.settings
     if s.api_keys or s.read_keys or s.admin_keys:
-        check_bearer(request, s.admin_keys, s.api_keys + s.read_keys)
+        check_bearer(request, s.admin_keys, other_keys(s, s.admin_keys))
 
 
 AdminAuthDep = Annotated[None, Depends(require_admin_key)]

@@ -144,9 +144,6 @@ class FrameQueue:
     def total_bytes(self) -> int:
         return self._bytes
 
-    def keys(self) -> set[str]:
-        return set(self._keys)
-
     def __contains__(self, key: str) -> bool:
         return key in self._keys
 

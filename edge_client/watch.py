@@ -189,10 +189,9 @@ def run_watch(args: argparse.Namespace, settings: EdgeSettings, encoder: Any, cl
                 file=sys.stderr,
                 flush=True,
             )
-        idle = len(queue) == 0 and not watcher.pending_images()
-        if (args.exit_when_idle and idle) or (
-            args.max_seconds and time.monotonic() - start > args.max_seconds
-        ):
+        # Listing the folder again only when asked to stop once idle.
+        idle = args.exit_when_idle and len(queue) == 0 and not watcher.pending_images()
+        if idle or (args.max_seconds and time.monotonic() - start > args.max_seconds):
             return 0
         if not images or report.cloud_down:
             time.sleep(settings.interval)

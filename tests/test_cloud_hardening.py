@@ -475,7 +475,7 @@ def test_decoding_png_and_the_store_run_off_the_event_loop(
         return wrapped
 
     monkeypatch.setattr(inference, "decode_latent", spy("decode", inference.decode_latent))
-    monkeypatch.setattr(inference, "_reconstruct_png", spy("png", inference._reconstruct_png))
+    monkeypatch.setattr(inference, "reconstruct_png", spy("png", inference.reconstruct_png))
     settings = Settings(
         bundles=[tiny_bundle], idempotency_db=str(tmp_path / "i.db"), data_dir=str(tmp_path / "d")
     )

@@ -18,9 +18,9 @@ from cloud_service.results import FrameQuery, FrameRecord, ResultsStore, decode_
 from cloud_service.routes.inference import (
     DEVICE_ID,
     ERRORS,
-    _heavy,
-    _reconstruct_png,
     parse_frame,
+    reconstruct_png,
+    run_heavy,
 )
 from cloud_service.state import AdminAuthDep, ReadAuthDep, ReadyDep, ServiceState, StateDep
 from cloud_service.timeutil import format_rfc3339, parse_rfc3339
@@ -37,7 +37,7 @@ def answers(media_type: str) -> dict[int | str, dict[str, Any]]:
     return {200: {"content": {media_type: {}}}, **QUERY_ERRORS}
 
 
-def _out(r: FrameRecord) -> StoredFrame:
+def stored_frame(r: FrameRecord) -> StoredFrame:
     assert r.id is not None
     return StoredFrame(
         **r.prediction.model_dump(),
@@ -50,7 +50,7 @@ def _out(r: FrameRecord) -> StoredFrame:
     )
 
 
-def _time(name: str, value: str | None) -> int | None:
+def query_time(name: str, value: str | None) -> int | None:
     if value is None:
         return None
     try:
@@ -59,7 +59,7 @@ def _time(name: str, value: str | None) -> int | None:
         raise Problem(422, "bad-query", f"bad {name}", str(exc)) from None
 
 
-def _store(state: ServiceState) -> ResultsStore:
+def results_store(state: ServiceState) -> ResultsStore:
     if state.results is None:
         raise Problem(503, "not-ready", "results store not open", "retry shortly")
     return state.results
@@ -91,9 +91,13 @@ async def list_frames(
         q.cursor = None if cursor is None else decode_cursor(cursor)
     except ValueError:
         raise Problem(422, "bad-query", "bad cursor", "pass next_cursor as it was given") from None
-    q.after_us, q.before_us, q.limit = _time("after", after), _time("before", before), limit
-    rows, next_cursor = await asyncio.to_thread(_store(state).query, q)
-    return FramesPage(frames=[_out(r) for r in rows], next_cursor=next_cursor)
+    q.after_us, q.before_us, q.limit = (
+        query_time("after", after),
+        query_time("before", before),
+        limit,
+    )
+    rows, next_cursor = await asyncio.to_thread(results_store(state).query, q)
+    return FramesPage(frames=[stored_frame(r) for r in rows], next_cursor=next_cursor)
 
 
 def _not_found(frame_id: int) -> Problem:
@@ -104,10 +108,10 @@ def _not_found(frame_id: int) -> Problem:
     "/{frame_id}", response_model=StoredFrame, responses=QUERY_ERRORS, summary="One stored frame"
 )
 async def get_frame(frame_id: FrameId, state: StateDep, _auth: ReadAuthDep) -> StoredFrame:
-    record = await asyncio.to_thread(_store(state).get, frame_id)
+    record = await asyncio.to_thread(results_store(state).get, frame_id)
     if record is None:
         raise _not_found(frame_id)
-    return _out(record)
+    return stored_frame(record)
 
 
 @router.delete(
@@ -118,7 +122,7 @@ async def get_frame(frame_id: FrameId, state: StateDep, _auth: ReadAuthDep) -> S
     summary="Delete a stored frame (admin keys)",
 )
 async def delete_frame(frame_id: FrameId, state: StateDep, _auth: AdminAuthDep) -> Response:
-    if not await asyncio.to_thread(_store(state).delete, frame_id):
+    if not await asyncio.to_thread(results_store(state).delete, frame_id):
         raise _not_found(frame_id)
     state.reconstructions.pop(frame_id, None)
     state.metrics.frames_removed.labels("deleted").inc()
@@ -132,7 +136,7 @@ async def delete_frame(frame_id: FrameId, state: StateDep, _auth: AdminAuthDep) 
     summary="The frame's bytes, as the camera sent them",
 )
 async def get_bitstream(frame_id: FrameId, state: StateDep, _auth: ReadAuthDep) -> Response:
-    data = await asyncio.to_thread(_store(state).frame_bytes, frame_id)
+    data = await asyncio.to_thread(results_store(state).frame_bytes, frame_id)
     if data is None:
         raise _not_found(frame_id)
     return Response(data, media_type="application/octet-stream")
@@ -150,11 +154,11 @@ async def get_reconstruction(
     cache = state.reconstructions
     png = cache.get(frame_id)
     if png is None:
-        data = await asyncio.to_thread(_store(state).frame_bytes, frame_id)
+        data = await asyncio.to_thread(results_store(state).frame_bytes, frame_id)
         if data is None:
             raise _not_found(frame_id)
         runtime, frame = parse_frame(state, data)  # 409 if its bundle is no longer served
-        png = await _heavy(state, _reconstruct_png, runtime, frame)
+        png = await run_heavy(state, reconstruct_png, runtime, frame)
         if state.settings.reconstruction_cache:
             cache[frame_id] = png
             while len(cache) > state.settings.reconstruction_cache:

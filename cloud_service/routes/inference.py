@@ -150,7 +150,7 @@ def _classify_one(runtime: BundleRuntime, frame: bitstream.Frame) -> np.ndarray:
     return probs
 
 
-def _reconstruct_png(runtime: BundleRuntime, frame: bitstream.Frame) -> bytes:
+def reconstruct_png(runtime: BundleRuntime, frame: bitstream.Frame) -> bytes:
     image = runtime.reconstruct_latents(decode_latent(runtime, frame)[None])[0]
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="PNG")
@@ -273,7 +273,7 @@ def overloaded(state: ServiceState) -> Problem:
     )
 
 
-async def _heavy(state: ServiceState, fn: Callable[..., T], *args: object) -> T:
+async def run_heavy(state: ServiceState, fn: Callable[..., T], *args: object) -> T:
     assert state.heavy is not None  # set by the lifespan before the service is ready
     try:
         return await state.heavy.run(fn, *args)
@@ -302,7 +302,7 @@ async def classify(request: Request, state: StateDep, frame_in: FrameDep) -> Res
             except Overloaded:
                 raise overloaded(state) from None
         else:
-            probs = await _heavy(state, _classify_one, runtime, frame)
+            probs = await run_heavy(state, _classify_one, runtime, frame)
         order = np.argsort(-probs)[: state.settings.top_k]
         top = [
             ClassScore(class_id=int(i), label=runtime.labels[i], confidence=float(probs[i]))
@@ -345,7 +345,7 @@ async def classify(request: Request, state: StateDep, frame_in: FrameDep) -> Res
 async def reconstruct(request: Request, state: StateDep, frame_in: FrameDep) -> Response:
     async def run() -> Response:
         runtime, frame = parse_frame(state, frame_in.body)
-        png = await _heavy(state, _reconstruct_png, runtime, frame)
+        png = await run_heavy(state, reconstruct_png, runtime, frame)
         request.state.model_id = runtime.model_id
         return Response(png, media_type="image/png")
 

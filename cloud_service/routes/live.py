@@ -21,7 +21,14 @@ from pydantic import BaseModel
 
 from cloud_service.problems import Problem
 from cloud_service.results import FrameQuery
-from cloud_service.routes.frames import QUERY_ERRORS, _out, _store, _time, answers, frame_filters
+from cloud_service.routes.frames import (
+    QUERY_ERRORS,
+    answers,
+    frame_filters,
+    query_time,
+    results_store,
+    stored_frame,
+)
 from cloud_service.state import ReadAuthDep, StateDep
 from cloud_service.timeutil import format_rfc3339
 
@@ -51,9 +58,9 @@ async def stats(
     after: Annotated[str | None, Query(description="RFC 3339: received at or after")] = None,
     before: Annotated[str | None, Query(description="RFC 3339: received before")] = None,
 ) -> StatsResponse:
-    q = FrameQuery(after_us=_time("after", after), before_us=_time("before", before))
+    q = FrameQuery(after_us=query_time("after", after), before_us=query_time("before", before))
     bucket_us = BUCKETS[bucket] * 1_000_000
-    rows = await asyncio.to_thread(_store(state).stats, group_by, bucket_us, q)
+    rows = await asyncio.to_thread(results_store(state).stats, group_by, bucket_us, q)
     out = [StatsRow(group=g, bucket_start=format_rfc3339(b), count=n) for g, b, n in rows]
     return StatsResponse(group_by=group_by, bucket=bucket, rows=out)
 
@@ -75,7 +82,7 @@ async def events(
     filters: Annotated[FrameQuery, frame_filters],
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> StreamingResponse:
-    store = _store(state)
+    store = results_store(state)
     if last_event_id is not None:
         if not last_event_id.strip().isdigit():
             raise Problem(422, "bad-last-event-id", "bad Last-Event-ID", "an event id is a number")
@@ -93,7 +100,7 @@ async def events(
             rows = await asyncio.to_thread(store.since, position, filters)
             for r in rows:
                 position = r.id or position
-                yield _sse(position, _out(r).model_dump_json())
+                yield _sse(position, stored_frame(r).model_dump_json())
             if rows:
                 quiet = 0.0
                 continue
