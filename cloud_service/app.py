@@ -20,7 +20,8 @@ from fastapi import FastAPI, Request, Response
 
 from cloud_service import problems
 from cloud_service.batcher import Batcher, HeavyLane
-from cloud_service.idempotency import IdempotencyStore, SqliteIdempotencyStore
+from cloud_service.database import open_database
+from cloud_service.idempotency import IdempotencyStore, SqlIdempotencyStore
 from cloud_service.metrics import Metrics
 from cloud_service.results import open_store
 from cloud_service.routes import dashboard, docs, frames, health, inference, live, models
@@ -113,6 +114,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if state.webhooks is not None:
         await state.webhooks.close()
     state.results.close()
+    state.idempotency.close()
 
 
 def document_security(app: FastAPI, settings: Settings) -> None:
@@ -156,9 +158,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.idempotency_max_bytes,
         settings.idempotency_lease_s,
     )
+    # PostgreSQL when the service has a database URL (replicas share their keys), else the
+    # SQLite file when one is named (the workers of one host share it), else memory.
     store: IdempotencyStore = (
-        SqliteIdempotencyStore(settings.idempotency_db, *bounds)
-        if settings.idempotency_db
+        SqlIdempotencyStore(open_database(settings.database_url, settings.idempotency_db), *bounds)
+        if settings.database_url or settings.idempotency_db
         else IdempotencyStore(*bounds)
     )
     app.state.spic = ServiceState(settings=settings, metrics=Metrics(), idempotency=store)

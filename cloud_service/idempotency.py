@@ -13,9 +13,9 @@
   pure function of the frame, ~76 kB of PNG) keeps only its status: a retry runs it again.
 * A claim whose request never completed (its process died) is released after a lease.
 
-``IdempotencyStore`` lives in the process; ``SqliteIdempotencyStore`` persists in a SQLite file
-shared by the worker processes of one host. Replicas on several hosts need a shared store (see the
-README); the contract is the three methods ``begin``, ``complete`` and ``abandon``.
+``IdempotencyStore`` lives in the process; ``SqlIdempotencyStore`` persists in a SQLite file
+shared by the worker processes of one host, or in PostgreSQL shared by replicas on many hosts.
+The contract is the three methods ``begin``, ``complete`` and ``abandon``.
 """
 
 from __future__ import annotations
@@ -24,12 +24,13 @@ import hashlib
 import logging
 import os
 import socket
-import sqlite3
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from cloud_service.database import Database, Migration, migrate
 from cloud_service.problems import Problem
 
 log = logging.getLogger("spic.cloud.idempotency")
@@ -179,12 +180,16 @@ class IdempotencyStore:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def close(self) -> None:
+        """Nothing to release in memory; a database store closes its connections."""
+
     def stored_bytes(self) -> int:
         return self._bytes
 
 
 def _owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """host:pid:token. The token tells apart two stores of one process (and a reused pid)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -197,85 +202,115 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-class SqliteIdempotencyStore(IdempotencyStore):
-    """The same contract, persisted in SQLite (WAL), so a restarted service still recognises keys.
+IDEMPOTENCY_MIGRATIONS: list[Migration] = [
+    (
+        1,
+        [
+            "CREATE TABLE IF NOT EXISTS idempotency (key TEXT PRIMARY KEY, body_hash TEXT NOT "
+            "NULL, created REAL NOT NULL, owner TEXT NOT NULL, status INTEGER, body BLOB, "
+            "media_type TEXT, recompute INTEGER NOT NULL DEFAULT 0, size INTEGER NOT NULL DEFAULT 0)",
+            "CREATE INDEX IF NOT EXISTS idempotency_created ON idempotency (created)",
+        ],
+        [
+            "CREATE TABLE IF NOT EXISTS idempotency (key TEXT PRIMARY KEY, body_hash TEXT NOT "
+            "NULL, created DOUBLE PRECISION NOT NULL, owner TEXT NOT NULL, status INTEGER, "
+            "body BYTEA, media_type TEXT, recompute INTEGER NOT NULL DEFAULT 0, "
+            "size INTEGER NOT NULL DEFAULT 0)",
+            "CREATE INDEX IF NOT EXISTS idempotency_created ON idempotency (created)",
+        ],
+    ),
+]
 
-    A response is written before it is sent: a frame the service answered before a crash is
-    replayed, not classified again, when the edge retries. Each claim records its owner (host and
-    pid). A starting process releases only claims whose owner on this host is gone; claims of the
-    other live workers of ``--workers N`` stay, and any claim older than the lease is released.
-    Bounds are kept every ``CHECK_EVERY`` completions.
+
+class SqlIdempotencyStore(IdempotencyStore):
+    """The same contract in a database: a SQLite file shared by the workers of one host, or
+    PostgreSQL shared by replicas on many hosts, so a retry that lands anywhere is replayed.
+
+    * **Claim.** ``INSERT ... ON CONFLICT (key) DO NOTHING``: of two replicas that claim a key at
+      once exactly one inserts; the other reads the row and answers 409 (in flight), 422 (another
+      body) or replays the stored answer.
+    * **Lease.** Each claim records its owner (host:pid) and time. A claim still open after
+      ``lease_s`` is released, so a replica that dies mid-request never strands a key; a
+      starting process also releases at once the claims of dead processes on its own host.
+      Replicas' clocks must agree to well within the lease (NTP does).
+    * **Answer first.** The answer is written before it is sent: a frame answered just before a
+      crash is replayed, not classified again, when the edge retries.
+    * Bounds (entries, bytes, TTL) are kept every ``CHECK_EVERY`` completions.
     """
 
     CHECK_EVERY = 64
 
     def __init__(
         self,
-        path: str,
+        db: Database,
         ttl_s: float = 3600.0,
         max_entries: int = 100_000,
         max_bytes: int = 64 << 20,
         lease_s: float = 60.0,
     ):
         super().__init__(ttl_s, max_entries, max_bytes, lease_s)
-        self.owner = _owner()
+        self.db, self.owner = db, _owner()
         self._completed = 0
-        self.db = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")  # durable before the response leaves
-        self.db.execute(
-            "CREATE TABLE IF NOT EXISTS idempotency (key TEXT PRIMARY KEY, body_hash TEXT NOT NULL, "
-            "created REAL NOT NULL, owner TEXT NOT NULL, status INTEGER, body BLOB, "
-            "media_type TEXT, recompute INTEGER NOT NULL DEFAULT 0, size INTEGER NOT NULL DEFAULT 0)"
-        )
-        self.db.execute("CREATE INDEX IF NOT EXISTS idempotency_created ON idempotency (created)")
+        self._running: set[str] = set()  # keys this process has claimed and is answering
+        migrate(db, "spic_idempotency_schema", IDEMPOTENCY_MIGRATIONS)
         self._release_dead_owners()
 
     def _release_dead_owners(self) -> None:
         host = socket.gethostname()
-        owners = self.db.execute(
-            "SELECT DISTINCT owner FROM idempotency WHERE status IS NULL"
-        ).fetchall()
-        for (owner,) in owners:
-            owner_host, _, pid = owner.rpartition(":")
-            if owner_host == host and pid.isdigit() and not _pid_alive(int(pid)):
-                self.db.execute(
-                    "DELETE FROM idempotency WHERE status IS NULL AND owner = ?", (owner,)
-                )
-                log.info("released the in-flight claims of %s, which is gone", owner)
+        with self.db.session() as run:
+            owners = run("SELECT DISTINCT owner FROM idempotency WHERE status IS NULL").fetchall()
+            for (owner,) in owners:
+                owner_host, pid, _token = (owner.rsplit(":", 2) + ["", ""])[:3]
+                if owner_host == host and pid.isdigit() and not _pid_alive(int(pid)):
+                    run("DELETE FROM idempotency WHERE status IS NULL AND owner = ?", (owner,))
+                    log.info("released the in-flight claims of %s, which is gone", owner)
 
     def begin(self, key: str, body: bytes, now: float | None = None) -> Stored | None:
         now = time.time() if now is None else now
         digest = body_hash(body)
-        with self._lock:
-            self.db.execute(
-                "DELETE FROM idempotency WHERE key = ? AND (created < ? OR (status IS NULL AND created < ?))",
+        with self.db.session() as run:
+            run(
+                "DELETE FROM idempotency WHERE key = ? AND "
+                "(created < ? OR (status IS NULL AND created < ?))",
                 (key, now - self.ttl_s, now - self.lease_s),
             )
-            cur = self.db.execute(
-                "INSERT OR IGNORE INTO idempotency (key, body_hash, created, owner) VALUES (?, ?, ?, ?)",
+            claimed = run(
+                "INSERT INTO idempotency (key, body_hash, created, owner) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (key) DO NOTHING RETURNING key",
                 (key, digest, now, self.owner),
-            )
-            if cur.rowcount == 1:
+            ).fetchone()
+            if claimed is not None:
+                with self._lock:
+                    self._running.add(key)
                 return None
-            row = self.db.execute(
-                "SELECT body_hash, status, body, media_type, recompute FROM idempotency WHERE key = ?",
+            row = run(
+                "SELECT body_hash, status, body, media_type, recompute, owner FROM idempotency "
+                "WHERE key = ?",
                 (key,),
             ).fetchone()
-        if row is None:  # deleted between the statements: claim it again
+            if row is not None and row[1] is None and row[5] == self.owner:
+                with self._lock:
+                    stale = key not in self._running
+                if stale:  # our own claim whose release failed (the database was down then)
+                    run("DELETE FROM idempotency WHERE key = ? AND status IS NULL", (key,))
+                    row = None
+        if row is None:  # deleted between the statements, or released: claim it again
             return self.begin(key, body, now)
         if row[0] != digest:
             raise _reused()
         if row[1] is None:
             raise _in_flight(1)
-        return Stored(row[1], row[2] or b"", row[3], recompute=bool(row[4]))
+        return Stored(row[1], bytes(row[2] or b""), row[3], recompute=bool(row[4]))
 
     def complete(self, key: str, response: Stored) -> None:
         body = b"" if response.recompute else response.body
         with self._lock:
-            self.db.execute(
-                "UPDATE idempotency SET status = ?, body = ?, media_type = ?, recompute = ?, size = ? "
-                "WHERE key = ?",
+            self._running.discard(key)
+        with self.db.session() as run:
+            # Only this owner's claim: one whose lease ran out may belong to another replica now.
+            run(
+                "UPDATE idempotency SET status = ?, body = ?, media_type = ?, recompute = ?, "
+                "size = ? WHERE key = ? AND owner = ?",
                 (
                     response.status,
                     body,
@@ -283,46 +318,52 @@ class SqliteIdempotencyStore(IdempotencyStore):
                     int(response.recompute),
                     len(body),
                     key,
+                    self.owner,
                 ),
             )
+        with self._lock:
             self._completed += 1
-            if self._completed % self.CHECK_EVERY == 0:
-                self._enforce_bounds(time.time())
-
-    def _enforce_bounds(self, now: float) -> None:
-        self.db.execute("DELETE FROM idempotency WHERE created < ?", (now - self.ttl_s,))
-        count, size = self.db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM idempotency"
-        ).fetchone()
-        if count <= self.max_entries and size <= self.max_bytes:
-            return
-        # Oldest completed first, until both bounds hold (a running total over the oldest rows).
-        over_n, over_b = count - self.max_entries, size - self.max_bytes
-        dropped_n = dropped_b = 0
-        victims = []
-        for key, row_size in self.db.execute(
-            "SELECT key, size FROM idempotency WHERE status IS NOT NULL ORDER BY created"
-        ):
-            if dropped_n >= over_n and dropped_b >= over_b:
-                break
-            victims.append((key,))
-            dropped_n, dropped_b = dropped_n + 1, dropped_b + row_size
-        self.db.executemany("DELETE FROM idempotency WHERE key = ?", victims)
+            check = self._completed % self.CHECK_EVERY == 0
+        if check:
+            self.enforce_bounds()
 
     def enforce_bounds(self) -> None:
-        with self._lock:
-            self._enforce_bounds(time.time())
+        now = time.time()
+        with self.db.session() as run:
+            run("DELETE FROM idempotency WHERE created < ?", (now - self.ttl_s,))
+            count, size = run("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM idempotency").fetchone()
+            if count <= self.max_entries and size <= self.max_bytes:
+                return
+            # Oldest completed first, until both bounds hold (a running total over the oldest).
+            over_n, over_b = count - self.max_entries, size - self.max_bytes
+            dropped_n = dropped_b = 0
+            victims = []
+            for key, row_size in run(
+                "SELECT key, size FROM idempotency WHERE status IS NOT NULL ORDER BY created"
+            ).fetchall():
+                if dropped_n >= over_n and dropped_b >= over_b:
+                    break
+                victims.append(key)
+                dropped_n, dropped_b = dropped_n + 1, dropped_b + row_size
+            for key in victims:
+                run("DELETE FROM idempotency WHERE key = ?", (key,))
 
     def abandon(self, key: str) -> None:
         with self._lock:
-            self.db.execute("DELETE FROM idempotency WHERE key = ? AND status IS NULL", (key,))
+            self._running.discard(key)
+        with self.db.session() as run:
+            run(
+                "DELETE FROM idempotency WHERE key = ? AND status IS NULL AND owner = ?",
+                (key, self.owner),
+            )
 
     def __len__(self) -> int:
-        with self._lock:
-            return int(self.db.execute("SELECT COUNT(*) FROM idempotency").fetchone()[0])
+        with self.db.session() as run:
+            return int(run("SELECT COUNT(*) FROM idempotency").fetchone()[0])
 
     def stored_bytes(self) -> int:
-        with self._lock:
-            return int(
-                self.db.execute("SELECT COALESCE(SUM(size), 0) FROM idempotency").fetchone()[0]
-            )
+        with self.db.session() as run:
+            return int(run("SELECT COALESCE(SUM(size), 0) FROM idempotency").fetchone()[0])
+
+    def close(self) -> None:
+        self.db.close()

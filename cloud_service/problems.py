@@ -10,6 +10,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from cloud_service.database import StoreUnavailable
+
 PROBLEM_TYPE = "urn:spic:problem:"
 MEDIA_TYPE = "application/problem+json"
 
@@ -87,8 +89,21 @@ async def handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(request, Problem(500, "internal", "internal error", "see the log"))
 
 
+async def handle_store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    # The database is down or restarting: nothing was kept, so the client sends the frame again.
+    problem = Problem(
+        503,
+        "store-unavailable",
+        "results store unavailable",
+        "the database cannot be reached; retry later",
+        headers={"Retry-After": "1"},
+    )
+    return problem_response(request, problem)
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(Problem, handle_problem)
+    app.add_exception_handler(StoreUnavailable, handle_store_unavailable)
     app.add_exception_handler(StarletteHTTPException, handle_http)
     app.add_exception_handler(RequestValidationError, handle_validation)
     app.add_exception_handler(Exception, handle_unexpected)

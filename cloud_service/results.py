@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import base64
 import json
-import sqlite3
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cloud_service.database import Database, Migration, migrate, open_database
 from shared.schemas import Prediction
 
-# (version, SQLite statements, PostgreSQL statements)
-MIGRATIONS: list[tuple[int, list[str], list[str]]] = [
+MIGRATIONS: list[Migration] = [
     (
         1,
         [
@@ -96,32 +94,16 @@ def _record(row: Sequence[Any]) -> FrameRecord:
 
 
 class ResultsStore:
-    """The store over a DB-API connection; ``p`` is the engine's placeholder."""
+    """The frames table on a ``Database`` (SQLite or PostgreSQL)."""
 
-    def __init__(self, conn: Any, engine: str, placeholder: str):
-        self.conn, self.engine, self.p = conn, engine, placeholder
-        self._lock = threading.Lock()  # one connection, used from worker threads
-        self._migrate()
-
-    def _execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        return self.conn.execute(sql.replace("?", self.p), params)
-
-    def _migrate(self) -> None:
-        with self._lock:
-            self._execute("CREATE TABLE IF NOT EXISTS spic_schema (version INTEGER NOT NULL)")
-            row = self._execute("SELECT MAX(version) FROM spic_schema").fetchone()
-            current = int(row[0]) if row and row[0] is not None else 0
-            for version, sqlite_sql, postgres_sql in MIGRATIONS:
-                if version <= current:
-                    continue
-                for statement in sqlite_sql if self.engine == "sqlite" else postgres_sql:
-                    self._execute(statement)
-                self._execute("INSERT INTO spic_schema (version) VALUES (?)", (version,))
+    def __init__(self, db: Database):
+        self.db, self.engine = db, db.engine
+        migrate(db, "spic_schema", MIGRATIONS)
 
     @property
     def schema_version(self) -> int:
-        with self._lock:
-            return int(self._execute("SELECT MAX(version) FROM spic_schema").fetchone()[0])
+        with self.db.session() as run:
+            return int(run("SELECT MAX(version) FROM spic_schema").fetchone()[0])
 
     def add(self, record: FrameRecord, frame: bytes, idem_key: str | None = None) -> int:
         """Store a classified frame; returns its id (the first one's, for a retried key)."""
@@ -135,8 +117,8 @@ class ResultsStore:
             frame,
             idem_key,
         )
-        with self._lock:
-            row = self._execute(
+        with self.db.session() as run:
+            row = run(
                 "INSERT INTO frames (device, captured_us, received_us, model_id, qf, bytes, bpp, "
                 "class_id, label, confidence, top_k, frame, idem_key) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
@@ -144,9 +126,7 @@ class ResultsStore:
                 values,
             ).fetchone()
             if row is None:  # the key was stored before: the same frame, retried
-                row = self._execute(
-                    "SELECT id FROM frames WHERE idem_key = ?", (idem_key,)
-                ).fetchone()
+                row = run("SELECT id FROM frames WHERE idem_key = ?", (idem_key,)).fetchone()
         return int(row[0])
 
     def query(self, q: FrameQuery) -> tuple[list[FrameRecord], str | None]:
@@ -165,8 +145,8 @@ class ResultsStore:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY received_us DESC, id DESC LIMIT ?"
         params.append(q.limit + 1)  # one more tells whether a next page exists
-        with self._lock:
-            rows = [_record(r) for r in self._execute(sql, params).fetchall()]
+        with self.db.session() as run:
+            rows = [_record(r) for r in run(sql, params).fetchall()]
         page = rows[: q.limit]
         more = len(rows) > q.limit
         last = page[-1] if page else None
@@ -196,12 +176,12 @@ class ResultsStore:
         where.append("id > ?")
         params += [after_id, q.limit]
         sql = f"SELECT {COLUMNS} FROM frames WHERE {' AND '.join(where)} ORDER BY id LIMIT ?"
-        with self._lock:
-            return [_record(r) for r in self._execute(sql, params).fetchall()]
+        with self.db.session() as run:
+            return [_record(r) for r in run(sql, params).fetchall()]
 
     def last_id(self) -> int:
-        with self._lock:
-            row = self._execute("SELECT MAX(id) FROM frames").fetchone()
+        with self.db.session() as run:
+            row = run("SELECT MAX(id) FROM frames").fetchone()
         return int(row[0]) if row and row[0] is not None else 0
 
     def stats(self, group_by: str, bucket_us: int, q: FrameQuery) -> list[tuple[str, int, int]]:
@@ -213,44 +193,40 @@ class ResultsStore:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += f" GROUP BY {column}, bucket ORDER BY bucket, {column}"
-        with self._lock:
-            rows = self._execute(sql, [bucket_us, bucket_us, *params]).fetchall()
+        with self.db.session() as run:
+            rows = run(sql, [bucket_us, bucket_us, *params]).fetchall()
         return [(str(g), int(b), int(n)) for g, b, n in rows]
 
     def get(self, frame_id: int) -> FrameRecord | None:
-        with self._lock:
-            row = self._execute(
-                f"SELECT {COLUMNS} FROM frames WHERE id = ?", (frame_id,)
-            ).fetchone()
+        with self.db.session() as run:
+            row = run(f"SELECT {COLUMNS} FROM frames WHERE id = ?", (frame_id,)).fetchone()
         return _record(row) if row else None
 
     def frame_bytes(self, frame_id: int) -> bytes | None:
-        with self._lock:
-            row = self._execute("SELECT frame FROM frames WHERE id = ?", (frame_id,)).fetchone()
+        with self.db.session() as run:
+            row = run("SELECT frame FROM frames WHERE id = ?", (frame_id,)).fetchone()
         return bytes(row[0]) if row else None
 
     def delete(self, frame_id: int) -> bool:
-        with self._lock:
-            cur = self._execute("DELETE FROM frames WHERE id = ?", (frame_id,))
+        with self.db.session() as run:
+            cur = run("DELETE FROM frames WHERE id = ?", (frame_id,))
         return bool(cur.rowcount)
 
     def expire(self, before_us: int) -> int:
         """Delete frames received before ``before_us``; how many."""
-        with self._lock:
-            cur = self._execute("DELETE FROM frames WHERE received_us < ?", (before_us,))
+        with self.db.session() as run:
+            cur = run("DELETE FROM frames WHERE received_us < ?", (before_us,))
         return int(cur.rowcount)
 
     def trim(self, max_bytes: int, batch: int = 1000) -> int:
         """Delete the oldest frames until the stored frame bytes fit ``max_bytes``; how many."""
         dropped = 0
         while True:
-            with self._lock:
-                total = int(
-                    self._execute("SELECT COALESCE(SUM(bytes), 0) FROM frames").fetchone()[0]
-                )
+            with self.db.session() as run:
+                total = int(run("SELECT COALESCE(SUM(bytes), 0) FROM frames").fetchone()[0])
                 if total <= max_bytes:
                     return dropped
-                oldest = self._execute(
+                oldest = run(
                     "SELECT id, bytes FROM frames ORDER BY received_us, id LIMIT ?", (batch,)
                 ).fetchall()
                 doomed, freed = [], 0
@@ -260,33 +236,17 @@ class ResultsStore:
                     doomed.append(int(frame_id))
                     freed += int(size)
                 marks = ", ".join("?" * len(doomed))
-                self._execute(f"DELETE FROM frames WHERE id IN ({marks})", doomed)
+                run(f"DELETE FROM frames WHERE id IN ({marks})", doomed)
             dropped += len(doomed)
 
     def count(self) -> int:
-        with self._lock:
-            return int(self._execute("SELECT COUNT(*) FROM frames").fetchone()[0])
+        with self.db.session() as run:
+            return int(run("SELECT COUNT(*) FROM frames").fetchone()[0])
 
     def close(self) -> None:
-        with self._lock:
-            self.conn.close()
+        self.db.close()
 
 
 def open_store(database_url: str, data_dir: str | Path) -> ResultsStore:
     """PostgreSQL for ``postgresql://...``; otherwise SQLite in ``data_dir/results.sqlite``."""
-    if database_url.startswith(("postgresql://", "postgres://")):
-        import psycopg  # the cloud extra's optional engine; imported only when asked for
-
-        return ResultsStore(psycopg.connect(database_url, autocommit=True), "postgresql", "%s")
-    if database_url:
-        raise ValueError(f"unsupported SPIC_CLOUD_DATABASE_URL {database_url!r}: postgresql://...")
-    folder = Path(data_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(
-        folder / "results.sqlite", check_same_thread=False, isolation_level=None, timeout=30
-    )
-    conn.execute("PRAGMA journal_mode=WAL")
-    # FULL, as the idempotency store: a frame whose answer (and frame_id) the store replays after a
-    # power cut must still be here.
-    conn.execute("PRAGMA synchronous=FULL")
-    return ResultsStore(conn, "sqlite", "?")
+    return ResultsStore(open_database(database_url, Path(data_dir) / "results.sqlite"))

@@ -118,76 +118,12 @@ def tiny_reference_ft(tiny_reference, tiny_bundle, tiny_data, tmp_path_factory) 
     return out
 
 
-def _postgres_bin() -> Path:
-    import glob
-    import shutil
-
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))
-    path = found[-1] if found else shutil.which("postgres")
-    if not path:
-        raise RuntimeError(
-            "no PostgreSQL server: `make test` installs it (apt-get install postgresql)"
-        )
-    return Path(path).parent
-
-
 @pytest.fixture(scope="session")
 def postgres_server():
     """A real PostgreSQL server on 127.0.0.1 for this test session, in a temporary folder.
+    Yields a function that makes a fresh, empty database and returns its URL."""
+    from cloud_service.cluster import PostgresServer
 
-    PostgreSQL refuses to run as root, so as root it runs as ``nobody`` (in a folder under /tmp
-    that ``nobody`` owns). Yields a function that makes a fresh, empty database and returns its
-    URL."""
-    import os
-    import shutil
-    import subprocess
-    import tempfile
-    import time
-
-    import psycopg
-
-    from cloud_service.harness import free_port
-
-    bindir = _postgres_bin()
-    root = Path(tempfile.mkdtemp(prefix="spic-pg-", dir="/tmp"))
-    as_user: list[str] = []
-    if os.geteuid() == 0:
-        shutil.chown(root, "nobody", "nogroup")
-        as_user = ["runuser", "-u", "nobody", "--"]
-    data = root / "data"
-    subprocess.run(
-        [*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "spic", "--auth=trust"],
-        check=True,
-        capture_output=True,
-    )
-    port = free_port()
-    log = (root / "server.log").open("wb")
-    proc = subprocess.Popen(
-        [*as_user, str(bindir / "postgres"), "-D", str(data), "-p", str(port)]
-        + ["-h", "127.0.0.1", "-k", str(root), "-c", "fsync=off"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    admin = f"postgresql://spic@127.0.0.1:{port}/postgres"
-    deadline = time.time() + 60
-    while True:
-        try:
-            psycopg.connect(admin, connect_timeout=2).close()
-            break
-        except psycopg.OperationalError:
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError((root / "server.log").read_text()) from None
-            time.sleep(0.2)
-    counter = iter(range(1_000_000))
-
-    def new_database() -> str:
-        name = f"t{next(counter)}"
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f"CREATE DATABASE {name}")
-        return f"postgresql://spic@127.0.0.1:{port}/{name}"
-
-    yield new_database
-    proc.terminate()
-    proc.wait(30)
-    log.close()
-    shutil.rmtree(root, ignore_errors=True)
+    server = PostgresServer()
+    yield server.new_database
+    server.close()

@@ -23,11 +23,12 @@ import pytest
 from PIL import Image
 
 from cloud_service.batcher import Batcher, Overloaded
+from cloud_service.database import SqliteDatabase
 from cloud_service.harness import ROOT, running_cloud, start_cloud, stop
 from cloud_service.idempotency import (
     MAX_KEY_LENGTH,
     IdempotencyStore,
-    SqliteIdempotencyStore,
+    SqlIdempotencyStore,
     Stored,
 )
 from cloud_service.metrics import Metrics
@@ -339,7 +340,9 @@ def test_memory_store_is_bounded_by_entries_and_bytes():
 
 
 def test_sqlite_store_is_bounded(tmp_path):
-    store = SqliteIdempotencyStore(str(tmp_path / "i.db"), max_entries=100, max_bytes=50_000)
+    store = SqlIdempotencyStore(
+        SqliteDatabase(tmp_path / "i.db"), max_entries=100, max_bytes=50_000
+    )
     for i in range(300):
         store.begin(f"k{i}", b"x")
         store.complete(f"k{i}", Stored(200, b"y" * 400, "application/json"))
@@ -350,9 +353,9 @@ def test_sqlite_store_is_bounded(tmp_path):
 
 def test_a_starting_worker_keeps_the_live_workers_claims(tmp_path):
     db = str(tmp_path / "i.db")
-    first = SqliteIdempotencyStore(db)
+    first = SqlIdempotencyStore(SqliteDatabase(db))
     assert first.begin("frame-1", b"body") is None  # worker 1 is classifying it
-    second = SqliteIdempotencyStore(db)  # worker 2 starts (uvicorn --workers 2)
+    second = SqlIdempotencyStore(SqliteDatabase(db))  # worker 2 starts (uvicorn --workers 2)
     with pytest.raises(Problem) as err:
         second.begin("frame-1", b"body")
     assert err.value.status == 409  # not classified a second time
@@ -364,13 +367,13 @@ def test_claims_of_a_dead_process_are_released(tmp_path):
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
     pid = int(gone.stdout)
-    SqliteIdempotencyStore(db)  # creates the table
+    SqlIdempotencyStore(SqliteDatabase(db))  # creates the table
     with sqlite3.connect(db) as conn:
         conn.execute(
             "INSERT INTO idempotency (key, body_hash, created, owner) VALUES (?, ?, ?, ?)",
-            ("orphan", "h", time.time(), f"{socket.gethostname()}:{pid}"),
+            ("orphan", "h", time.time(), f"{socket.gethostname()}:{pid}:0badc0de"),
         )
-    store = SqliteIdempotencyStore(db)
+    store = SqlIdempotencyStore(SqliteDatabase(db))
     assert store.begin("orphan", b"anything") is None  # released at start, claimable again
 
 

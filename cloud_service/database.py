@@ -1,0 +1,174 @@
+"""The cloud's database engines: one small interface over SQLite and PostgreSQL.
+
+* **SQLite** (the embedded default for one host): one connection in WAL mode with
+  ``synchronous=FULL`` (an answer the service replays after a power cut must still be there),
+  used under a lock from worker threads.
+* **PostgreSQL** (``postgresql://...``; state shared by replicas on many hosts): a
+  ``psycopg_pool`` pool of autocommit connections, each checked before it is lent, so a database
+  restart costs the requests that were running at that moment and nothing after it.
+
+Both stores (results, idempotency) write SQL once, with ``?`` placeholders, and run it through
+``Database.session()``. A driver error that says the database cannot be reached becomes
+``StoreUnavailable``, which the service answers with 503 and Retry-After: the edge keeps the frame
+and sends it again. Schemas are created by numbered migrations (``migrate``), under a lock, so
+replicas that start together never race to create a table.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+Run = Callable[..., Any]  # run(sql, params=()) -> cursor
+Migration = tuple[int, list[str], list[str]]  # (version, SQLite statements, PostgreSQL statements)
+MIGRATION_LOCK = 0x5350_4943  # "SPIC": the advisory lock replicas take to migrate one at a time
+
+
+class StoreUnavailable(Exception):
+    """The database cannot be reached or is busy; the request may succeed if retried."""
+
+
+def is_postgres_url(url: str) -> bool:
+    return url.startswith(("postgresql://", "postgres://"))
+
+
+class Database:
+    engine: str
+
+    @contextmanager
+    def session(self) -> Iterator[Run]:
+        """A connection for a few statements in a row (autocommit each)."""
+        raise NotImplementedError
+        yield  # pragma: no cover
+
+    @contextmanager
+    def transaction(self) -> Iterator[Run]:
+        """The statements in one transaction, exclusive among this database's migrators."""
+        raise NotImplementedError
+        yield  # pragma: no cover
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class SqliteDatabase(Database):
+    engine = "sqlite"
+
+    def __init__(self, path: str | Path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=FULL")
+        self._lock = threading.Lock()  # one connection, used from worker threads
+
+    def _run(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        try:
+            return self.conn.execute(sql, params)
+        except sqlite3.OperationalError as exc:  # locked past the timeout, disk I/O, ...
+            raise StoreUnavailable(str(exc)) from exc
+
+    @contextmanager
+    def session(self) -> Iterator[Run]:
+        with self._lock:
+            yield self._run
+
+    @contextmanager
+    def transaction(self) -> Iterator[Run]:
+        with self._lock:
+            self.conn.execute("BEGIN IMMEDIATE")  # the write lock: other processes wait
+            try:
+                yield self._run
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self.conn.close()
+
+
+class PostgresDatabase(Database):
+    engine = "postgresql"
+
+    def __init__(self, url: str, max_size: int = 4, timeout_s: float = 5.0):
+        import psycopg  # the cloud extra's optional engine; imported only when asked for
+        from psycopg_pool import ConnectionPool, PoolTimeout
+
+        self._errors: tuple[type[BaseException], ...] = (
+            psycopg.OperationalError,
+            psycopg.InterfaceError,
+        )
+        self._pool_timeout: type[BaseException] = PoolTimeout
+        # open=True starts connecting in the background and does not wait: a replica that starts
+        # while the database is down still starts, answers 503 and becomes useful when it is back.
+        self.pool = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=max_size,  # the stores' worker threads; more would only queue in PostgreSQL
+            kwargs={"autocommit": True},
+            check=ConnectionPool.check_connection,  # a connection a restart broke is replaced
+            timeout=timeout_s,  # how long a request waits for a connection before 503
+            open=True,
+            name="spic",
+        )
+
+    @contextmanager
+    def _connection(self) -> Iterator[Any]:
+        try:
+            with self.pool.connection() as conn:
+                yield conn
+        except self._pool_timeout as exc:  # checked first: PoolTimeout is an OperationalError
+            raise StoreUnavailable(f"no database connection: {exc}") from exc
+        except self._errors as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    @staticmethod
+    def _runner(conn: Any) -> Run:
+        def run(sql: str, params: Sequence[Any] = ()) -> Any:
+            return conn.execute(sql.replace("?", "%s"), params)
+
+        return run
+
+    @contextmanager
+    def session(self) -> Iterator[Run]:
+        with self._connection() as conn:
+            yield self._runner(conn)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Run]:
+        with self._connection() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            yield self._runner(conn)
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+def open_database(url: str, sqlite_path: str | Path) -> Database:
+    """PostgreSQL for ``postgresql://...``; otherwise SQLite at ``sqlite_path``."""
+    if is_postgres_url(url):
+        return PostgresDatabase(url)
+    if url:
+        raise ValueError(f"unsupported SPIC_CLOUD_DATABASE_URL {url!r}: postgresql://...")
+    return SqliteDatabase(sqlite_path)
+
+
+def migrate(db: Database, table: str, migrations: Sequence[Migration]) -> int:
+    """Apply the migrations newer than those recorded in ``table``; the version now."""
+    with db.transaction() as run:
+        run(f"CREATE TABLE IF NOT EXISTS {table} (version INTEGER NOT NULL)")
+        row = run(f"SELECT MAX(version) FROM {table}").fetchone()
+        current = int(row[0]) if row and row[0] is not None else 0
+        for version, sqlite_sql, postgres_sql in migrations:
+            if version <= current:
+                continue
+            for statement in sqlite_sql if db.engine == "sqlite" else postgres_sql:
+                run(statement)
+            run(f"INSERT INTO {table} (version) VALUES (?)", (version,))
+            current = version
+    return current
