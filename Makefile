@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install postgres browser test lint bench demo e2e-compose clean
+.PHONY: install postgres browser test lint bench demo docker-engine wheelhouse base-image e2e-compose clean
 
 install: $(STAMP)
 
@@ -15,11 +15,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[edge,cloud,train,eval,dev]"
 	touch $(STAMP)
 
-# The results-store tests run a real PostgreSQL server: install one from the system's packages
-# where none is found (CI runs as root; PostgreSQL itself then runs as nobody).
+# The store and replica tests run a real PostgreSQL server and a real nginx: install them from the
+# system's packages where they are missing (CI runs as root; PostgreSQL then runs as nobody).
 postgres:
 	@ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || command -v postgres >/dev/null || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null)
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null)
 
 # The dashboard test drives a real headless Chromium.
 browser:
@@ -46,11 +48,29 @@ bench: install
 demo: install
 	$(PY) scripts/demo.py $(if $(IMAGES),--images $(IMAGES))
 
-# The end-to-end scenario through a real Docker engine (not available on the CI machine).
-e2e-compose:
-	SPIC_API_KEY=$${SPIC_API_KEY:-e2e-key} docker compose up --build -d
+# A Docker engine: docker.io, compose and mmdebstrap from the system's packages where missing, and
+# dockerd started in the background where none answers (its log: /tmp/spic-dockerd.log).
+docker-engine:
+	@command -v dockerd >/dev/null && command -v mmdebstrap >/dev/null && \
+		(command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1) || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			docker.io docker-compose mmdebstrap >/dev/null)
+	@docker info >/dev/null 2>&1 || { nohup dockerd >/tmp/spic-dockerd.log 2>&1 & \
+		for i in $$(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done; docker info >/dev/null; }
+
+# The wheels the images install from, so `docker build` needs no network. Stale setuptools output
+# under build/ would leak into the spic wheel: it goes first.
+wheelhouse: install
+	rm -rf build/lib build/bdist.*
+	$(PY) -m pip wheel -q -w build/wheelhouse ".[cloud,edge]"
+
+# Base images from Debian's packages, for machines with no container registry.
+base-image: docker-engine
+	bash docker/base-image.sh
+
+# The failure scenario through a real Docker engine; its last line is JSON. Not in `make test`.
+e2e-compose: docker-engine wheelhouse
 	$(PY) scripts/e2e_compose.py
-	docker compose down -v
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info demo_out

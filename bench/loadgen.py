@@ -80,8 +80,10 @@ async def closed_loop(
     concurrency: int,
     seconds: float,
     result: LoadResult | None = None,
+    key_prefix: str | None = None,
 ) -> LoadResult:
-    """``concurrency`` clients send ``bodies`` back to back for ``seconds``."""
+    """``concurrency`` clients send ``bodies`` back to back for ``seconds``; with ``key_prefix``
+    each request carries its own Idempotency-Key, as the edge's do."""
     result = result or LoadResult()
     deadline = time.perf_counter() + seconds
 
@@ -90,7 +92,12 @@ async def closed_loop(
         while time.perf_counter() < deadline:
             t0 = time.perf_counter()
             try:
-                status, got = await conn.post(bodies[n % len(bodies)], headers)
+                keyed = (
+                    headers
+                    if key_prefix is None
+                    else {**headers, "Idempotency-Key": f"{key_prefix}-{i}-{n}"}
+                )
+                status, got = await conn.post(bodies[n % len(bodies)], keyed)
             except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
                 name = type(exc).__name__
                 result.errors[name] = result.errors.get(name, 0) + 1

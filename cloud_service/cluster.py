@@ -198,6 +198,7 @@ class Cluster:
     url: str  # the load balancer's
     replicas: list[CloudProcess] = field(default_factory=list)
     replica_urls: list[str] = field(default_factory=list)
+    balancer_pid: int = 0
 
 
 @contextmanager
@@ -210,11 +211,13 @@ def running_cluster(
     nginx = None
     try:
         for _ in range(replicas):
-            proc, url = start_cloud(bundles, database_url=database_url, **settings)
+            proc, url = start_cloud(
+                bundles, None, None, "warning", database_url=database_url, **settings
+            )
             procs.append(proc)
             urls.append(url)
         nginx = Nginx([u.removeprefix("http://") for u in urls])
-        yield Cluster(database_url, nginx.url, procs, urls)
+        yield Cluster(database_url, nginx.url, procs, urls, nginx.proc.pid)
     finally:
         if nginx is not None:
             nginx.close()
@@ -226,7 +229,7 @@ def running_cluster(
 def compose_nginx_config() -> str:
     """docker/nginx.conf: the same rules in front of the compose service ``cloud``. Its name
     resolves, when nginx starts, to every replica of ``--scale cloud=N``: one server each."""
-    return nginx_config(["cloud:8000"], "8080", "/tmp/nginx")
+    return nginx_config(["cloud:8000"], "8080", "/tmp")
 
 
 if __name__ == "__main__":  # python -m cloud_service.cluster > docker/nginx.conf

@@ -163,7 +163,7 @@ def cmd_send(args: argparse.Namespace, settings: EdgeSettings) -> int:
             print(f"spic-edge: {path}: {exc}", file=sys.stderr)
             failures += 1
             continue
-        result = client.classify(data, frame_key(path.name, data))
+        result = client.classify(data, frame_key(settings.device_id, path.name, data))
         print(prediction_line(str(path), result, args.json), flush=True)
     return 1 if failures else 0
 

@@ -34,11 +34,13 @@ def retryable(status: int, problem: dict[str, Any]) -> bool:
     return status in RETRYABLE or (status == 409 and problem.get("type") == IN_FLIGHT_TYPE)
 
 
-def frame_key(source: str, frame: bytes) -> str:
-    """The Idempotency-Key of a frame: derived from what is sent (the frame's bytes) and where it
-    came from, so re-encoding the same file after a crash gives the same key, and the same photo
-    sent at another QF or codec is another frame with another key."""
-    return hashlib.sha256(source.encode() + b"\0" + frame).hexdigest()[:32]
+def frame_key(device_id: str, source: str, frame: bytes) -> str:
+    """The Idempotency-Key of a frame: derived from what is sent (the frame's bytes), which camera
+    sent it and from which file, so re-encoding the same file after a crash gives the same key, the
+    same photo sent at another QF or codec is another frame, and two cameras of one fleet (one API
+    key) that write the same file name and bytes (a dark night, a test pattern) are two frames."""
+    material = device_id.encode() + b"\0" + source.encode() + b"\0" + frame
+    return hashlib.sha256(material).hexdigest()[:32]
 
 
 def rfc3339(seconds: float) -> str:

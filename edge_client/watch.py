@@ -51,6 +51,7 @@ class Watcher:
     _seen: dict[Path, tuple[tuple[int, int], float]] = field(default_factory=dict)
     _sent: set[Path] = field(default_factory=set)  # only used when images cannot be moved
     read_only: bool = False
+    device_id: str = "camera"  # part of each frame's Idempotency-Key
 
     def scan(self) -> list[Path]:
         """Settled images not yet captured, oldest first."""
@@ -92,7 +93,7 @@ class Watcher:
         except ImageError as exc:
             self._unreadable(path, exc)
             return True
-        key = frame_key(path.name, frame)
+        key = frame_key(self.device_id, path.name, frame)
         if key not in self.queue:
             try:
                 self.queue.put(frame, key=key, source=path.name, taken=mtime)
@@ -166,6 +167,7 @@ def run_watch(args: argparse.Namespace, settings: EdgeSettings, encoder: Any, cl
         failed=folder / ".spic-failed",
         settle_s=settings.settle_s,
         give_up_s=settings.give_up_s,
+        device_id=settings.device_id,
     )
     uploader = Uploader(
         queue,

@@ -225,8 +225,9 @@ def test_the_key_follows_the_frame_not_the_photo(tiny_bundle):
     at16 = EdgeEncoder(tiny_bundle, qf=16, cache_dir=False).encode(photo)
     at48 = EdgeEncoder(tiny_bundle, qf=48, cache_dir=False).encode(photo)
     again = EdgeEncoder(tiny_bundle, qf=16, cache_dir=False).encode(photo)
-    assert frame_key("p.jpg", at16) != frame_key("p.jpg", at48)
-    assert frame_key("p.jpg", at16) == frame_key("p.jpg", again)  # a retry after a crash
+    assert frame_key("cam", "p.jpg", at16) != frame_key("cam", "p.jpg", at48)
+    assert frame_key("cam", "p.jpg", at16) == frame_key("cam", "p.jpg", again)  # after a crash
+    assert frame_key("cam", "p.jpg", at16) != frame_key("cam-2", "p.jpg", at16)  # two cameras
 
 
 # --- 10. --int8 and settings --------------------------------------------------------------------

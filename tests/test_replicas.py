@@ -121,7 +121,7 @@ def test_replicas_behind_nginx_classify_every_frame_exactly_once(tiny_bundle, fr
                 try:
                     for i in range(per_device):
                         frame = frames[(device + i) % len(frames)]
-                        key = frame_key(f"cam-{device}/{i:04d}.jpg", frame)
+                        key = frame_key(f"cam-{device}", f"{i:04d}.jpg", frame)
                         answers.append(client.classify(frame, key))
                         progress[device] = i + 1
                 finally:
