@@ -43,6 +43,7 @@ bench: install
 	$(PY) bench/adversarial.py
 	$(PY) bench/frame_queue.py
 	$(PY) bench/store.py
+	$(PY) bench/replicas.py
 
 # The main job: cloud + edge on the shipped model. IMAGES=folder adds your own photos.
 demo: install

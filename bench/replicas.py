@@ -12,7 +12,8 @@ In the same run:
 * **baseline**: one replica on the single-host default (SQLite), no balancer; each row's
   ``vs_single_host_sqlite`` is its frames/s over this one's.
 * **store write rate**: ``ResultsStore.add`` alone on PostgreSQL from 1, 2 and 4 threads: the
-  database's capacity for rows, with no inference in the way.
+  database's capacity for rows, with no inference in the way. PostgreSQL runs with fsync on
+  (durable commits) throughout, on this machine's disk.
 * **CPU per frame**: CPU seconds of replicas, nginx and PostgreSQL over the frames they served, by
   process group. docs/deploy.md turns these into a capacity plan.
 
@@ -46,7 +47,7 @@ from cloud_service.results import FrameRecord, open_store  # noqa: E402
 from edge_client.encoder import EdgeEncoder  # noqa: E402
 from evaluation.samples import sample_images  # noqa: E402
 from shared.bundles import DEFAULT_BUNDLE  # noqa: E402
-from shared.schemas import Prediction  # noqa: E402
+from shared.schemas import ClassScore, Prediction  # noqa: E402
 
 HEADERS = {"Content-Type": "application/octet-stream"}
 
@@ -92,7 +93,14 @@ def store_write_rate(database_url: str, threads: int, seconds: float) -> float:
     """Rows/s that ``ResultsStore.add`` reaches from ``threads`` writers (one store, its pool)."""
     store = open_store(database_url, "unused")
     prediction = Prediction(
-        model_id="0" * 16, qf=16, bytes=500, bpp=0.08, class_id=0, label="tench", confidence=0.9
+        model_id="0" * 16,
+        qf=16,
+        bytes=500,
+        bpp=0.08,
+        class_id=0,
+        label="tench",
+        confidence=0.9,
+        top_k=[ClassScore(class_id=c, label=f"class {c}", confidence=0.1) for c in range(5)],
     )
     frame = bytes(500)
     counts = [0] * threads
@@ -123,7 +131,7 @@ def main() -> None:
     args = ap.parse_args()
     frames = frames_for_bench()
     mean_bytes = float(np.mean([len(f) for f in frames]))
-    settings = {"max_batch_size": 8}
+    settings: dict[str, object] = {"max_batch_size": 8}
     result: dict = {
         "benchmark": "replicas",
         "cores": os.cpu_count(),
@@ -133,7 +141,7 @@ def main() -> None:
     }
 
     print("baseline: 1 replica, SQLite, no balancer", flush=True)
-    with cloud_process([DEFAULT_BUNDLE], **settings) as (url, proc):
+    with cloud_process([DEFAULT_BUNDLE], "warning", **settings) as (url, proc):
         cpu0 = tree_cpu_seconds(proc.pid)
         base = load(url + "/v1/classify", frames, args.concurrency, args.seconds, "base")
         base["cpu_ms_per_frame"] = round(
@@ -142,7 +150,7 @@ def main() -> None:
     print(f"  {base}", flush=True)
     result["baseline_single_host_sqlite"] = base
 
-    server = PostgresServer()
+    server = PostgresServer(fsync=True)  # durable commits, as in production
     rows = []
     try:
         for n in args.replicas:
@@ -158,13 +166,23 @@ def main() -> None:
                 row = load(c.url + "/v1/classify", frames, args.concurrency, args.seconds, f"r{n}")
                 after = {g: sum(map(tree_cpu_seconds, pids)) for g, pids in groups.items()}
             with psycopg.connect(database_url) as conn:
-                stored = conn.execute("SELECT COUNT(*) FROM frames").fetchone()[0]
+                (stored,) = conn.execute("SELECT COUNT(*) FROM frames").fetchone() or (0,)
+                # On-disk bytes per row, indexes and TOAST included: what a day of frames costs.
+                sizes = conn.execute(
+                    "SELECT pg_total_relation_size('frames')::float / GREATEST(COUNT(*), 1), "
+                    "(SELECT pg_total_relation_size('idempotency')::float / GREATEST(COUNT(*), 1) "
+                    "FROM idempotency) FROM frames"
+                ).fetchone()
+                assert sizes is not None
+                frame_row, key_row = sizes
             served = max(row["requests"], 1)
             row.update(
                 {
                     "replicas": n,
                     "rows_stored": stored,
                     "db_rows_per_s": round(stored / args.seconds, 1),
+                    "bytes_per_frame_row": round(frame_row),
+                    "bytes_per_idempotency_row": round(key_row),
                     "vs_single_host_sqlite": round(row["req_s"] / max(base["req_s"], 1e-9), 2),
                     "cpu_ms_per_frame": {
                         g: round((after[g] - before[g]) * 1e3 / served, 2) for g in groups

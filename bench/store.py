@@ -21,7 +21,6 @@ import asyncio
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +33,9 @@ import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench.loadgen import closed_loop  # noqa: E402
-from cloud_service.harness import free_port, running_cloud  # noqa: E402
+from cloud_service.cluster import PostgresServer  # noqa: E402
+from cloud_service.database import Database, PostgresDatabase, SqliteDatabase  # noqa: E402
+from cloud_service.harness import running_cloud  # noqa: E402
 from cloud_service.results import encode_cursor, open_store  # noqa: E402
 from edge_client.encoder import EdgeEncoder  # noqa: E402
 from evaluation.samples import sample_images  # noqa: E402
@@ -61,7 +62,7 @@ def classify_cost(frames: list[bytes], seconds: float) -> dict[str, object]:
     return out
 
 
-def fill(conn, engine: str, rows: int, frame: bytes) -> None:
+def fill(db: Database, rows: int, frame: bytes) -> None:
     """Bulk insert: 10 cameras, 10 labels, one frame a second, ending now."""
     end = int(time.time() * 1e6)
     top_k = json.dumps([{"class_id": 0, "label": "tench", "confidence": 0.9}])
@@ -77,13 +78,14 @@ def fill(conn, engine: str, rows: int, frame: bytes) -> None:
             "INSERT INTO frames (device, captured_us, received_us, model_id, qf, bytes, bpp, "
             "class_id, label, confidence, top_k, frame) VALUES (" + ", ".join(["?"] * 12) + ")"
         )
-        if engine == "postgresql":
-            with conn.cursor() as cur:
+        if isinstance(db, PostgresDatabase):
+            with db.pool.connection() as conn, conn.cursor() as cur:
                 cur.executemany(sql.replace("?", "%s"), values)
         else:
-            conn.execute("BEGIN")
-            conn.executemany(sql, values)
-            conn.execute("COMMIT")
+            assert isinstance(db, SqliteDatabase)
+            db.conn.execute("BEGIN")
+            db.conn.executemany(sql, values)
+            db.conn.execute("COMMIT")
 
 
 def query_latency(url: str, rows: int, queries: int) -> dict[str, object]:
@@ -111,32 +113,6 @@ def query_latency(url: str, rows: int, queries: int) -> dict[str, object]:
     return out
 
 
-def postgres(root: Path) -> tuple[subprocess.Popen[bytes], str]:
-    import glob
-
-    import psycopg
-
-    bindir = Path(sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))[-1]).parent
-    as_user = ["runuser", "-u", "nobody", "--"] if os.geteuid() == 0 else []
-    if as_user:
-        shutil.chown(root, "nobody", "nogroup")
-    data = root / "data"
-    subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "spic", "--auth=trust"],
-                   check=True, capture_output=True)  # fmt: skip
-    port = free_port()
-    proc = subprocess.Popen([*as_user, str(bindir / "postgres"), "-D", str(data), "-p", str(port),
-                             "-h", "127.0.0.1", "-k", str(root)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    url = f"postgresql://spic@127.0.0.1:{port}/postgres"
-    for _ in range(300):
-        try:
-            psycopg.connect(url).close()
-            return proc, url
-        except psycopg.OperationalError:
-            time.sleep(0.1)
-    raise RuntimeError("PostgreSQL did not start")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", type=int, default=1_000_000)
@@ -150,19 +126,17 @@ def main() -> None:
     result["classify"] = classify_cost(frames, args.seconds)
     print(f"  {result['classify']}", flush=True)
     root = Path(tempfile.mkdtemp(prefix="spic-bench-store-", dir="/tmp"))
-    proc, pg_root = None, root
+    server = None
     try:
         for engine in ("sqlite", "postgresql"):
             if engine == "sqlite":
                 url_db, data_dir = "", root / "sqlite"
             else:
-                # its own folder under /tmp: the server's user must be able to reach it
-                pg_root = Path(tempfile.mkdtemp(prefix="spic-bench-pg-", dir="/tmp"))
-                proc, url_db = postgres(pg_root)
-                data_dir = root / "unused"
+                server = PostgresServer(fsync=True)  # durable commits, as in production
+                url_db, data_dir = server.new_database(), root / "unused"
             store = open_store(url_db, data_dir)
             t0 = time.perf_counter()
-            fill(store.conn, engine, args.rows, frames[0])
+            fill(store.db, args.rows, frames[0])
             fill_s = time.perf_counter() - t0
             store.close()
             print(
@@ -174,10 +148,8 @@ def main() -> None:
                     **query_latency(url, args.rows, args.queries),
                 }
     finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait(30)
-            shutil.rmtree(pg_root, ignore_errors=True)
+        if server is not None:
+            server.close()
         shutil.rmtree(root, ignore_errors=True)
     print(json.dumps(result))
 

@@ -32,11 +32,13 @@ def postgres_bin() -> Path:
 
 
 class PostgresServer:
-    """A throwaway PostgreSQL server on 127.0.0.1 (trust auth, fsync off: test data only)."""
+    """A throwaway PostgreSQL server on 127.0.0.1 (trust auth). ``fsync=False`` (tests) skips the
+    flushes that make a commit durable; benchmarks keep them, as production does."""
 
-    def __init__(self) -> None:
+    def __init__(self, fsync: bool = False) -> None:
         import psycopg
 
+        self.fsync = fsync
         self.bindir = postgres_bin()
         self.root = Path(tempfile.mkdtemp(prefix="spic-pg-", dir="/tmp"))
         self.as_user: list[str] = []
@@ -62,7 +64,7 @@ class PostgresServer:
             self.proc = subprocess.Popen(
                 [*self.as_user, str(self.bindir / "postgres"), "-D", str(self.data)]
                 + ["-p", str(self.port), "-h", "127.0.0.1", "-k", str(self.root)]
-                + ["-c", "fsync=off", "-c", "max_connections=200"],
+                + ["-c", f"fsync={'on' if self.fsync else 'off'}", "-c", "max_connections=200"],
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )

@@ -28,7 +28,9 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from cloud_service.database import Database, Migration, migrate
 from cloud_service.problems import Problem
@@ -266,14 +268,11 @@ class SqlIdempotencyStore(IdempotencyStore):
                     log.info("released the in-flight claims of %s, which is gone", owner)
 
     def begin(self, key: str, body: bytes, now: float | None = None) -> Stored | None:
+        # A new key (nearly every request) costs one statement: the claim itself. Expiry is
+        # checked only when the key is already there.
         now = time.time() if now is None else now
         digest = body_hash(body)
         with self.db.session() as run:
-            run(
-                "DELETE FROM idempotency WHERE key = ? AND "
-                "(created < ? OR (status IS NULL AND created < ?))",
-                (key, now - self.ttl_s, now - self.lease_s),
-            )
             claimed = run(
                 "INSERT INTO idempotency (key, body_hash, created, owner) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (key) DO NOTHING RETURNING key",
@@ -284,23 +283,35 @@ class SqlIdempotencyStore(IdempotencyStore):
                     self._running.add(key)
                 return None
             row = run(
-                "SELECT body_hash, status, body, media_type, recompute, owner FROM idempotency "
-                "WHERE key = ?",
+                "SELECT body_hash, status, body, media_type, recompute, owner, created "
+                "FROM idempotency WHERE key = ?",
                 (key,),
             ).fetchone()
-            if row is not None and row[1] is None and row[5] == self.owner:
-                with self._lock:
-                    stale = key not in self._running
-                if stale:  # our own claim whose release failed (the database was down then)
-                    run("DELETE FROM idempotency WHERE key = ? AND status IS NULL", (key,))
-                    row = None
-        if row is None:  # deleted between the statements, or released: claim it again
+            if row is not None and self._released(row, key, now):
+                # Only the row we judged: another replica may have claimed the key meanwhile.
+                run("DELETE FROM idempotency WHERE key = ? AND created = ?", (key, row[6]))
+                row = None
+        if row is None:  # gone between the statements, or released: claim it again
             return self.begin(key, body, now)
         if row[0] != digest:
             raise _reused()
         if row[1] is None:
             raise _in_flight(1)
         return Stored(row[1], bytes(row[2] or b""), row[3], recompute=bool(row[4]))
+
+    def _released(self, row: Sequence[Any], key: str, now: float) -> bool:
+        """Whether a stored key no longer holds: past its TTL, a claim past its lease, or a claim
+        of ours that no request of this process is answering (its release failed: the database
+        was down then)."""
+        status, owner, created = row[1], row[5], row[6]
+        if created < now - self.ttl_s:
+            return True
+        if status is not None:
+            return False
+        if created < now - self.lease_s:
+            return True
+        with self._lock:
+            return bool(owner == self.owner and key not in self._running)
 
     def complete(self, key: str, response: Stored) -> None:
         body = b"" if response.recompute else response.body

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -44,16 +45,19 @@ class System:
         self.logs: list[Path] = []
 
     def _env(self, service: str, extra: dict) -> dict:
-        env = {k: str(v) for k, v in COMPOSE["services"][service]["environment"].items()}
+        """The compose service's environment with its ${VAR:-default}s filled in, the test's API
+        key and bundle, and no database URL: these processes use the single-host default
+        (SQLite); tests/test_replicas.py runs the PostgreSQL topology."""
         env = {
-            k: v.replace("/app/models/bundles/spic-imagenette", str(self.bundle)).replace(
-                "/data/", f"{self.tmp}/"
+            k: re.sub(
+                r"\$\{(\w+):-([^}]*)\}",
+                lambda m: API_KEY if m[1] == "SPIC_API_KEY" else m[2],
+                str(v),
             )
-            for k, v in env.items()
+            for k, v in COMPOSE["services"][service]["environment"].items()
+            if k != "SPIC_CLOUD_DATABASE_URL"
         }
-        for k in env:
-            if "${SPIC_API_KEY" in env[k]:
-                env[k] = API_KEY
+        env["SPIC_CLOUD_BUNDLES" if service == "cloud" else "SPIC_EDGE_BUNDLE"] = str(self.bundle)
         return {
             **os.environ,
             "PYTHONPATH": str(ROOT),
@@ -67,7 +71,7 @@ class System:
         cmd = [
             c.replace("0.0.0.0", "127.0.0.1")
             .replace("8000", str(self.port))
-            .replace("http://cloud:", "http://127.0.0.1:")
+            .replace("http://lb:8080", f"http://127.0.0.1:{self.port}")
             .replace("/frames", str(self.frames))
             .replace("/queue", str(self.queue))
             for c in cmd

@@ -58,7 +58,9 @@ def test_the_wheel_carries_the_spic_bundles_and_no_reference_bundle(tmp_path):
     shutil.copytree(
         ROOT,
         source,
-        ignore=shutil.ignore_patterns(".venv", ".git", "build", "runs", "*.egg-info", "__pycache__"),
+        ignore=shutil.ignore_patterns(
+            ".venv", ".git", "build", "runs", "*.egg-info", "__pycache__"
+        ),
     )
     out = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
