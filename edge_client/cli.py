@@ -40,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--qf", type=int, default=S, help="quantization factor (default: the bundle's)"
     )
+    common.add_argument(
+        "--bpp",
+        type=float,
+        default=S,
+        help="target bits/px: the bundle's QF measured to fit it (instead of --qf)",
+    )
     common.add_argument("--codec", default=S, choices=["rans", "huffman"])
     common.add_argument("--threads", type=int, default=S)
     common.add_argument(
@@ -103,10 +109,12 @@ def make_encoder(settings: EdgeSettings) -> Any:
         threads=settings.threads,
         whole_image=settings.whole_image,
         int8=settings.int8,
+        target_bpp=settings.bpp,
     )
+    target = "" if settings.bpp is None else f" (measured to fit {settings.bpp} bpp)"
     print(
         f"spic-edge: {encoder.precision.upper()} encoder, model {encoder.model_id}, "
-        f"QF {encoder.qf}, {encoder.codec_name}",
+        f"QF {encoder.qf}{target}, {encoder.codec_name}",
         file=sys.stderr,
         flush=True,
     )

@@ -52,12 +52,23 @@ class EdgeEncoder:
         cache_dir: str | Path | Literal[False] | None = None,
         whole_image: bool = False,
         int8: bool = False,
+        target_bpp: float | None = None,
     ):
+        """``target_bpp`` picks the QF instead of ``qf``: the one whose rate, as measured on the
+        bundle (``manifest.measured``, for this codec and encoder), is the highest within it."""
         bundle_path = Path(bundle_path)
         try:
             self.manifest = load_manifest(bundle_path)
         except (OSError, ValueError) as exc:
             raise BundleError(f"cannot load model bundle {bundle_path}: {exc}") from exc
+        if target_bpp is not None:
+            if qf is not None:
+                raise BundleError("give a QF or a target bpp, not both")
+            try:
+                qf = self.manifest.qf_for_bpp(target_bpp, codec, int8)
+            except ValueError as exc:
+                raise BundleError(str(exc)) from exc
+        self.target_bpp = target_bpp
         self.qf = self.manifest.default_qf if qf is None else int(qf)
         if self.qf not in self.manifest.qfs:
             raise BundleError(

@@ -29,6 +29,8 @@ class EdgeSettings(BaseSettings):
 
     bundle: Path = DEFAULT_BUNDLE
     qf: int | None = Field(None, ge=1, le=255)  # None: the bundle's default QF
+    # A rate budget in bits/px instead of a QF: the QF measured to fit it (manifest.measured).
+    bpp: float | None = Field(None, gt=0)
     codec: Literal["rans", "huffman"] = "rans"
     threads: int = Field(1, ge=1, le=256)  # a camera shares its cores with capture and I/O
     whole_image: bool = False

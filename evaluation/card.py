@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from evaluation.spic_eval import evaluate_spic, labelled_images, rows_to_dicts
-from shared.manifest import load_manifest
+from shared.manifest import Measurements, OperatingPoint, load_manifest, record_measurements
 
 TARGETS = (  # (bpp at most, top-1 loss at most, in points): the targets of the default bundle
     (0.10, 3.0),
@@ -84,6 +84,25 @@ def results_markdown(rows: list[dict], command: str, dataset: str, macs_gflop: s
     return "\n".join(lines) + "\n"
 
 
+def measurements(rows: list[dict], command: str, dataset: str) -> Measurements:
+    """The manifest's per-QF operating points, from the card's latent-classifier rows."""
+    points = [
+        OperatingPoint(
+            qf=int(r["setting"].removeprefix("QF")),
+            codec=r["codec"].removeprefix("spic-"),
+            encoder="int8" if "INT8" in r["classifier"] else "fp32",
+            bpp=r["bpp"],
+            top1=r["top1"],
+            psnr=r["psnr"],
+            ssim=r["ssim"],
+        )
+        for r in rows
+        if r["classifier"].startswith("SPIC-Q") and r["setting"].startswith("QF")
+    ]
+    n_images = max(int(r["n_images"]) for r in rows)
+    return Measurements(dataset=dataset, n_images=n_images, command=command, points=points)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="spic-card", description=__doc__.split("\n")[0])
     p.add_argument("--bundle", required=True)
@@ -118,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         + "\n"
     )
+    record_measurements(bundle, measurements(rows, command, args.data))
     card_path = bundle / "MODEL_CARD.md"
     card = card_path.read_text()
     gflop = re.search(r"\*\*([0-9.]+ GFLOP)\*\*", card)

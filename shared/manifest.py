@@ -8,11 +8,12 @@ A bundle is a folder::
     classifier.onnx    h_c: ŷ (N, C, h, w) -> logits (N, classes)
     MODEL_CARD.md      how it was trained and how well it does
 
-The model id is the first 8 bytes of SHA-256 over the manifest (without its ``model_id`` and
-``limits``, as canonical JSON) and the SHA-256 of every file it lists. It travels in every frame,
-so a frame can only be decoded with the exact tables and networks that made it. ``limits`` is
-serving policy (how large a frame the bundle is meant to serve), not what decodes a frame, so it
-can be set on a shipped bundle without changing its id; a service caps it with its own settings.
+The model id is the first 8 bytes of SHA-256 over the manifest (without ``UNSEALED``: its
+``model_id``, ``limits`` and ``measured``, as canonical JSON) and the SHA-256 of every file it lists.
+It travels in every frame, so a frame can only be decoded with the exact tables and networks that
+made it. ``limits`` is serving policy (how large a frame the bundle is meant to serve) and
+``measured`` is what ``spic-card`` measured on the sealed bundle (per QF: bpp, top-1, PSNR, SSIM);
+neither decodes a frame, so both can be set on a shipped bundle without changing its id.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from shared.quantize import check_qf
 
 MANIFEST_NAME = "manifest.json"
+# Fields outside the model id: the id itself, serving policy, and what was measured after sealing.
+UNSEALED = {"model_id", "limits", "measured"}
 M = TypeVar("M", bound="SealedManifest")
 
 
@@ -73,6 +76,32 @@ class ServingLimits(BaseModel):
     max_input_side: int = Field(2048, ge=1)
 
 
+class OperatingPoint(BaseModel):
+    """One QF's measured rate and quality: real frames of a labelled set, encoded, decoded and
+    classified on the latent (``spic-card``). bpp is bits of the whole frame per pixel."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    qf: int
+    codec: Literal["rans", "huffman"]
+    encoder: Literal["fp32", "int8"] = "fp32"
+    bpp: float = Field(gt=0)
+    top1: float | None = Field(None, ge=0, le=1)
+    psnr: float | None = None
+    ssim: float | None = None
+
+
+class Measurements(BaseModel):
+    """What ``spic-card`` measured on the sealed bundle, and how (its command and data)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str
+    n_images: int = Field(ge=1)
+    command: str
+    points: list[OperatingPoint]
+
+
 class ClassInfo(BaseModel):
     index: int = Field(ge=0)
     id: str
@@ -106,6 +135,8 @@ class Manifest(SealedManifest):
     qfs: list[int]
     default_qf: int
     limits: ServingLimits | None = None  # None: the service's own settings decide
+    # Measured after sealing, so outside the model id; what `--bpp` picks a QF from.
+    measured: Measurements | None = None
     # Per QF (as a string key, JSON objects have no int keys): (C, QF + 1) integer counts.
     tables: dict[str, list[list[int]]]
 
@@ -141,6 +172,25 @@ class Manifest(SealedManifest):
         """The model id this manifest should carry, from its content and its files' hashes."""
         return content_hash(self)
 
+    def qf_for_bpp(self, target_bpp: float, codec: str = "rans", int8: bool = False) -> int:
+        """The QF whose measured rate is the highest at or below ``target_bpp`` (the best quality
+        within the budget); the lowest-rate QF when even that is above it. Raise ValueError when
+        the bundle has no measurement for this codec and encoder."""
+        encoder = "int8" if int8 else "fp32"
+        points = [
+            p
+            for p in (self.measured.points if self.measured else [])
+            if p.codec == codec and p.encoder == encoder and p.qf in self.qfs
+        ]
+        if not points:
+            raise ValueError(
+                f"bundle {self.name} has no measured rates for {codec} with the {encoder} "
+                "encoder: run spic-card on it, or choose a QF"
+            )
+        within = [p for p in points if p.bpp <= target_bpp]
+        best = max(within, key=lambda p: p.bpp) if within else min(points, key=lambda p: p.bpp)
+        return best.qf
+
 
 def content_hash(manifest: SealedManifest) -> str:
     """First 8 bytes of SHA-256 over a manifest's canonical JSON, without its ``model_id``.
@@ -148,7 +198,7 @@ def content_hash(manifest: SealedManifest) -> str:
     Shared by every bundle kind that has ``model_id`` and ``files`` fields (SPIC bundles here,
     reference-classifier bundles in ``evaluation/reference.py``).
     """
-    body = manifest.model_dump(mode="json", exclude={"model_id", "limits"})
+    body = manifest.model_dump(mode="json", exclude=UNSEALED)
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(canonical).hexdigest()[:16]
 
@@ -198,6 +248,14 @@ def write_manifest(bundle_dir: str | Path, manifest: Manifest) -> Manifest:
     """Hash the bundle's files, set the model id, and write manifest.json."""
     bundle_dir = Path(bundle_dir)
     manifest = seal(bundle_dir, manifest)
+    (bundle_dir / MANIFEST_NAME).write_text(_to_json(manifest))
+    return manifest
+
+
+def record_measurements(bundle_dir: str | Path, measured: Measurements) -> Manifest:
+    """Write what was measured on a sealed bundle into its manifest; its model id is unchanged."""
+    bundle_dir = Path(bundle_dir)
+    manifest = load_manifest(bundle_dir).model_copy(update={"measured": measured})
     (bundle_dir / MANIFEST_NAME).write_text(_to_json(manifest))
     return manifest
 

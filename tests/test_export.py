@@ -113,6 +113,7 @@ def test_card_measures_real_bytes_and_states_targets(tiny_bundle, tiny_data, tmp
     bundle = tmp_path / "b"
     shutil.copytree(tiny_bundle, bundle)
     assert int8_main([str(bundle), "--data", str(tiny_data / "train"), "--images", "8"]) == 0
+    before = load_manifest(bundle)  # sealed with its INT8 encoder
     args = ["--bundle", str(bundle), "--data", str(tiny_data / "val"), "--int8", "--no-progress"]
     assert card_main(args) == 0
     card = (bundle / "MODEL_CARD.md").read_text()
@@ -124,6 +125,16 @@ def test_card_measures_real_bytes_and_states_targets(tiny_bundle, tiny_data, tmp
     for r in rows:
         if r["setting"] != "unquantized":
             assert r["n_images"] == 16 and 0 < r["bpp"] < 1 and r["ssim"] is not None
+    # The manifest now carries the measured operating points, and its model id did not change.
+    after = load_manifest(bundle)
+    assert after.model_id == before.model_id and after.measured is not None
+    assert after.measured.command.startswith("spic-card --bundle")
+    points = {(p.qf, p.codec, p.encoder): p for p in after.measured.points}
+    assert set(points) == {(q, c, "fp32") for q in (16, 48, 128) for c in ("rans", "huffman")} | {
+        (q, "rans", "int8") for q in (16, 48, 128)
+    }
+    rans16 = next(r for r in rows if r["setting"] == "QF16" and r["codec"] == "spic-rans")
+    assert points[(16, "rans", "fp32")].bpp == rans16["bpp"]
 
 
 def test_card_records_the_training_command_that_ran(tiny_bundle, tiny_data):
