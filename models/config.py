@@ -49,6 +49,11 @@ class TrainConfig(JsonConfig):
     # Loss = mse + alpha * bpp + beta * cross-entropy (mse on [0,1] pixels, bpp in bits/pixel).
     # beta puts the classifier's gradient a few times above the reconstruction's: the task first.
     beta: float = 0.1
+    # The reconstruction term's weight at QF q is (q / rate_target_qf) ** mse_qf_exponent. At 0
+    # every QF weighs the same, and nothing rewards detail a coarse QF cannot carry: the shared
+    # latent went nearly binary and QF 16/48/128 gave the same rate and quality (issue 11). A
+    # positive exponent makes fine QFs pay for detail, so the latent keeps it and rate climbs with QF.
+    mse_qf_exponent: float = 0.0
     # alpha is not fixed: a dual update steers the estimated rate at QF 16 to rate_target_bpp, so the
     # lowest rate point lands under 0.10 bpp (real bytes, header included) by design.
     rate_target_qf: int = 16

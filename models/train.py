@@ -1,4 +1,4 @@
-"""spic-train: multi-task training of SPIC, L = MSE + α·rate + β·cross-entropy.
+"""spic-train: multi-task training of SPIC, L = w(QF)·MSE + α·rate + β·cross-entropy.
 
 One readable loop. Runs on CPU by default; ``--device cuda`` for a GPU; under ``torchrun`` it
 trains data-parallel with DDP (gloo on CPU, NCCL on CUDA). A run directory holds:
@@ -258,17 +258,18 @@ def main(argv: list[str] | None = None) -> int:
         )
         t0 = time.time()
         for images, labels in bar:
-            # --- forward: L = MSE + alpha * rate + beta * cross-entropy, at a QF drawn per batch
+            # --- forward: L = w(QF)·MSE + alpha·rate + beta·cross-entropy, at a QF drawn per batch
             qf = int(qf_rng.choice(cfg.qfs))
             x = to_tensor(images, device)
             target = torch.from_numpy(labels).to(device)
             res = net(x, qf)
             pixels = x.shape[2] * x.shape[3]
             mse = F.mse_loss(res["x_hat"], x)
+            mse_weight = (qf / cfg.rate_target_qf) ** cfg.mse_qf_exponent
             bpp = bits_per_pixel(res["likelihoods"], pixels).mean()
             ce = F.cross_entropy(res["logits"], target, label_smoothing=cfg.label_smoothing)
             alpha = math.exp(log_alpha)
-            loss = mse + alpha * bpp + cfg.beta * ce
+            loss = mse_weight * mse + alpha * bpp + cfg.beta * ce
 
             # --- backward and step
             optimizer.zero_grad(set_to_none=True)
