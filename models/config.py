@@ -50,9 +50,10 @@ class TrainConfig(JsonConfig):
     # beta puts the classifier's gradient a few times above the reconstruction's: the task first.
     beta: float = 0.1
     # The reconstruction term's weight at QF q is (q / rate_target_qf) ** mse_qf_exponent. At 0
-    # every QF weighs the same, and nothing rewards detail a coarse QF cannot carry: the shared
-    # latent went nearly binary and QF 16/48/128 gave the same rate and quality (issue 11). A
-    # positive exponent makes fine QFs pay for detail, so the latent keeps it and rate climbs with QF.
+    # (v1's recipe) every QF weighs the same, and nothing rewards detail a coarse QF cannot carry:
+    # v1's latent went nearly binary and QF 16/48/128 gave the same rate and quality (issue 11). A
+    # positive exponent makes fine QFs pay for that detail. On its own (1.0, QFs 2..255) it did not
+    # keep the sigmoid latent from saturating in a 2-epoch probe: a rate ladder needs more than it.
     mse_qf_exponent: float = 0.0
     # alpha is not fixed: a dual update steers the estimated rate at QF 16 to rate_target_bpp, so the
     # lowest rate point lands under 0.10 bpp (real bytes, header included) by design.
