@@ -89,6 +89,11 @@ def rate_target(cfg: TrainConfig, step: int, total_steps: int) -> float:
     return cfg.rate_target_start_bpp + frac * (cfg.rate_target_bpp - cfg.rate_target_start_bpp)
 
 
+def mse_weight(qf: int, cfg: TrainConfig) -> float:
+    """The reconstruction term's weight at ``qf``: (qf / rate_target_qf) ** mse_qf_exponent."""
+    return float((qf / cfg.rate_target_qf) ** cfg.mse_qf_exponent)
+
+
 def update_alpha(
     log_alpha: float, measured_bpp: float, target_bpp: float, cfg: TrainConfig
 ) -> float:
@@ -265,11 +270,10 @@ def main(argv: list[str] | None = None) -> int:
             res = net(x, qf)
             pixels = x.shape[2] * x.shape[3]
             mse = F.mse_loss(res["x_hat"], x)
-            mse_weight = (qf / cfg.rate_target_qf) ** cfg.mse_qf_exponent
             bpp = bits_per_pixel(res["likelihoods"], pixels).mean()
             ce = F.cross_entropy(res["logits"], target, label_smoothing=cfg.label_smoothing)
             alpha = math.exp(log_alpha)
-            loss = mse_weight * mse + alpha * bpp + cfg.beta * ce
+            loss = mse_weight(qf, cfg) * mse + alpha * bpp + cfg.beta * ce
 
             # --- backward and step
             optimizer.zero_grad(set_to_none=True)

@@ -82,3 +82,14 @@ def test_ddp_on_two_cpu_processes(tiny_data, tmp_path):
     ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     # 16 training images, global batch 4 split over 2 ranks: 4 steps per epoch, not 8.
     assert ckpt["epoch"] == 1 and ckpt["step"] == 4
+
+
+def test_the_reconstruction_weight_grows_with_qf_only_when_asked():
+    from models.config import TrainConfig
+    from models.train import mse_weight
+
+    v1 = TrainConfig()  # exponent 0: every QF weighs the same (v1's recipe)
+    assert {mse_weight(q, v1) for q in (2, 16, 255)} == {1.0}
+    ladder = TrainConfig(mse_qf_exponent=1.0)
+    assert mse_weight(16, ladder) == 1.0 and mse_weight(128, ladder) == 8.0
+    assert mse_weight(4, ladder) == 0.25
