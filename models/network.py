@@ -106,6 +106,11 @@ class Encoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net((x - self.mean) / self.std)
 
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The latent before its sigmoid (training penalises saturation on it)."""
+        body = self.net[:-1]
+        return body((x - self.mean) / self.std)  # type: ignore[no-any-return]
+
 
 class Decoder(nn.Module):
     """g_s: latent (N,C,h,w) -> reconstruction in [0,1] (N,3,h·s,w·s)."""
@@ -160,9 +165,10 @@ class SPIC(nn.Module):
 
     def forward(self, x: torch.Tensor, qf: int | None, decode: bool = True) -> dict:
         """Training pass. ``qf=None`` leaves the latent unquantized (and gives no likelihoods)."""
-        y = self.g_a(x)
+        z = self.g_a.logits(x)
+        y = torch.sigmoid(z)
         y_hat = quantize(y, qf, "ste")
-        out = {"y": y, "y_hat": y_hat, "logits": self.h_c(y_hat), "likelihoods": None}
+        out = {"z": z, "y": y, "y_hat": y_hat, "logits": self.h_c(y_hat), "likelihoods": None}
         if qf is not None:
             out["likelihoods"] = self.entropy_model.likelihood(y_hat, qf)
         if decode:

@@ -273,7 +273,9 @@ def main(argv: list[str] | None = None) -> int:
             bpp = bits_per_pixel(res["likelihoods"], pixels).mean()
             ce = F.cross_entropy(res["logits"], target, label_smoothing=cfg.label_smoothing)
             alpha = math.exp(log_alpha)
+            saturation = res["z"].pow(2).mean()
             loss = mse_weight(qf, cfg) * mse + alpha * bpp + cfg.beta * ce
+            loss = loss + cfg.latent_logit_l2 * saturation
 
             # --- backward and step
             optimizer.zero_grad(set_to_none=True)
@@ -314,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
                         "qf": qf,
                         "loss": loss.item(),
                         "mse": mse.item(),
+                        "latent_logit_ms": saturation.item(),
                         "bpp": bpp.item(),
                         "bpp_target_qf": bpp_t.item(),
                         "target_bpp": target_bpp,

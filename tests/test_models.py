@@ -95,3 +95,17 @@ def test_onnx_matches_torch(name, tmp_path):
     np.testing.assert_allclose(
         sess["decoder"].run(None, {"latent": y_hat})[0], x_hat.numpy(), atol=1e-3
     )
+
+
+def test_the_training_pass_exposes_the_latent_before_its_sigmoid():
+    """The saturation penalty reads z; the exported g_a still ends in the sigmoid."""
+    import torch
+
+    from models.zoo import create_model
+
+    model = create_model("spic-tiny", kind="spic").eval()
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        out = model(x, 16, decode=False)
+        assert torch.allclose(torch.sigmoid(out["z"]), out["y"])
+        assert torch.allclose(model.g_a(x), out["y"])
