@@ -36,19 +36,23 @@ class CloudProcess(subprocess.Popen[bytes]):
 
 
 def start_cloud(
-    bundles: list[Path],
+    bundles: list[Path] | None,
     port: int | None = None,
     log_path: Path | None = None,
     log_level: str = "warning",
     **settings: object,
 ) -> tuple[CloudProcess, str]:
-    """Start the service with ``SPIC_CLOUD_<NAME>`` set from ``settings``; wait until ready."""
+    """Start the service with ``SPIC_CLOUD_<NAME>`` set from ``settings``; wait until ready.
+    ``bundles=None`` leaves the bundles to the service's default."""
     port = port or free_port()
     if log_path is None:
         fd, name = tempfile.mkstemp(prefix="spic-cloud-", suffix=".log")
         os.close(fd)
         log_path = Path(name)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "SPIC_CLOUD_BUNDLES": ",".join(map(str, bundles))}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("SPIC_CLOUD_BUNDLES", None)  # None: the service's default, every shipped bundle
+    if bundles is not None:
+        env["SPIC_CLOUD_BUNDLES"] = ",".join(map(str, bundles))
     if "data_dir" not in settings:  # a results store of its own, never the working directory's
         env["SPIC_CLOUD_DATA_DIR"] = tempfile.mkdtemp(prefix="spic-cloud-data-")
     env.update({f"SPIC_CLOUD_{k.upper()}": str(v) for k, v in settings.items()})
@@ -91,7 +95,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 @contextmanager
 def cloud_process(
-    bundles: list[Path], log_level: str = "warning", **settings: object
+    bundles: list[Path] | None, log_level: str = "warning", **settings: object
 ) -> Iterator[tuple[str, CloudProcess]]:
     proc, url = start_cloud(bundles, None, None, log_level, **settings)
     try:
@@ -101,6 +105,6 @@ def cloud_process(
 
 
 @contextmanager
-def running_cloud(bundles: list[Path], **settings: object) -> Iterator[str]:
+def running_cloud(bundles: list[Path] | None, **settings: object) -> Iterator[str]:
     with cloud_process(bundles, "warning", **settings) as (url, _):
         yield url

@@ -14,7 +14,7 @@ from typing import Annotated
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from shared.bundles import DEFAULT_BUNDLE
+from shared.bundles import DEFAULT_BUNDLE, shipped_bundles
 from shared.manifest import ServingLimits
 
 _DEFAULT_LIMITS = ServingLimits()
@@ -23,8 +23,11 @@ _DEFAULT_LIMITS = ServingLimits()
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SPIC_CLOUD_", extra="ignore")
 
-    # Comma-separated in the environment: SPIC_CLOUD_BUNDLES=/models/a,/models/b
-    bundles: Annotated[list[Path], NoDecode] = Field(default_factory=lambda: [DEFAULT_BUNDLE])
+    # Comma-separated in the environment: SPIC_CLOUD_BUNDLES=/models/a,/models/b. By default every
+    # shipped SPIC bundle, so cameras on an older bundle keep working when the default changes.
+    bundles: Annotated[list[Path], NoDecode] = Field(
+        default_factory=lambda: shipped_bundles() or [DEFAULT_BUNDLE]
+    )
     # Comma-separated keys; empty means authentication is off (a warning is logged at start-up).
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Bearer key for GET /metrics; empty leaves /metrics open (the usual Prometheus set-up inside a
