@@ -93,3 +93,17 @@ def test_the_reconstruction_weight_grows_with_qf_only_when_asked():
     ladder = TrainConfig(mse_qf_exponent=1.0)
     assert mse_weight(16, ladder) == 1.0 and mse_weight(128, ladder) == 8.0
     assert mse_weight(4, ladder) == 0.25
+
+
+def test_every_committed_training_config_loads_and_names_a_registered_model():
+    from pathlib import Path
+
+    from models.config import TrainConfig
+    from models.zoo import list_models
+
+    configs = sorted((Path(__file__).parent.parent / "models" / "configs").glob("*.json"))
+    assert configs
+    for path in configs:
+        cfg = TrainConfig.from_json(path)  # an unknown key raises
+        assert cfg.model in list_models("spic"), path.name
+        assert cfg.rate_target_qf in cfg.qfs, path.name
