@@ -37,6 +37,7 @@ from cloud_service.problems import Problem
 
 log = logging.getLogger("spic.cloud.idempotency")
 MAX_KEY_LENGTH = 200
+EVICT_BATCH = 1000  # rows read per eviction step: the table is never loaded whole
 
 
 def check_key(key: str) -> None:
@@ -237,7 +238,8 @@ class SqlIdempotencyStore(IdempotencyStore):
       Replicas' clocks must agree to well within the lease (NTP does).
     * **Answer first.** The answer is written before it is sent: a frame answered just before a
       crash is replayed, not classified again, when the edge retries.
-    * Bounds (entries, bytes, TTL) are kept every ``CHECK_EVERY`` completions.
+    * Bounds are kept every ``CHECK_EVERY`` completions: the TTL everywhere, entries and bytes on
+      SQLite (see ``enforce_bounds``).
     """
 
     CHECK_EVERY = 64
@@ -339,25 +341,29 @@ class SqlIdempotencyStore(IdempotencyStore):
             self.enforce_bounds()
 
     def enforce_bounds(self) -> None:
+        """Drop expired entries (an indexed delete). On SQLite (one host's table) also drop the
+        oldest completed ones, a batch at a time, until the entry and byte bounds hold. On
+        PostgreSQL the TTL is the bound: the table is shared by every replica and holds rate × TTL
+        entries (docs/deploy.md sizes it), and counting it on every check would scan it."""
         now = time.time()
         with self.db.session() as run:
             run("DELETE FROM idempotency WHERE created < ?", (now - self.ttl_s,))
-            count, size = run("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM idempotency").fetchone()
-            if count <= self.max_entries and size <= self.max_bytes:
+            if self.db.engine != "sqlite":
                 return
-            # Oldest completed first, until both bounds hold (a running total over the oldest).
-            over_n, over_b = count - self.max_entries, size - self.max_bytes
-            dropped_n = dropped_b = 0
-            victims = []
-            for key, row_size in run(
-                "SELECT key, size FROM idempotency WHERE status IS NOT NULL ORDER BY created"
-            ).fetchall():
-                if dropped_n >= over_n and dropped_b >= over_b:
-                    break
-                victims.append(key)
-                dropped_n, dropped_b = dropped_n + 1, dropped_b + row_size
-            for key in victims:
-                run("DELETE FROM idempotency WHERE key = ?", (key,))
+            count, size = run("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM idempotency").fetchone()
+            while count > self.max_entries or size > self.max_bytes:
+                oldest = run(
+                    "SELECT key, size FROM idempotency WHERE status IS NOT NULL "
+                    "ORDER BY created LIMIT ?",
+                    (EVICT_BATCH,),
+                ).fetchall()
+                if not oldest:
+                    break  # only claims in flight are left: they are never evicted
+                for key, row_size in oldest:
+                    if count <= self.max_entries and size <= self.max_bytes:
+                        break
+                    run("DELETE FROM idempotency WHERE key = ?", (key,))
+                    count, size = count - 1, size - row_size
 
     def abandon(self, key: str) -> None:
         with self._lock:

@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     # empty keeps it in memory. The only state the service has; see the README for replicas.
     idempotency_db: str = ""
     idempotency_ttl_s: float = Field(3600.0, gt=0)
+    # Entry and byte bounds hold in memory and on SQLite; on PostgreSQL (shared by the replicas)
+    # the TTL is the bound, so the table holds rate x TTL entries.
     idempotency_max_entries: int = Field(100_000, ge=1)
     # Stored answers in all; a classify answer is ~0.7 kB, so 64 MiB holds ~90,000 of them.
     idempotency_max_bytes: int = Field(64 << 20, ge=1024)
