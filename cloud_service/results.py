@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cloud_service.database import Database, Migration, migrate, open_database
+from cloud_service.timeutil import now_us
 from shared.schemas import Prediction
 
 MIGRATIONS: list[Migration] = [
@@ -84,6 +85,7 @@ def decode_cursor(text: str) -> tuple[int, int]:
     return int(received), int(frame_id)
 
 
+SETTLE_US = 1_000_000  # how old a row must be before live consumers see it (PostgreSQL)
 PREDICTION_COLUMNS = ("model_id", "qf", "bytes", "bpp", "class_id", "label", "confidence")
 
 
@@ -171,10 +173,19 @@ class ResultsStore:
 
     def since(self, after_id: int, q: FrameQuery) -> list[FrameRecord]:
         """Frames stored after ``after_id`` that match ``q``'s filters, oldest first (at most
-        ``q.limit``): what a live consumer has not seen yet. Ids only grow."""
+        ``q.limit``): what a live consumer has not seen yet. Ids only grow.
+
+        On PostgreSQL several connections insert at once (the pool, the replicas), and an id is
+        taken when its INSERT starts, so a lower id can commit after a higher one; a consumer that
+        moved past the higher id would never see the lower. Rows are offered only once they are
+        ``SETTLE_US`` old, far longer than an insert takes. SQLite has one writer at a time."""
         where, params = self._filters(q)
         where.append("id > ?")
-        params += [after_id, q.limit]
+        params.append(after_id)
+        if self.engine == "postgresql":
+            where.append("received_us < ?")
+            params.append(now_us() - SETTLE_US)
+        params.append(q.limit)
         sql = f"SELECT {COLUMNS} FROM frames WHERE {' AND '.join(where)} ORDER BY id LIMIT ?"
         with self.db.session() as run:
             return [_record(r) for r in run(sql, params).fetchall()]

@@ -111,3 +111,17 @@ def test_delete_expire_and_trim(store: ResultsStore):
     assert store.expire(before_us=1_000_000 * 4) == 2  # frames 2 and 3 (1 is already gone)
     assert store.trim(max_bytes=3 * 550) == 4  # the oldest four of the seven left
     assert [r.id for r in store.query(FrameQuery())[0]] == ids[7:][::-1]
+
+
+def test_live_consumers_see_a_row_once_no_lower_id_can_still_commit(store: ResultsStore):
+    """On PostgreSQL, ids are taken when an INSERT starts, so a lower id can commit after a higher
+    one; rows younger than SETTLE_US are held back from ``since``. SQLite has one writer."""
+    from cloud_service.results import SETTLE_US
+    from cloud_service.timeutil import now_us
+
+    settled = store.add(
+        FrameRecord("cam", None, now_us() - 2 * SETTLE_US, record(0).prediction), b"f"
+    )
+    fresh = store.add(FrameRecord("cam", None, now_us(), record(1).prediction), b"f")
+    seen = [r.id for r in store.since(0, FrameQuery())]
+    assert seen == ([settled] if store.engine == "postgresql" else [settled, fresh])
