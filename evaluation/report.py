@@ -81,6 +81,8 @@ def report(result: dict) -> str:
         "",
         *verdict(rows, spic, matched, codecs, classifiers, result["labelled"]),
     ]
+    if result["labelled"]:
+        lines += ["", *point_verdicts(rows, spic)]
     lines += [
         "",
         "## All rows",
@@ -245,6 +247,59 @@ def _rate_to_match(rows, spic, codecs, classifiers) -> list[str]:
 
 
 MATCHED_WITHIN = 1.25  # a baseline within 25% of SPIC's bits counts as "at the same rate"
+# The per-point rule: at each SPIC point up to MAX_POINT_BPP, SPIC-Q must beat every codec point
+# (any codec, full or half size, any setting, any pixel classifier) that spends at most
+# BUDGET_RATIO x SPIC's bits.
+BUDGET_RATIO = 1.1
+MAX_POINT_BPP = 0.3
+
+
+def point_verdicts(rows: list[dict], spic: list[dict]) -> list[str]:
+    """Per SPIC point: the best codec point within BUDGET_RATIO x its bits, and who wins."""
+    out = [
+        f"## Per-point verdict: SPIC-Q against every codec point within {BUDGET_RATIO}x its bits",
+        "",
+        f"Each SPIC point up to {MAX_POINT_BPP} bpp faces every JPEG, WebP and AVIF point (full and "
+        f"half size, every quality setting, read by every pixel classifier) that spends at most "
+        f"{BUDGET_RATIO}x its bits. SPIC-Q wins a point when its top-1 is higher than all of them.",
+        "",
+        "| SPIC point | bpp | SPIC-Q top-1 | best codec point within budget | verdict |",
+        "|---|---|---|---|---|",
+    ]
+    wins = points = 0
+    for r in sorted(spic, key=lambda x: x["bpp"]):
+        if r["bpp"] > MAX_POINT_BPP or r["top1"] is None:
+            continue
+        points += 1
+        rivals = [
+            x
+            for x in rows
+            if x["codec"] in baselines.CODECS
+            and x["top1"] is not None
+            and x["bpp"] <= BUDGET_RATIO * r["bpp"]
+        ]
+        best = max(rivals, key=lambda x: x["top1"], default=None)
+        won = best is None or r["top1"] > best["top1"]
+        wins += won
+        rival = (
+            "none: no codec point is that cheap"
+            if best is None
+            else f"{best['codec'].upper()} {best['setting']} + {best['classifier']}, "
+            f"{best['bpp']:.4f} bpp, {_fmt(best['top1'], True)}"
+        )
+        out.append(
+            _table_row(
+                [
+                    r["setting"],
+                    _fmt(r["bpp"]),
+                    _fmt(r["top1"], True),
+                    rival,
+                    "**SPIC wins**" if won else "codec wins",
+                ]
+            )
+        )
+    out += ["", f"SPIC-Q wins {wins} of {points} points up to {MAX_POINT_BPP} bpp.", ""]
+    return out
 
 
 def _reach(codec: str, m: dict, ratio: float) -> str:

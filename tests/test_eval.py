@@ -97,3 +97,32 @@ def test_half_size_codecs_decode_to_the_crop_size_below_the_full_size_rate():
         target = 8 * len(half) / (224 * 224)
         q = baselines.match_quality(f"{codec}-half", [crop], target)
         assert q == lowest
+
+
+def test_the_per_point_verdict_counts_every_codec_point_within_the_budget():
+    from evaluation.report import point_verdicts
+
+    def row(codec, setting, classifier, bpp, top1):
+        return dict(codec=codec, setting=setting, classifier=classifier, bpp=bpp, top1=top1)
+
+    spic = [
+        row("spic-rans", "QF2", "SPIC-Q", 0.04, 0.70),  # nothing that cheap: a win by default
+        row("spic-rans", "QF16", "SPIC-Q", 0.20, 0.80),
+        row("spic-rans", "QF48", "SPIC-Q", 0.28, 0.82),
+        row("spic-rans", "QF255", "SPIC-Q", 0.60, 0.83),  # above 0.3 bpp: not judged
+    ]
+    codec_rows = [
+        row("avif-half", "q0", "resnet18-half-ft", 0.21, 0.79),  # within 1.1 x 0.20: SPIC wins
+        row("webp", "q0", "SPIC-U", 0.23, 0.95),  # 1.15 x 0.20: outside QF16's budget
+        row("jpeg", "matched-QF48:q1", "resnet18-half", 0.30, 0.83),  # beats QF48 within 1.1x
+    ]
+    lines = point_verdicts(spic + codec_rows, spic)
+    table = [line for line in lines if line.startswith("| QF")]
+    assert [line.split("|")[5].strip() for line in table] == [
+        "**SPIC wins**",
+        "**SPIC wins**",
+        "codec wins",
+    ]
+    assert "none: no codec point is that cheap" in table[0]
+    assert "AVIF-HALF q0 + resnet18-half-ft" in table[1]
+    assert "SPIC-Q wins 2 of 3 points up to 0.3 bpp." in lines
