@@ -27,7 +27,7 @@ import socket
 import threading
 import time
 import uuid
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +37,7 @@ from cloud_service.problems import Problem
 
 log = logging.getLogger("spic.cloud.idempotency")
 MAX_KEY_LENGTH = 200
+CLAIM_ATTEMPTS = 5  # claim, release an expired or stale row, claim again: a few rounds at most
 EVICT_BATCH = 1000  # rows read per eviction step: the table is never loaded whole
 
 
@@ -255,7 +256,9 @@ class SqlIdempotencyStore(IdempotencyStore):
         super().__init__(ttl_s, max_entries, max_bytes, lease_s)
         self.db, self.owner = db, _owner()
         self._completed = 0
-        self._running: set[str] = set()  # keys this process has claimed and is answering
+        # key -> requests of this process claiming or answering it (a claim of ours that none
+        # holds is stale: its release failed while the database was down)
+        self._holders: Counter[str] = Counter()
         migrate(db, "spic_idempotency_schema", IDEMPOTENCY_MIGRATIONS)
         self._release_dead_owners()
 
@@ -274,32 +277,48 @@ class SqlIdempotencyStore(IdempotencyStore):
         # checked only when the key is already there.
         now = time.time() if now is None else now
         digest = body_hash(body)
-        with self.db.session() as run:
-            claimed = run(
-                "INSERT INTO idempotency (key, body_hash, created, owner) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (key) DO NOTHING RETURNING key",
-                (key, digest, now, self.owner),
-            ).fetchone()
-            if claimed is not None:
-                with self._lock:
-                    self._running.add(key)
-                return None
-            row = run(
-                "SELECT body_hash, status, body, media_type, recompute, owner, created "
-                "FROM idempotency WHERE key = ?",
-                (key,),
-            ).fetchone()
-            if row is not None and self._released(row, key, now):
-                # Only the row we judged: another replica may have claimed the key meanwhile.
-                run("DELETE FROM idempotency WHERE key = ? AND created = ?", (key, row[6]))
-                row = None
-        if row is None:  # gone between the statements, or released: claim it again
-            return self.begin(key, body, now)
-        if row[0] != digest:
-            raise _reused()
-        if row[1] is None:
-            raise _in_flight(1)
-        return Stored(row[1], bytes(row[2] or b""), row[3], recompute=bool(row[4]))
+        with self._lock:
+            self._holders[key] += 1  # before the INSERT: see _released
+        claimed = False
+        try:
+            for _ in range(CLAIM_ATTEMPTS):
+                with self.db.session() as run:
+                    claimed = (
+                        run(
+                            "INSERT INTO idempotency (key, body_hash, created, owner) "
+                            "VALUES (?, ?, ?, ?) ON CONFLICT (key) DO NOTHING RETURNING key",
+                            (key, digest, now, self.owner),
+                        ).fetchone()
+                        is not None
+                    )
+                    if claimed:
+                        return None
+                    row = run(
+                        "SELECT body_hash, status, body, media_type, recompute, owner, created "
+                        "FROM idempotency WHERE key = ?",
+                        (key,),
+                    ).fetchone()
+                    if row is not None and self._released(row, key, now):
+                        # Only the row judged: another replica may have claimed the key since.
+                        run("DELETE FROM idempotency WHERE key = ? AND created = ?", (key, row[6]))
+                        continue
+                if row is None:  # gone between the statements: claim it again
+                    continue
+                if row[0] != digest:
+                    raise _reused()
+                if row[1] is None:
+                    raise _in_flight(1)
+                return Stored(row[1], bytes(row[2] or b""), row[3], recompute=bool(row[4]))
+            raise _in_flight(1)  # the key kept changing hands: let the client retry
+        finally:
+            if not claimed:
+                self._let_go(key)
+
+    def _let_go(self, key: str) -> None:
+        with self._lock:
+            self._holders[key] -= 1
+            if self._holders[key] <= 0:
+                del self._holders[key]
 
     def _released(self, row: Sequence[Any], key: str, now: float) -> bool:
         """Whether a stored key no longer holds: past its TTL, a claim past its lease, or a claim
@@ -313,12 +332,12 @@ class SqlIdempotencyStore(IdempotencyStore):
         if created < now - self.lease_s:
             return True
         with self._lock:
-            return bool(owner == self.owner and key not in self._running)
+            # 1: only the begin() asking holds it (a request of ours still answering makes it 2+)
+            return bool(owner == self.owner and self._holders[key] <= 1)
 
     def complete(self, key: str, response: Stored) -> None:
         body = b"" if response.recompute else response.body
-        with self._lock:
-            self._running.discard(key)
+        self._let_go(key)
         with self.db.session() as run:
             # Only this owner's claim: one whose lease ran out may belong to another replica now.
             run(
@@ -366,8 +385,7 @@ class SqlIdempotencyStore(IdempotencyStore):
                     count, size = count - 1, size - row_size
 
     def abandon(self, key: str) -> None:
-        with self._lock:
-            self._running.discard(key)
+        self._let_go(key)
         with self.db.session() as run:
             run(
                 "DELETE FROM idempotency WHERE key = ? AND status IS NULL AND owner = ?",

@@ -27,27 +27,32 @@ from edge_client.encoder import EdgeEncoder
 
 
 def test_one_replica_wins_a_key_claimed_by_many_at_once(postgres_server):
+    """4 replicas x 2 request threads each claim the same key at once, for 10 keys: exactly one
+    claim wins each key (two threads of one replica once both won: the stale-claim check raced
+    the claim)."""
     url = postgres_server()
     replicas = [SqlIdempotencyStore(PostgresDatabase(url)) for _ in range(4)]
-    start = threading.Barrier(len(replicas) * 2)
+    for round_ in range(10):
+        key = f"frame-{round_}"
+        start = threading.Barrier(len(replicas) * 2)
 
-    def claim(store: SqlIdempotencyStore) -> str:
-        start.wait()
-        try:
-            return "won" if store.begin("frame-1", b"body") is None else "replayed"
-        except Problem as exc:
-            return str(exc.status)
+        def claim(store: SqlIdempotencyStore, key: str = key, start=start) -> str:
+            start.wait()
+            try:
+                return "won" if store.begin(key, b"body") is None else "replayed"
+            except Problem as exc:
+                return str(exc.status)
 
-    with ThreadPoolExecutor(len(replicas) * 2) as pool:
-        outcomes = list(pool.map(claim, replicas * 2))
-    assert sorted(outcomes) == ["409"] * 7 + ["won"]
-    winner = replicas[outcomes.index("won") % len(replicas)]
-    winner.complete("frame-1", Stored(200, b'{"label": "tench"}', "application/json"))
+        with ThreadPoolExecutor(len(replicas) * 2) as pool:
+            outcomes = list(pool.map(claim, replicas * 2))
+        assert sorted(outcomes) == ["409"] * 7 + ["won"], (key, outcomes)
+        winner = (replicas * 2)[outcomes.index("won")]
+        winner.complete(key, Stored(200, b'{"label": "tench"}', "application/json"))
     for store in replicas:  # every replica now replays the stored answer
-        replay = store.begin("frame-1", b"body")
+        replay = store.begin("frame-0", b"body")
         assert replay is not None and replay.body == b'{"label": "tench"}'
     with pytest.raises(Problem) as err:
-        replicas[0].begin("frame-1", b"another body")
+        replicas[0].begin("frame-0", b"another body")
     assert err.value.status == 422
     for store in replicas:
         store.close()
