@@ -61,6 +61,9 @@ class TrainConfig(JsonConfig):
     # recipe. In a probe (crop 96, QFs 2..255, exponent 1.0), 0.01 gave 0.16 bpp at QF 2 up to 0.98
     # at QF 255 after one epoch, where 0 gave 0.13 to 0.16.
     latent_logit_l2: float = 0.0
+    # How the rate term and the decoder see the latent in training: "ste" (v1: rounded, identity
+    # gradient) or "noise" (one step of uniform noise). The classifier always reads it rounded.
+    train_quantize: str = "ste"
     # alpha is not fixed: a dual update steers the estimated rate at QF 16 to rate_target_bpp, so the
     # lowest rate point lands under 0.10 bpp (real bytes, header included) by design.
     rate_target_qf: int = 16

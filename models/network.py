@@ -36,10 +36,15 @@ def quantize(y: torch.Tensor, qf: int | None, mode: str = "ste") -> torch.Tensor
 
     * ``"ste"``: true rounding in the forward pass, identity in the backward pass (the paper's).
     * ``"symbols"``: integer symbols in [0, QF] (int64), exactly ``shared.quantize.quantize``.
+    * ``"noise"``: y plus uniform noise of one step, U(-½, ½)/QF, clipped to [0, 1]: the
+      training proxy of learned compression (CompressAI's "noise"). Its gradient reaches detail
+      finer than a step, which rounding's identity gradient rewards no more than noise.
     * ``"none"``: the latent unquantized (the paper's "uncompressed" column); ``qf`` is ignored.
     """
     if mode == "none" or qf is None:
         return y
+    if mode == "noise":
+        return torch.clamp(y + (torch.rand_like(y) - 0.5) / qf, 0.0, 1.0)
     symbols = torch.clamp(torch.floor(y * qf + 0.5), 0, qf)
     if mode == "symbols":
         return symbols.to(torch.int64)
@@ -163,16 +168,22 @@ class SPIC(nn.Module):
         self.h_c = LatentClassifier(self.cfg)
         self.entropy_model = FactorizedDensity(self.cfg.latent_channels, self.cfg.density_mixtures)
 
-    def forward(self, x: torch.Tensor, qf: int | None, decode: bool = True) -> dict:
-        """Training pass. ``qf=None`` leaves the latent unquantized (and gives no likelihoods)."""
+    def forward(
+        self, x: torch.Tensor, qf: int | None, decode: bool = True, mode: str = "ste"
+    ) -> dict:
+        """Training pass. ``qf=None`` leaves the latent unquantized (and gives no likelihoods).
+
+        ``mode`` quantizes the latent the rate term and the decoder see; the classifier always
+        reads it rounded ("ste"), as it will in service."""
         z = self.g_a.logits(x)
         y = torch.sigmoid(z)
         y_hat = quantize(y, qf, "ste")
+        y_train = y_hat if mode == "ste" else quantize(y, qf, mode)
         out = {"z": z, "y": y, "y_hat": y_hat, "logits": self.h_c(y_hat), "likelihoods": None}
         if qf is not None:
-            out["likelihoods"] = self.entropy_model.likelihood(y_hat, qf)
+            out["likelihoods"] = self.entropy_model.likelihood(y_train, qf)
         if decode:
-            out["x_hat"] = self.g_s(y_hat)
+            out["x_hat"] = self.g_s(y_train)
         return out
 
 

@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
             qf = int(qf_rng.choice(cfg.qfs))
             x = to_tensor(images, device)
             target = torch.from_numpy(labels).to(device)
-            res = net(x, qf)
+            res = net(x, qf, mode=cfg.train_quantize)
             pixels = x.shape[2] * x.shape[3]
             mse = F.mse_loss(res["x_hat"], x)
             bpp = bits_per_pixel(res["likelihoods"], pixels).mean()

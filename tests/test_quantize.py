@@ -30,3 +30,17 @@ def test_round_trip_error_is_at_most_half_a_step(y, qf):
 def test_bad_qf(bad):
     with pytest.raises(ValueError):
         check_qf(bad)
+
+
+def test_the_noise_mode_stays_within_one_step_and_the_unit_range():
+    import torch
+
+    from models.network import quantize
+
+    torch.manual_seed(0)
+    y = torch.rand(4, 8, 5, 5)
+    for qf in (2, 16, 255):
+        noisy = quantize(y, qf, "noise")
+        assert float((noisy - y).abs().max()) <= 0.5 / qf + 1e-6
+        assert float(noisy.min()) >= 0.0 and float(noisy.max()) <= 1.0
+        assert not torch.equal(noisy, quantize(y, qf, "ste"))  # not rounding
