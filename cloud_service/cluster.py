@@ -17,7 +17,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from cloud_service.harness import CloudProcess, free_port, start_cloud, stop, wait_ready
@@ -196,11 +196,9 @@ class Nginx:
 
 @dataclass
 class Cluster:
-    database_url: str
     url: str  # the load balancer's
-    replicas: list[CloudProcess] = field(default_factory=list)
-    replica_urls: list[str] = field(default_factory=list)
-    balancer_pid: int = 0
+    replicas: list[CloudProcess]
+    balancer_pid: int
 
 
 @contextmanager
@@ -219,7 +217,7 @@ def running_cluster(
             procs.append(proc)
             urls.append(url)
         nginx = Nginx([u.removeprefix("http://") for u in urls])
-        yield Cluster(database_url, nginx.url, procs, urls, nginx.proc.pid)
+        yield Cluster(nginx.url, procs, nginx.proc.pid)
     finally:
         if nginx is not None:
             nginx.close()

@@ -32,10 +32,6 @@ class StoreUnavailable(Exception):
     """The database cannot be reached or is busy; the request may succeed if retried."""
 
 
-def is_postgres_url(url: str) -> bool:
-    return url.startswith(("postgresql://", "postgres://"))
-
-
 class Database:
     engine: str
 
@@ -104,8 +100,9 @@ class PostgresDatabase(Database):
             psycopg.InterfaceError,
         )
         self._pool_timeout: type[BaseException] = PoolTimeout
-        # open=True starts connecting in the background and does not wait: a replica that starts
-        # while the database is down still starts, answers 503 and becomes useful when it is back.
+        # open=True connects in the background; the stores' migrations at start-up wait for a
+        # connection, so a replica started while the database is down exits, and its supervisor
+        # (compose's restart policy, a Kubernetes Deployment) starts it again.
         self.pool = ConnectionPool(
             url,
             min_size=1,
@@ -151,7 +148,7 @@ class PostgresDatabase(Database):
 
 def open_database(url: str, sqlite_path: str | Path) -> Database:
     """PostgreSQL for ``postgresql://...``; otherwise SQLite at ``sqlite_path``."""
-    if is_postgres_url(url):
+    if url.startswith(("postgresql://", "postgres://")):
         return PostgresDatabase(url)
     if url:
         raise ValueError(f"unsupported SPIC_CLOUD_DATABASE_URL {url!r}: postgresql://...")

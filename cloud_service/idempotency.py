@@ -337,22 +337,25 @@ class SqlIdempotencyStore(IdempotencyStore):
 
     def complete(self, key: str, response: Stored) -> None:
         body = b"" if response.recompute else response.body
-        self._let_go(key)
-        with self.db.session() as run:
-            # Only this owner's claim: one whose lease ran out may belong to another replica now.
-            run(
-                "UPDATE idempotency SET status = ?, body = ?, media_type = ?, recompute = ?, "
-                "size = ? WHERE key = ? AND owner = ?",
-                (
-                    response.status,
-                    body,
-                    response.media_type,
-                    int(response.recompute),
-                    len(body),
-                    key,
-                    self.owner,
-                ),
-            )
+        try:
+            with self.db.session() as run:
+                # Only this owner's claim: one whose lease ran out may be another replica's now.
+                run(
+                    "UPDATE idempotency SET status = ?, body = ?, media_type = ?, recompute = ?, "
+                    "size = ? WHERE key = ? AND owner = ?",
+                    (
+                        response.status,
+                        body,
+                        response.media_type,
+                        int(response.recompute),
+                        len(body),
+                        key,
+                        self.owner,
+                    ),
+                )
+        finally:
+            # Only now: a retry in this process meanwhile must see the claim held, not stale.
+            self._let_go(key)
         with self._lock:
             self._completed += 1
             check = self._completed % self.CHECK_EVERY == 0
@@ -385,12 +388,14 @@ class SqlIdempotencyStore(IdempotencyStore):
                     count, size = count - 1, size - row_size
 
     def abandon(self, key: str) -> None:
-        self._let_go(key)
-        with self.db.session() as run:
-            run(
-                "DELETE FROM idempotency WHERE key = ? AND status IS NULL AND owner = ?",
-                (key, self.owner),
-            )
+        try:
+            with self.db.session() as run:
+                run(
+                    "DELETE FROM idempotency WHERE key = ? AND status IS NULL AND owner = ?",
+                    (key, self.owner),
+                )
+        finally:
+            self._let_go(key)
 
     def __len__(self) -> int:
         with self.db.session() as run:

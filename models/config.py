@@ -58,8 +58,7 @@ class TrainConfig(JsonConfig):
     # Weight of mean(z²), z the latent before its sigmoid. The sigmoid's flat ends made a saturated,
     # {0, 1} latent free under rate pressure at every QF; this pulls z back into the sigmoid's slope,
     # so values stay spread and each QF doubling costs about one more bit per symbol. 0 is v1's
-    # recipe. In a probe (crop 96, QFs 2..255, exponent 1.0), 0.01 gave 0.16 bpp at QF 2 up to 0.98
-    # at QF 255 after one epoch, where 0 gave 0.13 to 0.16.
+    # recipe. The probes behind 0.01 are in models/configs/README.md.
     latent_logit_l2: float = 0.0
     # How the rate term and the decoder see the latent in training: "ste" (v1: rounded, identity
     # gradient) or "noise" (one step of uniform noise). The classifier always reads it rounded.

@@ -520,3 +520,29 @@ def test_frames_that_waited_too_long_are_shed_not_classified_late():
         await b.close()
 
     asyncio.run(scenario())
+
+
+def test_a_retry_while_the_answer_is_being_written_is_still_in_flight(tmp_path):
+    """The claim counts as held until complete() has written the answer: a retry arriving in
+    that window must get 409, not release the claim as stale and run the frame a second time."""
+    from contextlib import contextmanager
+
+    store = SqlIdempotencyStore(SqliteDatabase(tmp_path / "i.db"))
+    assert store.begin("k", b"x") is None
+    session, seen = store.db.session, []
+
+    @contextmanager
+    def session_with_a_retry():
+        if not seen:  # the first session of complete(): the retry lands before the UPDATE
+            seen.append(True)
+            with pytest.raises(Problem) as err:
+                store.begin("k", b"x")
+            seen.append(err.value.status)
+        with session() as run:
+            yield run
+
+    store.db.session = session_with_a_retry  # type: ignore[method-assign]
+    store.complete("k", Stored(200, b"{}", "application/json"))
+    store.db.session = session  # type: ignore[method-assign]
+    assert seen == [True, 409]
+    assert store.begin("k", b"x") is not None  # and the answer is stored for the next retry
