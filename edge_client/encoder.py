@@ -106,6 +106,28 @@ class EdgeEncoder:
     def encode(self, image: str | Path | Image.Image) -> bytes:
         return self.encode_timed(image).data
 
+    def encode_latent(self, y: np.ndarray, image_size: tuple[int, int]) -> bytes:
+        """The frame of an encoder output ``y`` (C, h, w) of an image of ``image_size`` (w, h):
+        what ``encode`` does after the network. One network pass can then feed several QFs and
+        codecs (the evaluation does that); the bytes are the same as ``encode``'s."""
+        symbols = quantize(y, self.qf)
+        return self._pack(symbols, self.codec.encode(symbols), image_size)
+
+    def _pack(self, symbols: np.ndarray, payload: bytes, image_size: tuple[int, int]) -> bytes:
+        frame = bitstream.Frame(
+            codec=self.codec.codec_id,
+            qf=self.qf,
+            model_id=self.codebook.model_id,
+            latent_shape=latent_shape(symbols),
+            image_size=(
+                min(image_size[0], bitstream.MAX_IMAGE_SIDE),
+                min(image_size[1], bitstream.MAX_IMAGE_SIDE),
+            ),
+            payload=payload,
+            stride=self.stride,
+        )
+        return bitstream.pack(frame)
+
     def encode_timed(self, image: str | Path | Image.Image) -> EncodedFrame:
         t0 = time.perf_counter()
         im = self.load(image)
@@ -120,19 +142,7 @@ class EdgeEncoder:
         t3 = time.perf_counter()
         payload = self.codec.encode(symbols)
         t4 = time.perf_counter()
-        frame = bitstream.Frame(
-            codec=self.codec.codec_id,
-            qf=self.qf,
-            model_id=self.codebook.model_id,
-            latent_shape=latent_shape(symbols),
-            image_size=(
-                min(im.width, bitstream.MAX_IMAGE_SIDE),
-                min(im.height, bitstream.MAX_IMAGE_SIDE),
-            ),
-            payload=payload,
-            stride=self.stride,
-        )
-        data = bitstream.pack(frame)
+        data = self._pack(symbols, payload, im.size)
         t5 = time.perf_counter()
         timings = dict(zip(STAGES, np.diff([t0, t1, t2, t3, t4, t5]) * 1e3, strict=True))
         return EncodedFrame(

@@ -238,9 +238,12 @@ def _rate_to_match(rows, spic, codecs, classifiers) -> list[str]:
                         and not r["setting"].startswith("matched")
                     ),
                     key=lambda r: r["top1"],
+                    default=None,
                 )
                 cells.append(
-                    f"never on the ladder (best {_fmt(best['top1'], True)} at {best['setting']})"
+                    "no ladder was run (--no-ladder)"
+                    if best is None
+                    else f"never on the ladder (best {_fmt(best['top1'], True)} at {best['setting']})"
                 )
         out.append(f"| {c.upper()} | " + " | ".join(cells) + " |")
     return [*out, ""]

@@ -94,14 +94,20 @@ def evaluate_spic(
         chunk = paths[start : start + batch]
         images = [load_rgb(p) for p in chunk]
         crops = [prepare(im, first.spec, first.stride) for im in images]
-        y = first.session.run(None, {"image": np.stack(crops)})[0]
+        # One pass per image, as the camera runs it (a batched pass may round differently).
+        y = np.concatenate([first.session.run(None, {"image": c[None]})[0] for c in crops])
         truth = None if labels is None else labels[start : start + batch]
         if truth is not None:
             correct_unq += int((runtime.classify_latents(y).argmax(1) == truth).sum())
+        # The frames are built from this one network pass per image (EdgeEncoder.encode_latent
+        # gives encode()'s bytes; tests/test_edge.py checks that), not one pass per QF and codec.
         for q in qfs:
             symbols = None
             for c in codecs:
-                frames = [encoders[(q, c)].encode(im) for im in images]
+                frames = [
+                    encoders[(q, c)].encode_latent(y_i, im.size)
+                    for y_i, im in zip(y, images, strict=True)
+                ]
                 bits[(q, c)] += sum(8 * len(f) for f in frames)
                 decoded = [runtime.codebook.decode(f)[1] for f in frames]
                 if symbols is not None and not all(

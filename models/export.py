@@ -101,6 +101,16 @@ def measure_tables(
     return {str(q): (counts[q] + 1).tolist() for q in qfs}
 
 
+def wall_time(ckpt: dict) -> str:
+    """The training wall time the checkpoint recorded (summed over --resume runs)."""
+    if "wall_seconds" not in ckpt:
+        return "Training wall time: not recorded (this checkpoint predates the record)."
+    return (
+        f"Training wall time: **{ckpt['wall_seconds'] / 60:.0f} min** "
+        f"({ckpt.get('machine', 'machine not recorded')}), data loading and validation included."
+    )
+
+
 def write_card(
     out: Path, manifest: Manifest, ckpt: dict, macs: int, command: str, train_command: str
 ) -> None:
@@ -123,6 +133,7 @@ with QF drawn per batch from {train["qfs"]}.
   (counted by `models.network.count_encoder_macs`).
 - Trained for {train["epochs"]} epochs ({ckpt["step"]} steps), seed {train["seed"]}; full config in
   `manifest.json` (architecture) and below (training).
+- {wall_time(ckpt)}
 
 ## How it was made
 

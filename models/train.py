@@ -179,6 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     ckpt_path = out / "checkpoint.pt"
     cfg, ckpt, commands = resolve_config(args, ckpt_path, command)
+    # Wall time of the whole run (data loading and validation included), summed over --resume
+    # runs and kept in the checkpoint: the model card reports what training really cost.
+    run_start = time.time()
+    wall_before = float(ckpt.get("wall_seconds", 0.0)) if ckpt is not None else 0.0
     world, rank, device = setup_device(args)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -240,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
                 epoch=epoch,
                 alpha=math.exp(log_alpha),
                 torch_rng=torch.get_rng_state(),  # dropout draws: resume replays them exactly
+                wall_seconds=wall_before + time.time() - run_start,
+                machine=f"{device.type}, {torch.get_num_threads()} threads, "
+                f"{os.cpu_count()} CPU cores visible, world size {world}",
                 commands=commands,
             )
 

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -256,3 +257,15 @@ def test_sigkill_mid_upload_is_recognised_by_its_key(tiny_bundle, tmp_path):
     assert len(stub.posts) == 20 and sorted(stub.posts) == sorted(stub.accepted)
     assert sum(stub.posts.values()) - 20 <= 1  # at most the one in flight at the kill was re-sent
     assert not list((folder / ".spic-queue").glob("*.frame"))
+
+
+def test_encode_latent_gives_the_bytes_of_encode(tiny_bundle):
+    from edge_client.encoder import EdgeEncoder
+    from shared.preprocess import prepare
+
+    image = Image.fromarray(np.random.default_rng(3).integers(0, 255, (200, 260, 3), np.uint8))
+    for codec in ("rans", "huffman"):
+        enc = EdgeEncoder(tiny_bundle, qf=48, codec=codec, cache_dir=False)
+        x = prepare(image, enc.spec, enc.stride)
+        y = enc.session.run(None, {"image": x[None]})[0][0]
+        assert enc.encode_latent(y, image.size) == enc.encode(image)

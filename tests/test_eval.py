@@ -126,3 +126,11 @@ def test_the_per_point_verdict_counts_every_codec_point_within_the_budget():
     assert "none: no codec point is that cheap" in table[0]
     assert "AVIF-HALF q0 + resnet18-half-ft" in table[1]
     assert "SPIC-Q wins 2 of 3 points up to 0.3 bpp." in lines
+
+
+def test_a_labelled_run_without_the_ladder_still_writes_its_report(
+    tiny_bundle, tiny_data, tmp_path
+):
+    args = ["--bundle", str(tiny_bundle), "--data", str(tiny_data / "val"), "--out", str(tmp_path)]
+    assert main([*args, "--limit", "4", "--codecs", "jpeg", "--no-ladder", "--qf", "16"]) == 0
+    assert "no ladder was run (--no-ladder)" in (tmp_path / "report.md").read_text()

@@ -118,7 +118,8 @@ def test_card_measures_real_bytes_and_states_targets(tiny_bundle, tiny_data, tmp
     assert card_main(args) == 0
     card = (bundle / "MODEL_CARD.md").read_text()
     assert "spic-card --bundle" in card and "Not evaluated yet" not in card and "spic-int8" in card
-    assert "uncompressed top-1 ≥ 80%" in card and "| 16 | huffman | FP32 |" in card
+    assert "uncompressed top-1 ≥ 85%" in card and "| 16 | huffman | FP32 |" in card
+    assert "- a ladder of ≥ 6 QFs" in card and "the INT8 encoder loses" in card
     assert "| 16 | rans | INT8 |" in card and load_manifest(bundle).model_id in card
     rows = json.loads((bundle / "eval.json").read_text())["rows"]
     assert {r["setting"] for r in rows} == {"unquantized", "QF16", "QF48", "QF128"}
@@ -135,6 +136,43 @@ def test_card_measures_real_bytes_and_states_targets(tiny_bundle, tiny_data, tmp
     }
     rans16 = next(r for r in rows if r["setting"] == "QF16" and r["codec"] == "spic-rans")
     assert points[(16, "rans", "fp32")].bpp == rans16["bpp"]
+
+
+def _row(setting: str, bpp: float, top1: float, psnr: float, ssim: float, int8=False) -> dict:
+    classifier = "SPIC-Q INT8" if int8 else "SPIC-Q"
+    return dict(setting=setting, codec="spic-rans", classifier=classifier, bpp=bpp, top1=top1,
+                psnr=psnr, ssim=ssim)  # fmt: skip
+
+
+def test_card_targets_are_computed_from_the_rows():
+    from evaluation.card import target_lines
+
+    unq = _row("unquantized", 0, 0.86, 0, 0)
+    ladder = [
+        _row(f"QF{q}", b, t, p, s)
+        for q, b, t, p, s in [
+            (2, 0.03, 0.80, 18, 0.5), (4, 0.06, 0.84, 20, 0.6), (8, 0.1, 0.845, 22, 0.7),
+            (16, 0.2, 0.85, 24, 0.75), (48, 0.4, 0.857, 26, 0.8), (128, 0.65, 0.858, 27, 0.82),
+        ]
+    ]  # fmt: skip
+    int8 = [_row(r["setting"], r["bpp"], r["top1"] - 0.004, 0, 0, int8=True) for r in ladder]
+    lines = "\n".join(target_lines(ladder + int8, unq))
+    assert "**missed**" not in lines, lines
+    assert "(6 QFs, 0.0300 → 0.6500 bpp)" in lines and "QF8: 0.1000 bpp, +1.50 points" in lines
+    # Each target fails on its own.
+    short = "\n".join(target_lines(ladder[1:] + int8, unq))
+    assert "ladder of ≥ 6 QFs from ≤ 0.04 to ≥ 0.6 bpp: **missed** (5 QFs" in short
+    bad = [dict(r) for r in ladder]
+    bad[-1].update(psnr=25.0, ssim=0.79)
+    bad[2].update(top1=0.83)
+    lines = "\n".join(target_lines(bad, unq))
+    assert "- PSNR rises with rate: **missed** (falls at QF48 → QF128)" in lines
+    assert "- top-1 rises with rate: **missed** (falls at QF4 → QF8)" in lines
+    assert "PSNR ≥ 26.0 dB: **missed**" in lines and "≈ 0.1 bpp: **missed**" in lines
+    worse = [dict(r, top1=r["top1"] - 0.006) for r in int8]
+    assert "every QF: **missed**" in "\n".join(target_lines(ladder + worse, unq))
+    assert "85%" in target_lines(ladder, _row("unquantized", 0, 0.83, 0, 0))[2]
+    assert "below the floor" in target_lines(ladder, _row("unquantized", 0, 0.83, 0, 0))[2]
 
 
 def test_card_records_the_training_command_that_ran(tiny_bundle, tiny_data):
