@@ -39,6 +39,7 @@ lint: install
 bench: install
 	$(PY) bench/codec.py
 	$(PY) bench/edge_latency.py
+	$(PY) bench/rate_ladder.py
 	$(PY) bench/cloud_load.py
 	$(PY) bench/adversarial.py
 	$(PY) bench/frame_queue.py
