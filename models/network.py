@@ -217,12 +217,12 @@ def spic_s16(**overrides) -> SPIC:
 
 @register_model(kind="spic")
 def spic_s16_c64(**overrides) -> SPIC:
-    """The rate-ladder model (issue 11): spic-s16 with 64 latent channels and a wider decoder.
+    """The rate-ladder experiment (issue 11): spic-s16 with 64 latent channels and a wider decoder.
 
-    32 channels capped reconstruction near 20 dB at every QF in the ladder probes
-    (models/configs/README.md), so the top rates had nothing to spend their bits on. The extra
-    channels cost the camera ~0.015 GFLOP; a channel the rate term leaves unused codes to one
-    symbol and costs almost nothing. The wider decoder (+25% training time) runs in the cloud."""
+    It tested whether capacity capped reconstruction near 20 dB at every QF in the 32-channel
+    probes. It did not (run 7 in models/configs/README.md): quality still stopped at QF 8-16, and
+    the 35 channels the rate term left idle still cost bits at fine QFs. The extra channels cost
+    the camera ~0.015 GFLOP; the wider decoder runs only in the cloud."""
     base = dict(latent_channels=64, dec_channels=(192, 96, 48))
     return SPIC(SPICConfig(**{**base, **overrides}))
 
