@@ -84,6 +84,32 @@ def export_onnx(model: SPIC, out: Path, probe: int = 64) -> None:
             )
 
 
+def latent_stats(model: SPIC, images: np.ndarray, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and standard deviation of ``g_a``'s latent over ``images``."""
+    total = total_sq = None
+    count = 0
+    with torch.no_grad():
+        for i in range(0, len(images), batch):
+            y = model.g_a(torch.from_numpy(batch_input(images[i : i + batch]))).double()
+            s, s2 = y.sum(dim=(0, 2, 3)), (y * y).sum(dim=(0, 2, 3))
+            total, total_sq = (s, s2) if total is None else (total + s, total_sq + s2)
+            count += y.shape[0] * y.shape[2] * y.shape[3]
+    assert total is not None and total_sq is not None, "no images"
+    mean = total / count
+    std = (total_sq / count - mean * mean).clamp(min=0).sqrt()
+    return mean.numpy(), std.numpy()
+
+
+def pin_idle_channels(model: SPIC, images: np.ndarray, max_std: float) -> list[int]:
+    """Pin every latent channel whose standard deviation over ``images`` is below ``max_std`` to
+    its mean (``Encoder.pin_channels``); returns the pinned channels."""
+    mean, std = latent_stats(model.eval(), images)
+    idle = np.flatnonzero(std < max_std)
+    if len(idle):
+        model.g_a.pin_channels(torch.from_numpy(idle), torch.from_numpy(mean[idle]).float())
+    return idle.tolist()
+
+
 def measure_tables(
     encoder_path: Path, images: np.ndarray, qfs, batch: int = 64
 ) -> dict[str, list[list[int]]]:
@@ -111,8 +137,23 @@ def wall_time(ckpt: dict) -> str:
     )
 
 
+def pinned_line(pinned: list[int] | None) -> str:
+    if pinned is None:
+        return "Latent channels pinned at export: none (`--pin-idle` was not given)."
+    return (
+        f"Latent channels pinned to a constant at export (`--pin-idle`): {len(pinned)} "
+        f"{pinned}. They code as one free symbol at every QF."
+    )
+
+
 def write_card(
-    out: Path, manifest: Manifest, ckpt: dict, macs: int, command: str, train_command: str
+    out: Path,
+    manifest: Manifest,
+    ckpt: dict,
+    macs: int,
+    command: str,
+    train_command: str,
+    pinned: list[int] | None = None,
 ) -> None:
     train = ckpt["config"]["train"]
     card = f"""# Model card: {manifest.name}
@@ -134,6 +175,7 @@ with QF drawn per batch from {train["qfs"]}.
 - Trained for {train["epochs"]} epochs ({ckpt["step"]} steps), seed {train["seed"]}; full config in
   `manifest.json` (architecture) and below (training).
 - {wall_time(ckpt)}
+- {pinned_line(pinned)}
 
 ## How it was made
 
@@ -166,14 +208,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--default-qf", type=int, default=48)
     p.add_argument("--size", type=int, default=224, help="center-crop size the camera uses")
     p.add_argument("--table-limit", type=int, help="measure tables on a seeded subset of images")
+    p.add_argument(
+        "--pin-idle",
+        type=float,
+        metavar="STD",
+        help="pin latent channels whose std on the table images is below STD to their mean",
+    )
     args = p.parse_args(argv)
 
     model, ckpt = load_checkpoint(args.checkpoint)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    images, _, _ = eval_arrays(args.data, args.size, args.table_limit)
+    pinned = None if args.pin_idle is None else pin_idle_channels(model, images, args.pin_idle)
     export_onnx(model, out)
     qfs = list(ckpt["config"]["train"]["qfs"])
-    images, _, _ = eval_arrays(args.data, args.size, args.table_limit)
     tables = measure_tables(out / FILES["encoder"], images, qfs)
     manifest = Manifest(
         name=args.name or out.name,
@@ -198,8 +247,12 @@ def main(argv: list[str] | None = None) -> int:
         if recorded
         else "# the training command was not recorded in this checkpoint; its config is below"
     )
-    write_card(out, manifest, ckpt, count_encoder_macs(model), command, train_command)
-    print(json.dumps({"bundle": str(out), "model_id": manifest.model_id, "qfs": qfs}))
+    write_card(out, manifest, ckpt, count_encoder_macs(model), command, train_command, pinned)
+    print(
+        json.dumps(
+            {"bundle": str(out), "model_id": manifest.model_id, "qfs": qfs, "pinned": pinned}
+        )
+    )
     return 0
 
 

@@ -180,3 +180,46 @@ def test_card_records_the_training_command_that_ran(tiny_bundle, tiny_data):
     # the exact argv of the conftest's tiny run, not a command synthesized at export
     assert f"spic-train --data {tiny_data} --out " in card and "--set epochs=2" in card
     assert "spic-export " in card
+
+
+def test_pinned_channels_are_constant_and_the_rest_untouched():
+    import torch
+
+    from models.export import pin_idle_channels
+    from models.network import spic_tiny
+
+    torch.manual_seed(0)
+    model = spic_tiny().eval()
+    last = model.g_a.net[-2]
+    with torch.no_grad():  # channel 2 made idle: a tiny jitter around sigmoid(0.3)
+        last.weight[2] *= 1e-6
+        last.bias[2] = 0.3
+    images = np.random.default_rng(0).integers(0, 256, (6, 64, 64, 3), dtype=np.uint8)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        before = model.g_a(x)
+    assert pin_idle_channels(model, images, max_std=1e-4) == [2]
+    with torch.no_grad():
+        after = model.g_a(x)
+    others = [0, 1, 3]
+    torch.testing.assert_close(after[:, others], before[:, others], rtol=0, atol=0)
+    assert after[:, 2].unique().numel() == 1
+    assert after[:, 2].mean().item() == pytest.approx(before[:, 2].mean().item(), abs=1e-4)
+
+
+def test_pinned_channels_cost_no_bits(tiny_run, tiny_data, tiny_bundle, tmp_path):
+    out = tmp_path / "pinned"
+    args = [str(tiny_run / "checkpoint.pt"), "--out", str(out), "--data", str(tiny_data / "train")]
+    # A threshold above any std pins every channel: the frame is then the header and little else.
+    assert export_main([*args, "--size", "64", "--pin-idle", "2"]) == 0
+    assert (
+        "pinned to a constant at export (`--pin-idle`): 4 [0, 1, 2, 3]"
+        in (out / "MODEL_CARD.md").read_text()
+    )
+    image = next((tiny_data / "val").rglob("*.JPEG"))
+    plain = EdgeEncoder(tiny_bundle, qf=128, cache_dir=False).encode_timed(image)
+    pinned = EdgeEncoder(out, qf=128, cache_dir=False).encode_timed(image)
+    assert len(np.unique(pinned.symbols)) <= 4  # one symbol per channel
+    assert len(pinned.data) < len(plain.data)
+    for row in load_manifest(out).table(128):  # one symbol seen, the rest only Laplace's +1
+        assert (row == 1).sum() == len(row) - 1

@@ -92,6 +92,8 @@ def test_the_reconstruction_weight_grows_with_qf_only_when_asked():
     assert {mse_weight(q, v1) for q in (2, 16, 255)} == {1.0}
     ladder = TrainConfig(mse_qf_exponent=1.0)
     assert mse_weight(16, ladder) == 1.0 and mse_weight(128, ladder) == 8.0
+    scaled = TrainConfig(mse_weight=30.0, mse_qf_exponent=0.5)
+    assert mse_weight(16, scaled) == 30.0 and mse_weight(64, scaled) == 60.0
     assert mse_weight(4, ladder) == 0.25
 
 

@@ -1,0 +1,152 @@
+"""What caps a trained SPIC model's reconstruction? Probes behind models/configs/README.md.
+
+    .venv/bin/python scripts/reconstruction_probe.py pca --data ../shared/data/imagenette
+    .venv/bin/python scripts/reconstruction_probe.py finetune --checkpoint C --minutes 15
+
+* ``pca``: the PSNR of k principal components per 16×16×3 block (fitted on 300 train crops,
+  unquantized, clipped to [0, 1]), on 200 val crops: what k numbers per stride-16 latent
+  position can carry with a linear transform.
+* ``finetune``: the checkpoint's ``g_a`` frozen, its own ``g_s`` trained further on MSE alone.
+* ``deeper``: ``g_a`` frozen, a fresh decoder with residual blocks at 1/16 and 1/8 scale.
+* ``scratch``: ``g_a`` and ``g_s`` of the checkpoint's architecture from scratch, MSE alone.
+
+The three network probes quantize at one QF (straight-through), train with Adam at 1e-3 on
+batches of 32 random 128² crops for a wall-time budget, and print the PSNR on the same 200 val
+crops before and after, with the steps taken, as JSON lines (the last line is the summary).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from models.blocks import BasicBlock  # noqa: E402
+from models.data import InMemoryImages, eval_arrays, train_batches  # noqa: E402
+from models.network import SPIC, quantize  # noqa: E402
+from models.train import load_checkpoint, psnr_db  # noqa: E402
+
+
+def pca(data: str) -> dict:
+    def blocks(a: np.ndarray) -> np.ndarray:
+        b = a.reshape(len(a), a.shape[1] // 16, 16, a.shape[2] // 16, 16, 3)
+        return b.transpose(0, 1, 3, 2, 4, 5).reshape(-1, 768).astype(np.float64) / 255
+
+    train, _, _ = eval_arrays(f"{data}/train", 224, 300)
+    val, _, _ = eval_arrays(f"{data}/val", 224, 200)
+    b = blocks(train)
+    mu = b.mean(0)
+    _, _, vt = np.linalg.svd(b - mu, full_matrices=False)
+    v = blocks(val)
+    out = {}
+    for k in (8, 16, 29, 48, 64, 96, 128):
+        r = np.clip((v - mu) @ vt[:k].T @ vt[:k] + mu, 0, 1)
+        mse = ((r - v) ** 2).reshape(len(val), -1).mean(1)
+        out[str(k)] = round(float(np.mean(10 * np.log10(1 / mse))), 2)
+    return {"probe": "pca", "psnr_by_components": out}
+
+
+class DeepDecoder(nn.Module):
+    """Capacity where a stride-16 latent needs it: residual blocks at 1/16 and 1/8 scale, then
+    the transposed-convolution tail of spic-s16-c64's decoder."""
+
+    def __init__(self, cin: int):
+        super().__init__()
+        up = [(256, 192), (192, 96), (96, 48), (48, 3)]
+        self.net = nn.Sequential(
+            nn.Conv2d(cin, 256, 3, 1, 1),
+            nn.LeakyReLU(0.1),
+            BasicBlock(256, 256),
+            BasicBlock(256, 256),
+            nn.ConvTranspose2d(*up[0], 4, 2, 1),
+            nn.LeakyReLU(0.1),
+            BasicBlock(192, 192),
+            nn.ConvTranspose2d(*up[1], 4, 2, 1),
+            nn.LeakyReLU(0.1),
+            nn.ConvTranspose2d(*up[2], 4, 2, 1),
+            nn.LeakyReLU(0.1),
+            nn.ConvTranspose2d(*up[3], 4, 2, 1),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return self.net(y)  # type: ignore[no-any-return]
+
+
+def train_decoder(args: argparse.Namespace) -> dict:
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model, _ = load_checkpoint(args.checkpoint)
+    if args.probe == "scratch":
+        model = SPIC(model.cfg)
+    g_a, g_s = model.g_a, model.g_s
+    if args.probe == "deeper":
+        g_s = DeepDecoder(model.cfg.latent_channels)  # type: ignore[assignment]
+    joint = args.probe == "scratch"
+    params = list(g_s.parameters()) + (list(g_a.parameters()) if joint else [])
+    opt = torch.optim.Adam(params, lr=1e-3)
+    val, _, _ = eval_arrays(f"{args.data}/val", 224, 200)
+    xv = torch.from_numpy(val).permute(0, 3, 1, 2).float() / 255
+
+    def val_psnr() -> float:
+        g_a.eval(), g_s.eval()
+        with torch.no_grad():
+            total = sum(
+                psnr_db(g_s(quantize(g_a(x), args.qf, "ste")), x).sum().item() for x in xv.split(25)
+            )
+        g_a.train(joint), g_s.train()
+        return round(total / len(xv), 2)
+
+    before = val_psnr()
+    print(json.dumps({"probe": args.probe, "step": 0, "psnr": before}), flush=True)
+    train = InMemoryImages(f"{args.data}/train", short_side=224)
+    rng = np.random.default_rng(0)
+    t0, step = time.time(), 0
+    while time.time() - t0 < args.minutes * 60:
+        for xb, _ in train_batches(train, 32, 128, rng):
+            x = torch.from_numpy(xb).permute(0, 3, 1, 2).float() / 255
+            with torch.set_grad_enabled(joint):
+                y = g_a(x)
+            loss = torch.mean((g_s(quantize(y, args.qf, "ste")) - x) ** 2)
+            opt.zero_grad()
+            loss.backward()  # type: ignore[no-untyped-call]
+            opt.step()
+            step += 1
+            if step % 100 == 0:
+                print(json.dumps({"step": step, "mse": round(loss.item(), 5)}), flush=True)
+            if time.time() - t0 >= args.minutes * 60:
+                break
+    return {
+        "probe": args.probe,
+        "checkpoint": args.checkpoint,
+        "qf": args.qf,
+        "minutes": args.minutes,
+        "steps": step,
+        "psnr_before": before,
+        "psnr_after": val_psnr(),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("probe", choices=["pca", "finetune", "deeper", "scratch"])
+    p.add_argument("--data", default="../shared/data/imagenette")
+    p.add_argument("--checkpoint", default="runs/ladder-v2/checkpoint.pt")
+    p.add_argument("--qf", type=int, default=255)
+    p.add_argument("--minutes", type=float, default=15.0, help="training wall-time budget")
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args()
+    print(json.dumps(pca(args.data) if args.probe == "pca" else train_decoder(args)))
+
+
+if __name__ == "__main__":
+    main()
