@@ -54,15 +54,13 @@ class TrainConfig(JsonConfig):
     # the 0.1-weighted cross-entropy asks for and almost no pixels: MSE on [0,1] pixels is ~0.01,
     # so the term is a tenth of the classifier's. Run 7's latent at QF 255 reconstructs worse than
     # 8 PCA components per 16x16 block (models/configs/README.md, "What caps reconstruction").
+    # 10 was no better after 3 short epochs there (probe 9): the weight alone is not the cure.
     mse_weight: float = 1.0
     # At an mse_qf_exponent of 0 (v1's recipe) every QF weighs the same, and nothing rewards detail a coarse QF cannot carry:
     # v1's latent went nearly binary and QF 16/48/128 gave the same rate and quality (issue 11). A
     # positive exponent makes fine QFs pay for that detail. On its own (1.0, QFs 2..255) it did not
     # keep the sigmoid latent from saturating in a 2-epoch probe: a rate ladder needs more than it.
     mse_qf_exponent: float = 0.0
-    # Give g_s its own input gain and shift per QF in qfs (SPICConfig.decoder_qfs). False is v1's
-    # and run 7's recipe, whose one decoder read nothing finer than QF 16's step.
-    condition_decoder: bool = False
     # Weight of mean(z²), z the latent before its sigmoid. The sigmoid's flat ends made a saturated,
     # {0, 1} latent free under rate pressure at every QF; this pulls z back into the sigmoid's slope,
     # so values stay spread and each QF doubling costs about one more bit per symbol. 0 is v1's

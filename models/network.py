@@ -66,11 +66,6 @@ class SPICConfig:
     latent_channels: int = 32
     latent_kernel: int = 3
     dec_channels: tuple[int, ...] = (128, 64, 32)
-    # QFs at which g_s scales and shifts each latent channel by its own learned amounts before its
-    # first layer (Choi et al., ICCV 2019's conditioning, at one layer); () for none, as in v1.
-    # One decoder for every QF otherwise has one input gain: high enough to read detail finer
-    # than QF 16's step, it amplifies QF 2's rounding; run 7's learned gain read nothing past QF 16.
-    decoder_qfs: tuple[int, ...] = ()
     # h_c runs in the cloud, so it may be wider than the encoder: two stages of residual blocks.
     cls_widths: tuple[int, ...] = (128, 256)
     cls_blocks: int = 2
@@ -140,10 +135,6 @@ class Decoder(nn.Module):
 
     def __init__(self, cfg: SPICConfig):
         super().__init__()
-        self.qfs = list(cfg.decoder_qfs)
-        if self.qfs:  # per QF and channel: ŷ·exp(log_gain) + shift, the identity at first
-            self.log_gain = nn.Parameter(torch.zeros(len(self.qfs), cfg.latent_channels))
-            self.shift = nn.Parameter(torch.zeros(len(self.qfs), cfg.latent_channels))
         layers: list[nn.Module] = []
         cin = cfg.latent_channels
         for cout in cfg.dec_channels:
@@ -152,15 +143,8 @@ class Decoder(nn.Module):
         layers += [nn.ConvTranspose2d(cin, 3, 4, 2, 1), nn.Sigmoid()]
         self.net = nn.Sequential(*layers)
 
-    def forward(self, y_hat: torch.Tensor, qf: int | None = None) -> torch.Tensor:
-        if self.qfs:
-            if qf not in self.qfs:
-                raise ValueError(f"this decoder is conditioned on QFs {self.qfs}, not {qf}")
-            i = self.qfs.index(qf)
-            y_hat = y_hat * self.log_gain[i].exp().view(1, -1, 1, 1) + self.shift[i].view(
-                1, -1, 1, 1
-            )
-        return self.net(y_hat)  # type: ignore[no-any-return]
+    def forward(self, y_hat: torch.Tensor) -> torch.Tensor:
+        return self.net(y_hat)
 
 
 class LatentClassifier(nn.Module):
@@ -212,7 +196,7 @@ class SPIC(nn.Module):
         if qf is not None:
             out["likelihoods"] = self.entropy_model.likelihood(y_train, qf)
         if decode:
-            out["x_hat"] = self.g_s(y_train, qf)
+            out["x_hat"] = self.g_s(y_train)
         return out
 
 

@@ -42,7 +42,6 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     no_decay: list[torch.nn.Parameter] = []
     for name, p in model.named_parameters():
         is_weight = p.ndim >= 2 and not name.startswith("entropy_model")
-        is_weight = is_weight and name not in ("g_s.log_gain", "g_s.shift")
         (decay if is_weight else no_decay).append(p)
     return [
         {"params": decay, "weight_decay": weight_decay},
@@ -75,7 +74,7 @@ def evaluate(
             correct[q] += (model.h_c(y_hat).argmax(1) == y_true).sum().item()
             lik = model.entropy_model.likelihood(y_hat, q)
             bits[q] += bits_per_pixel(lik, x.shape[2] * x.shape[3]).sum().item()
-            psnr_sum[q] += psnr_db(model.g_s(y_hat, q), x).sum().item()
+            psnr_sum[q] += psnr_db(model.g_s(y_hat), x).sum().item()
     n = len(images)
     out: dict[str, object] = {"top1_unquantized": correct["none"] / n}
     for q in qfs:
@@ -200,10 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     if val_classes != train.classes:
         raise SystemExit(f"train and val classes differ: {train.classes} vs {val_classes}")
 
-    conditioning = {"decoder_qfs": tuple(cfg.qfs)} if cfg.condition_decoder else {}
-    model: SPIC = create_model(
-        cfg.model, kind="spic", num_classes=len(train.classes), **conditioning
-    ).to(device)
+    model: SPIC = create_model(cfg.model, kind="spic", num_classes=len(train.classes)).to(device)
     model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # the stubs lack memory_format
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
     local_batch = cfg.batch_size // world

@@ -109,18 +109,3 @@ def test_the_training_pass_exposes_the_latent_before_its_sigmoid():
         out = model(x, 16, decode=False)
         assert torch.allclose(torch.sigmoid(out["z"]), out["y"])
         assert torch.allclose(model.g_a(x), out["y"])
-
-
-def test_a_conditioned_decoder_has_its_own_input_gain_per_qf():
-    torch.manual_seed(0)
-    plain = create_model("spic-tiny", kind="spic").eval()
-    cond = create_model("spic-tiny", kind="spic", decoder_qfs=(2, 16)).eval()
-    cond.load_state_dict(plain.state_dict(), strict=False)  # the same layers; gains start at one
-    y = torch.rand(2, 4, 3, 3)
-    with torch.no_grad():
-        torch.testing.assert_close(cond.g_s(y, 2), plain.g_s(y))
-        cond.g_s.log_gain[1].fill_(1.0)  # QF 16 reads its latent e times larger; QF 2 unchanged
-        torch.testing.assert_close(cond.g_s(y, 2), plain.g_s(y))
-        torch.testing.assert_close(cond.g_s(y, 16), plain.g_s(y * torch.e))
-    with pytest.raises(ValueError, match=r"conditioned on QFs \[2, 16\], not 48"):
-        cond.g_s(y, 48)
