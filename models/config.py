@@ -66,9 +66,23 @@ class TrainConfig(JsonConfig):
     # so values stay spread and each QF doubling costs about one more bit per symbol. 0 is v1's
     # recipe. The probes behind 0.01 are in models/configs/README.md.
     latent_logit_l2: float = 0.0
+    # The penalty reads max(|z| - margin, 0)² instead of z². At 0 (run 7) it pulls every z to 0:
+    # the classifier, behind a BatchNorm, is blind to the latent's scale, so the rate term and
+    # this pull shrank run 7's latent: its active channels' median standard deviation is 0.024,
+    # less than one QF 16 step ("What caps reconstruction" in models/configs/README.md). A margin
+    # leaves the sigmoid's slope free and still stops saturation: |z| = 3 is y = 0.047 or 0.953.
+    latent_logit_margin: float = 0.0
     # How the rate term and the decoder see the latent in training: "ste" (v1: rounded, identity
     # gradient) or "noise" (one step of uniform noise). The classifier always reads it rounded.
     train_quantize: str = "ste"
+    # Knowledge distillation: the classification term becomes (1 - w)·CE + w·T²·KL(teacher ‖
+    # student) at temperature T, the teacher a reference bundle trained here from scratch
+    # (models/distill.py). "" (v1's recipe) trains on the labels alone. 0.5 and 4 are Hinton et
+    # al.'s usual middle: half the signal from the labels, a temperature that shows the teacher's
+    # second and third choices.
+    teacher: str = ""
+    distill_weight: float = 0.5
+    distill_temperature: float = 4.0
     # alpha is not fixed: a dual update steers the estimated rate at QF 16 to rate_target_bpp, so the
     # lowest rate point lands under 0.10 bpp (real bytes, header included) by design.
     rate_target_qf: int = 16

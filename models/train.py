@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from models.config import TrainConfig, apply_overrides
 from models.data import InMemoryImages, eval_arrays, train_batches
+from models.distill import Teacher, distillation_loss
 from models.entropy_model import bits_per_pixel
 from models.network import SPIC, SPICConfig, quantize
 from models.zoo import create_model
@@ -87,6 +88,11 @@ def rate_target(cfg: TrainConfig, step: int, total_steps: int) -> float:
     """The rate the dual update steers to: annealed from the start value to the final one."""
     frac = min(1.0, step / max(1.0, cfg.rate_anneal_frac * total_steps))
     return cfg.rate_target_start_bpp + frac * (cfg.rate_target_bpp - cfg.rate_target_start_bpp)
+
+
+def saturation_penalty(z: torch.Tensor, margin: float) -> torch.Tensor:
+    """mean(max(|z| - margin, 0)²) over the latent's logits z: zero inside ±margin."""
+    return F.relu(z.abs() - margin).pow(2).mean()
 
 
 def mse_weight(qf: int, cfg: TrainConfig) -> float:
@@ -200,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"train and val classes differ: {train.classes} vs {val_classes}")
 
     model: SPIC = create_model(cfg.model, kind="spic", num_classes=len(train.classes)).to(device)
+    teacher = Teacher(cfg.teacher, train.classes, cfg.threads) if cfg.teacher else None
     model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # the stubs lack memory_format
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
     local_batch = cfg.batch_size // world
@@ -279,8 +286,11 @@ def main(argv: list[str] | None = None) -> int:
             mse = F.mse_loss(res["x_hat"], x)
             bpp = bits_per_pixel(res["likelihoods"], pixels).mean()
             ce = F.cross_entropy(res["logits"], target, label_smoothing=cfg.label_smoothing)
+            if teacher is not None:
+                kd = distillation_loss(res["logits"], teacher.logits(x), cfg.distill_temperature)
+                ce = (1 - cfg.distill_weight) * ce + cfg.distill_weight * kd
             alpha = math.exp(log_alpha)
-            saturation = res["z"].pow(2).mean()
+            saturation = saturation_penalty(res["z"], cfg.latent_logit_margin)
             loss = mse_weight(qf, cfg) * mse + alpha * bpp + cfg.beta * ce
             loss = loss + cfg.latent_logit_l2 * saturation
 
@@ -323,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
                         "qf": qf,
                         "loss": loss.item(),
                         "mse": mse.item(),
-                        "latent_logit_ms": saturation.item(),
+                        "latent_logit_ms": res["z"].pow(2).mean().item(),
                         "bpp": bpp.item(),
                         "bpp_target_qf": bpp_t.item(),
                         "target_bpp": target_bpp,

@@ -8,10 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from models.train import main
-from tests.conftest import TINY_TRAIN_ARGS
+from tests.conftest import TINY_TRAIN_ARGS, set_args
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -109,3 +110,34 @@ def test_every_committed_training_config_loads_and_names_a_registered_model():
         cfg = TrainConfig.from_json(path)  # an unknown key raises
         assert cfg.model in list_models("spic"), path.name
         assert cfg.rate_target_qf in cfg.qfs, path.name
+
+
+def test_distillation_loss_is_zero_only_when_the_student_agrees():
+    import torch
+
+    from models.distill import distillation_loss
+
+    t = torch.tensor([[3.0, 1.0, -2.0], [0.0, 2.0, 0.5]])
+    assert distillation_loss(t + 7.0, t, 4.0).item() == pytest.approx(0.0, abs=1e-6)  # shift-free
+    assert distillation_loss(t.flip(1), t, 4.0).item() > 0.01
+
+
+def test_training_distils_from_a_reference_bundle(tiny_data, tiny_reference, tmp_path):
+    from models.distill import Teacher
+    from models.train import load_checkpoint, main
+
+    bundle = tiny_reference / "bundle"
+    args = ["--data", str(tiny_data), "--out", str(tmp_path / "kd"), *TINY_TRAIN_ARGS]
+    assert main([*args, *set_args(teacher=str(bundle), distill_weight=0.7)]) == 0
+    _, ckpt = load_checkpoint(tmp_path / "kd" / "checkpoint.pt")
+    assert ckpt["config"]["train"]["teacher"] == str(bundle)
+    with pytest.raises(ValueError, match="has classes"):
+        Teacher(bundle, ["n00000000", "n00000001"])
+
+
+def test_the_saturation_penalty_spares_logits_inside_its_margin():
+    from models.train import saturation_penalty
+
+    z = torch.tensor([0.0, 1.0, -2.5, 4.0, -5.0])
+    assert saturation_penalty(z, 0.0).item() == pytest.approx((0 + 1 + 6.25 + 16 + 25) / 5)
+    assert saturation_penalty(z, 3.0).item() == pytest.approx((1 + 4) / 5)
