@@ -110,6 +110,10 @@ def test_every_committed_training_config_loads_and_names_a_registered_model():
         cfg = TrainConfig.from_json(path)  # an unknown key raises
         assert cfg.model in list_models("spic"), path.name
         assert cfg.rate_target_qf in cfg.qfs, path.name
+        if cfg.teacher:  # a committed reference bundle whose seal holds
+            from models.reference_bundle import load_reference_manifest
+
+            load_reference_manifest(Path(__file__).parent.parent / cfg.teacher)
 
 
 def test_distillation_loss_is_zero_only_when_the_student_agrees():
