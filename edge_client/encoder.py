@@ -106,17 +106,33 @@ class EdgeEncoder:
     def encode(self, image: str | Path | Image.Image) -> bytes:
         return self.encode_timed(image).data
 
-    def encode_latent(self, y: np.ndarray, image_size: tuple[int, int]) -> bytes:
+    def encode_latent(
+        self,
+        y: np.ndarray,
+        image_size: tuple[int, int],
+        qf: int | None = None,
+        codec: str | None = None,
+    ) -> bytes:
         """The frame of an encoder output ``y`` (C, h, w) of an image of ``image_size`` (w, h):
-        what ``encode`` does after the network. One network pass can then feed several QFs and
-        codecs (the evaluation does that); the bytes are the same as ``encode``'s."""
-        symbols = quantize(y, self.qf)
-        return self._pack(symbols, self.codec.encode(symbols), image_size)
+        what ``encode`` does after the network, at this encoder's QF and codec unless others of
+        the bundle are named. One network pass can then feed every QF and codec (the evaluation
+        does that); the bytes are the same as ``encode``'s at that QF and codec."""
+        qf = self.qf if qf is None else qf
+        coder = self.codebook.codec(codec or self.codec_name, qf)
+        symbols = quantize(y, qf)
+        return self._pack(symbols, coder.encode(symbols), image_size, qf, coder.codec_id)
 
-    def _pack(self, symbols: np.ndarray, payload: bytes, image_size: tuple[int, int]) -> bytes:
+    def _pack(
+        self,
+        symbols: np.ndarray,
+        payload: bytes,
+        image_size: tuple[int, int],
+        qf: int | None = None,
+        codec_id: int | None = None,
+    ) -> bytes:
         frame = bitstream.Frame(
-            codec=self.codec.codec_id,
-            qf=self.qf,
+            codec=self.codec.codec_id if codec_id is None else codec_id,
+            qf=self.qf if qf is None else qf,
             model_id=self.codebook.model_id,
             latent_shape=latent_shape(symbols),
             image_size=(

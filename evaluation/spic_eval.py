@@ -76,15 +76,11 @@ def evaluate_spic(
     pixel_classifiers = pixel_classifiers or {}
     runtime = BundleRuntime(bundle, threads=2)
     qfs = list(qfs or runtime.manifest.qfs)
-    encoders = {
-        (q, c): EdgeEncoder(bundle, qf=q, codec=c, threads=2, int8=int8)
-        for q in qfs
-        for c in codecs
-    }
+    # One encoder: its network pass per image feeds every QF and codec (encode_latent).
+    first = EdgeEncoder(bundle, qf=qfs[0], codec=codecs[0], threads=2, int8=int8)
     variant = " (INT8 encoder)" if int8 else ""
-    first = encoders[(qfs[0], codecs[0])]
     n = len(paths)
-    bits = {k: 0 for k in encoders}
+    bits = {(q, c): 0 for q in qfs for c in codecs}
     correct = {q: 0 for q in qfs}
     correct_unq = 0
     correct_px = {(q, name): 0 for q in qfs for name in pixel_classifiers}
@@ -105,7 +101,7 @@ def evaluate_spic(
             symbols = None
             for c in codecs:
                 frames = [
-                    encoders[(q, c)].encode_latent(y_i, im.size)
+                    first.encode_latent(y_i, im.size, q, c)
                     for y_i, im in zip(y, images, strict=True)
                 ]
                 bits[(q, c)] += sum(8 * len(f) for f in frames)

@@ -269,3 +269,9 @@ def test_encode_latent_gives_the_bytes_of_encode(tiny_bundle):
         x = prepare(image, enc.spec, enc.stride)
         y = enc.session.run(None, {"image": x[None]})[0][0]
         assert enc.encode_latent(y, image.size) == enc.encode(image)
+    # One encoder at QF 16 and rANS gives every other QF's and codec's bytes from the same pass.
+    one = EdgeEncoder(tiny_bundle, qf=16, codec="rans", cache_dir=False)
+    for qf in (48, 128):
+        for codec in ("rans", "huffman"):
+            other = EdgeEncoder(tiny_bundle, qf=qf, codec=codec, cache_dir=False)
+            assert one.encode_latent(y, image.size, qf, codec) == other.encode(image)
