@@ -25,7 +25,7 @@ from edge_client.encoder import EdgeEncoder
 from evaluation.samples import sample_images
 from evaluation.spic_eval import psnr, ssim
 from shared.bundles import DEFAULT_BUNDLE
-from shared.preprocess import prepare
+from shared.preprocess import prepare, to_uint8_image
 from shared.quantize import dequantize
 
 # A step up the ladder counts as better only past these gains: v1's QF 16 -> 48 -> 128 gained
@@ -47,10 +47,7 @@ def main() -> None:
     runtime = BundleRuntime(args.bundle, threads=2)
     manifest = runtime.manifest
     spec = manifest.preprocessing.model_dump()
-    crops = [
-        (prepare(im, spec, manifest.latent.stride) * 255 + 0.5).astype(np.uint8).transpose(1, 2, 0)
-        for im in images
-    ]
+    crops = [to_uint8_image(prepare(im, spec, manifest.latent.stride)) for im in images]
     points = []
     for qf in sorted(manifest.qfs):
         encoder = EdgeEncoder(args.bundle, qf=qf, threads=2, cache_dir=False)

@@ -13,6 +13,7 @@ import onnxruntime as ort
 
 from shared.codebook import Codebook
 from shared.manifest import Manifest, ServingLimits, load_manifest
+from shared.preprocess import to_uint8_image
 from shared.quantize import dequantize
 
 
@@ -76,5 +77,5 @@ class BundleRuntime:
     def reconstruct_latents(self, y_hat: np.ndarray) -> np.ndarray:
         """(N, C, h, w) latents -> (N, H, W, 3) uint8 images."""
         x = self.decoder.run(None, {"latent": y_hat.astype(np.float32)})[0]
-        images: np.ndarray = (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8).transpose(0, 2, 3, 1)
+        images: np.ndarray = to_uint8_image(x)
         return images

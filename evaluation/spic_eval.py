@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from cloud_service.runtime import BundleRuntime
 from edge_client.encoder import EdgeEncoder
-from shared.preprocess import IMAGE_SUFFIXES, load_rgb, prepare
+from shared.preprocess import IMAGE_SUFFIXES, load_rgb, prepare, to_uint8_image
 
 
 @dataclass
@@ -120,7 +120,7 @@ def evaluate_spic(
                 for name, classify in pixel_classifiers.items():
                     correct_px[(q, name)] += int((classify(list(recon)) == truth).sum())
             for crop, rec in zip(crops, recon, strict=True):
-                ref = (crop.transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8)
+                ref = to_uint8_image(crop)
                 quality[q][0] += psnr(ref, rec)
                 quality[q][1] += ssim(ref, rec)
         bar.update(len(chunk))

@@ -53,6 +53,13 @@ def batch_input(crops: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
     return np.stack(list(crops)).transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
 
 
+def to_uint8_image(x: np.ndarray) -> np.ndarray:
+    """float (..., 3, H, W) in [0, 1] -> rounded uint8 (..., H, W, 3): ``batch_input``'s inverse,
+    for reconstructions and the reference crops they are measured against."""
+    out: np.ndarray = np.moveaxis((np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8), -3, -1)
+    return out
+
+
 def prepare(im: Image.Image, spec: dict[str, Any], stride: int) -> np.ndarray:
     """Apply a manifest preprocessing ``spec`` to an RGB image; returns (3, H, W) float32."""
     mode = spec.get("mode", "center_crop")

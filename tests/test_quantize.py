@@ -44,3 +44,12 @@ def test_the_noise_mode_stays_within_one_step_and_the_unit_range():
         assert float((noisy - y).abs().max()) <= 0.5 / qf + 1e-6
         assert float(noisy.min()) >= 0.0 and float(noisy.max()) <= 1.0
         assert not torch.equal(noisy, quantize(y, qf, "ste"))  # not rounding
+
+
+def test_to_uint8_image_inverts_batch_input():
+    from shared.preprocess import batch_input, to_uint8_image
+
+    crops = np.random.default_rng(0).integers(0, 256, (3, 5, 7, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(to_uint8_image(batch_input(crops)), crops)
+    np.testing.assert_array_equal(to_uint8_image(batch_input(crops)[0]), crops[0])
+    assert to_uint8_image(np.full((3, 1, 1), 1.7)).item(0) == 255  # clipped, not wrapped
