@@ -18,8 +18,7 @@ from PIL import Image
 
 from edge_client.errors import BundleError, ImageError
 from edge_client.onnx_session import make_session
-from shared import bitstream
-from shared.codebook import Codebook, latent_shape
+from shared.codebook import Codebook
 from shared.codecs import CODECS
 from shared.manifest import load_manifest
 from shared.preprocess import load_rgb, prepare
@@ -118,31 +117,7 @@ class EdgeEncoder:
         the bundle are named. One network pass can then feed every QF and codec (the evaluation
         does that); the bytes are the same as ``encode``'s at that QF and codec."""
         qf = self.qf if qf is None else qf
-        coder = self.codebook.codec(codec or self.codec_name, qf)
-        symbols = quantize(y, qf)
-        return self._pack(symbols, coder.encode(symbols), image_size, qf, coder.codec_id)
-
-    def _pack(
-        self,
-        symbols: np.ndarray,
-        payload: bytes,
-        image_size: tuple[int, int],
-        qf: int | None = None,
-        codec_id: int | None = None,
-    ) -> bytes:
-        frame = bitstream.Frame(
-            codec=self.codec.codec_id if codec_id is None else codec_id,
-            qf=self.qf if qf is None else qf,
-            model_id=self.codebook.model_id,
-            latent_shape=latent_shape(symbols),
-            image_size=(
-                min(image_size[0], bitstream.MAX_IMAGE_SIDE),
-                min(image_size[1], bitstream.MAX_IMAGE_SIDE),
-            ),
-            payload=payload,
-            stride=self.stride,
-        )
-        return bitstream.pack(frame)
+        return self.codebook.encode(quantize(y, qf), qf, codec or self.codec_name, image_size)
 
     def encode_timed(self, image: str | Path | Image.Image) -> EncodedFrame:
         t0 = time.perf_counter()
@@ -158,7 +133,7 @@ class EdgeEncoder:
         t3 = time.perf_counter()
         payload = self.codec.encode(symbols)
         t4 = time.perf_counter()
-        data = self._pack(symbols, payload, im.size)
+        data = self.codebook.pack(symbols, payload, self.qf, self.codec.codec_id, im.size)
         t5 = time.perf_counter()
         timings = dict(zip(STAGES, np.diff([t0, t1, t2, t3, t4, t5]) * 1e3, strict=True))
         return EncodedFrame(

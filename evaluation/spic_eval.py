@@ -77,7 +77,7 @@ def evaluate_spic(
     runtime = BundleRuntime(bundle, threads=2)
     qfs = list(qfs or runtime.manifest.qfs)
     # One encoder: its network pass per image feeds every QF and codec (encode_latent).
-    first = EdgeEncoder(bundle, qf=qfs[0], codec=codecs[0], threads=2, int8=int8)
+    encoder = EdgeEncoder(bundle, qf=qfs[0], codec=codecs[0], threads=2, int8=int8)
     variant = " (INT8 encoder)" if int8 else ""
     n = len(paths)
     bits = {(q, c): 0 for q in qfs for c in codecs}
@@ -89,9 +89,9 @@ def evaluate_spic(
     for start in range(0, n, batch):
         chunk = paths[start : start + batch]
         images = [load_rgb(p) for p in chunk]
-        crops = [prepare(im, first.spec, first.stride) for im in images]
+        crops = [prepare(im, encoder.spec, encoder.stride) for im in images]
         # One pass per image, as the camera runs it (a batched pass may round differently).
-        y = np.concatenate([first.session.run(None, {"image": c[None]})[0] for c in crops])
+        y = np.concatenate([encoder.session.run(None, {"image": c[None]})[0] for c in crops])
         truth = None if labels is None else labels[start : start + batch]
         if truth is not None:
             correct_unq += int((runtime.classify_latents(y).argmax(1) == truth).sum())
@@ -101,7 +101,7 @@ def evaluate_spic(
             symbols = None
             for c in codecs:
                 frames = [
-                    first.encode_latent(y_i, im.size, q, c)
+                    encoder.encode_latent(y_i, im.size, q, c)
                     for y_i, im in zip(y, images, strict=True)
                 ]
                 bits[(q, c)] += sum(8 * len(f) for f in frames)
@@ -125,7 +125,7 @@ def evaluate_spic(
                 quality[q][1] += ssim(ref, rec)
         bar.update(len(chunk))
     bar.close()
-    h, w = first.spec["size"], first.spec["size"]
+    h, w = encoder.spec["size"], encoder.spec["size"]
     rows = [
         Row(
             "spic",

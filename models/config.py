@@ -50,16 +50,14 @@ class TrainConfig(JsonConfig):
     # beta puts the classifier's gradient a few times above the reconstruction's: the task first.
     beta: float = 0.1
     # The reconstruction term's weight at QF q is w·(q / rate_target_qf)^e, w = mse_weight and
-    # e = mse_qf_exponent. mse_weight 1 is v1's recipe. There, at a rate fixed by the dual update, the latent keeps what
-    # the 0.1-weighted cross-entropy asks for and almost no pixels: MSE on [0,1] pixels is ~0.01,
-    # so the term is a tenth of the classifier's. Run 7's latent at QF 255 reconstructs worse than
-    # 8 PCA components per 16x16 block (models/configs/README.md, "What caps reconstruction").
-    # 10 was no better after 3 short epochs there (probe 9): the weight alone is not the cure.
+    # e = mse_qf_exponent. w = 1 is v1's recipe: beside the 0.1-weighted cross-entropy, MSE on [0,1]
+    # pixels (~0.01) weighs little. 10 was no better after 3 short epochs (probe 9 in
+    # models/configs/README.md); what squeezed the latent was the saturation penalty (below).
     mse_weight: float = 1.0
-    # At an mse_qf_exponent of 0 (v1's recipe) every QF weighs the same, and nothing rewards detail a coarse QF cannot carry:
-    # v1's latent went nearly binary and QF 16/48/128 gave the same rate and quality (issue 11). A
-    # positive exponent makes fine QFs pay for that detail. On its own (1.0, QFs 2..255) it did not
-    # keep the sigmoid latent from saturating in a 2-epoch probe: a rate ladder needs more than it.
+    # At e = 0 (v1's recipe) every QF weighs the same, and nothing rewards detail a coarse QF cannot
+    # carry: v1's latent went nearly binary and QF 16/48/128 gave the same rate and quality (issue
+    # 11). A positive exponent makes fine QFs pay for that detail. On its own (1.0, QFs 2..255) it
+    # did not keep the sigmoid latent from saturating in a 2-epoch probe: a ladder needs more.
     mse_qf_exponent: float = 0.0
     # Weight of mean(z²), z the latent before its sigmoid. The sigmoid's flat ends made a saturated,
     # {0, 1} latent free under rate pressure at every QF; this pulls z back into the sigmoid's slope,

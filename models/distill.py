@@ -11,40 +11,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import onnxruntime as ort
 import torch
 import torch.nn.functional as F
 
-from models.reference_bundle import load_reference_manifest
+from models.reference_bundle import ReferenceModel
 
 
 class Teacher:
     """A reference bundle's classifier as a source of soft targets."""
 
     def __init__(self, bundle: str | Path, class_ids: list[str], threads: int = 0):
-        self.bundle = Path(bundle)
-        manifest = load_reference_manifest(self.bundle)
-        ids = [c.id for c in manifest.classes]
-        if ids != class_ids:
-            raise ValueError(
-                f"teacher {manifest.model_id} ({self.bundle}) has classes {ids}, "
-                f"the training data has {class_ids}"
-            )
-        self.model_id = manifest.model_id
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(
-            str(self.bundle / manifest.files["classifier"].path),
-            opts,
-            providers=["CPUExecutionProvider"],
-        )
+        self.model = ReferenceModel(bundle, threads)
+        self.model.check_classes(class_ids, "the training data")
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) [0, 1] RGB, the student's own input -> (N, classes) logits."""
-        image = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
-        out = self.session.run(None, {"image": image})[0]
-        return torch.from_numpy(out).to(x.device)
+        return torch.from_numpy(self.model.logits(x.detach().cpu().numpy())).to(x.device)
 
 
 def distillation_loss(

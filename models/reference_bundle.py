@@ -6,8 +6,9 @@ A reference bundle is a folder::
     classifier.onnx    float32 image (N, 3, H, W) in [0, 1] -> logits (N, classes)
     MODEL_CARD.md      how it was made and how well it does
 
-It is written by ``spic-train-reference`` (``models/train_reference.py``) and read by ``spic-eval``
-(``evaluation/reference.py``) with onnxruntime only: this module imports no torch. The model id is
+It is written by ``spic-train-reference`` (``models/train_reference.py``) and run by ``spic-eval``
+(``evaluation/reference.py``) and by distillation (``models/distill.py``) through
+``ReferenceModel``, with onnxruntime only: this module imports no torch. The model id is
 computed exactly as for SPIC bundles (``shared.manifest``): a hash of the manifest and of every file.
 """
 
@@ -16,6 +17,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+import onnxruntime as ort
 from pydantic import BaseModel, ConfigDict
 
 from shared.manifest import SealedManifest, seal, verify
@@ -58,3 +61,34 @@ def load_reference_manifest(bundle: str | Path) -> ReferenceManifest:
     manifest = ReferenceManifest.model_validate_json(path.read_text())
     verify(bundle, manifest)
     return manifest
+
+
+class ReferenceModel:
+    """A reference bundle loaded for inference: logits of float (N, 3, H, W) images in [0, 1]."""
+
+    def __init__(self, bundle: str | Path, threads: int = 2):
+        self.bundle = Path(bundle)
+        self.manifest = load_reference_manifest(self.bundle)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(
+            str(self.bundle / self.manifest.files["classifier"].path),
+            opts,
+            providers=["CPUExecutionProvider"],
+        )
+
+    @property
+    def label(self) -> str:
+        return self.manifest.label
+
+    def check_classes(self, class_ids: list[str], user: str = "the evaluation") -> None:
+        ours = [c.id for c in self.manifest.classes]
+        if ours != class_ids:
+            raise ValueError(
+                f"reference bundle {self.manifest.model_id} ({self.label}) has classes {ours}, "
+                f"{user} has {class_ids}"
+            )
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        out: np.ndarray = self.session.run(None, {"image": np.ascontiguousarray(x, np.float32)})[0]
+        return out

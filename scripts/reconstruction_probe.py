@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/reconstruction_probe.py pca --data ../shared/data/imagenette
     .venv/bin/python scripts/reconstruction_probe.py finetune --checkpoint C --minutes 15
+    .venv/bin/python scripts/reconstruction_probe.py spread --bundle B --split val --images 100
 
 * ``pca``: the PSNR of k principal components per 16×16×3 block (fitted on 300 train crops,
   unquantized, clipped to [0, 1]), on 200 val crops: what k numbers per stride-16 latent
@@ -9,6 +10,9 @@
 * ``finetune``: the checkpoint's ``g_a`` frozen, its own ``g_s`` trained further on MSE alone.
 * ``deeper``: ``g_a`` frozen, a fresh decoder with residual blocks at 1/16 and 1/8 scale.
 * ``scratch``: ``g_a`` and ``g_s`` of the checkpoint's architecture from scratch, MSE alone.
+* ``spread``: per latent channel of a bundle's encoder, the standard deviation over a split's
+  crops: how many channels are active (≥ 0.01), exactly constant, the active ones' median,
+  and per QF the most distinct symbols any idle channel takes (1: it already codes for free).
 
 The three network probes quantize at one QF (straight-through), train with Adam at 1e-3 on
 batches of 32 random 128² crops for a wall-time budget, and print the PSNR on the same 200 val
@@ -24,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import torch
 from torch import nn
 
@@ -33,7 +38,12 @@ sys.path.insert(0, str(ROOT))
 from models.blocks import BasicBlock  # noqa: E402
 from models.data import InMemoryImages, eval_arrays, train_batches  # noqa: E402
 from models.network import SPIC, quantize  # noqa: E402
-from models.train import load_checkpoint, psnr_db  # noqa: E402
+from models.train import load_checkpoint, psnr_db, to_tensor  # noqa: E402
+from shared.manifest import load_manifest  # noqa: E402
+from shared.preprocess import batch_input  # noqa: E402
+from shared.quantize import quantize as quantize_np  # noqa: E402
+
+CPU = torch.device("cpu")
 
 
 def pca(data: str) -> dict:
@@ -82,6 +92,35 @@ class DeepDecoder(nn.Module):
         return self.net(y)  # type: ignore[no-any-return]
 
 
+def spread(args: argparse.Namespace) -> dict:
+    images, _, _ = eval_arrays(f"{args.data}/{args.split}", 224, args.images)
+    session = ort.InferenceSession(str(args.bundle / "encoder.onnx"))
+    y = np.concatenate(
+        [
+            session.run(None, {"image": batch_input(images[i : i + 50])})[0]
+            for i in range(0, len(images), 50)
+        ]
+    )
+    std = y.std(axis=(0, 2, 3))
+    active = std >= 0.01
+    return {
+        "probe": "spread",
+        "bundle": str(args.bundle),
+        "images": len(images),
+        "channels": len(std),
+        "active": int(active.sum()),
+        "constant": int((std == 0).sum()),
+        "active_median_std": round(float(np.median(std[active])), 4) if active.any() else None,
+        "idle_symbols_by_qf": {
+            q: max(
+                (len(np.unique(quantize_np(y[:, c], q))) for c in np.flatnonzero(~active)),
+                default=0,
+            )
+            for q in load_manifest(args.bundle).qfs
+        },
+    }
+
+
 def train_decoder(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -95,15 +134,17 @@ def train_decoder(args: argparse.Namespace) -> dict:
     params = list(g_s.parameters()) + (list(g_a.parameters()) if joint else [])
     opt = torch.optim.Adam(params, lr=1e-3)
     val, _, _ = eval_arrays(f"{args.data}/val", 224, 200)
-    xv = torch.from_numpy(val).permute(0, 3, 1, 2).float() / 255
+    xv = to_tensor(val, CPU)
 
     def val_psnr() -> float:
-        g_a.eval(), g_s.eval()
+        g_a.eval()
+        g_s.eval()
         with torch.no_grad():
             total = sum(
                 psnr_db(g_s(quantize(g_a(x), args.qf, "ste")), x).sum().item() for x in xv.split(25)
             )
-        g_a.train(joint), g_s.train()
+        g_a.train(joint)
+        g_s.train()
         return round(total / len(xv), 2)
 
     before = val_psnr()
@@ -113,7 +154,7 @@ def train_decoder(args: argparse.Namespace) -> dict:
     t0, step = time.time(), 0
     while time.time() - t0 < args.minutes * 60:
         for xb, _ in train_batches(train, 32, 128, rng):
-            x = torch.from_numpy(xb).permute(0, 3, 1, 2).float() / 255
+            x = to_tensor(xb, CPU)
             with torch.set_grad_enabled(joint):
                 y = g_a(x)
             loss = torch.mean((g_s(quantize(y, args.qf, "ste")) - x) ** 2)
@@ -138,14 +179,18 @@ def train_decoder(args: argparse.Namespace) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("probe", choices=["pca", "finetune", "deeper", "scratch"])
+    p.add_argument("probe", choices=["pca", "finetune", "deeper", "scratch", "spread"])
     p.add_argument("--data", default="../shared/data/imagenette")
     p.add_argument("--checkpoint", default="runs/ladder-v2/checkpoint.pt")
     p.add_argument("--qf", type=int, default=255)
     p.add_argument("--minutes", type=float, default=15.0, help="training wall-time budget")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--bundle", type=Path, help="spread: the bundle whose encoder.onnx to read")
+    p.add_argument("--split", default="val", help="spread: train or val")
+    p.add_argument("--images", type=int, default=100, help="spread: seeded subset size")
     args = p.parse_args()
-    print(json.dumps(pca(args.data) if args.probe == "pca" else train_decoder(args)))
+    probes = {"pca": lambda: pca(args.data), "spread": lambda: spread(args)}
+    print(json.dumps(probes.get(args.probe, lambda: train_decoder(args))()))
 
 
 if __name__ == "__main__":

@@ -58,13 +58,29 @@ class Codebook:
     ) -> bytes:
         """Entropy-code (C, H, W) symbols and pack them into a complete frame."""
         coder = self.codec(codec, qf)
+        return self.pack(symbols, coder.encode(symbols), qf, coder.codec_id, image_size)
+
+    def pack(
+        self,
+        symbols: np.ndarray,
+        payload: bytes,
+        qf: int,
+        codec_id: int,
+        image_size: tuple[int, int],
+    ) -> bytes:
+        """A complete frame of ``symbols`` already entropy-coded into ``payload``. The captured
+        ``image_size`` (w, h) is only information, so a side past what the header holds is
+        clamped rather than refused."""
         frame = bitstream.Frame(
-            codec=coder.codec_id,
+            codec=codec_id,
             qf=qf,
             model_id=self.model_id,
             latent_shape=latent_shape(symbols),
-            image_size=image_size,
-            payload=coder.encode(symbols),
+            image_size=(
+                min(image_size[0], bitstream.MAX_IMAGE_SIDE),
+                min(image_size[1], bitstream.MAX_IMAGE_SIDE),
+            ),
+            payload=payload,
             stride=self.manifest.latent.stride,
         )
         return bitstream.pack(frame)

@@ -187,6 +187,7 @@ def test_pinned_channels_are_constant_and_the_rest_untouched():
 
     from models.export import pin_idle_channels
     from models.network import spic_tiny
+    from shared.preprocess import batch_input
 
     torch.manual_seed(0)
     model = spic_tiny().eval()
@@ -195,7 +196,7 @@ def test_pinned_channels_are_constant_and_the_rest_untouched():
         last.weight[2] *= 1e-6
         last.bias[2] = 0.3
     images = np.random.default_rng(0).integers(0, 256, (6, 64, 64, 3), dtype=np.uint8)
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    x = torch.from_numpy(batch_input(images))
     with torch.no_grad():
         before = model.g_a(x)
     assert pin_idle_channels(model, images, max_std=1e-4) == [2]
