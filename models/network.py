@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from models import split_resnet
 from models.blocks import BasicBlock
 from models.entropy_model import FactorizedDensity
 from models.registry import register_model
@@ -76,9 +77,30 @@ class SPICConfig:
     leaky_slope: float = 0.1
     mean: tuple[float, ...] = field(default=IMAGENET_MEAN)
     std: tuple[float, ...] = field(default=IMAGENET_STD)
+    # "conv": g_a and h_c as above (the paper's layout, v1). "resnet": a reference ResNet split
+    # between camera and cloud with the latent in the cut (models/split_resnet.py); the enc_* and
+    # cls_* fields are then unused and the resnet_* fields must match the reference bundle that
+    # initialises it.
+    backbone: str = "conv"
+    resnet_stem: int = 32
+    resnet_widths: tuple[int, ...] = (32, 64, 128, 256)
+    resnet_blocks: tuple[int, ...] = (2, 2, 2, 2)
+    resnet_split: int = 2  # stages that run on the camera
+    latent_stride: int = 1  # the resnet latent conv's stride (1 or 2)
+
+    def __post_init__(self) -> None:
+        if self.backbone not in ("conv", "resnet"):
+            raise ValueError(f"unknown backbone {self.backbone!r}: conv or resnet")
+        if 2 ** (len(self.dec_channels) + 1) != self.stride:
+            raise ValueError(
+                f"g_s upsamples by {2 ** (len(self.dec_channels) + 1)}, the latent's stride is "
+                f"{self.stride}: dec_channels needs log2(stride) - 1 entries"
+            )
 
     @property
     def stride(self) -> int:
+        if self.backbone == "resnet":
+            return 4 * 2 ** (self.resnet_split - 1) * self.latent_stride
         return 2 ** (len(self.enc_channels) + 1)
 
     def to_dict(self) -> dict:
@@ -100,12 +122,15 @@ class Encoder(nn.Module):
         self.register_buffer("mean", torch.tensor(cfg.mean).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(cfg.std).view(1, 3, 1, 1))
         layers: list[nn.Module] = []
-        cin = 3
-        for cout, k in zip(cfg.enc_channels, cfg.enc_kernels, strict=True):
-            layers += [nn.Conv2d(cin, cout, k, 2, k // 2), nn.LeakyReLU(cfg.leaky_slope)]
-            cin = cout
-        k = cfg.latent_kernel
-        layers += [nn.Conv2d(cin, cfg.latent_channels, k, 2, k // 2), nn.Sigmoid()]
+        if cfg.backbone == "resnet":
+            layers = split_resnet.camera_layers(cfg)
+        else:
+            cin = 3
+            for cout, k in zip(cfg.enc_channels, cfg.enc_kernels, strict=True):
+                layers += [nn.Conv2d(cin, cout, k, 2, k // 2), nn.LeakyReLU(cfg.leaky_slope)]
+                cin = cout
+            k = cfg.latent_kernel
+            layers += [nn.Conv2d(cin, cfg.latent_channels, k, 2, k // 2), nn.Sigmoid()]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -152,17 +177,20 @@ class LatentClassifier(nn.Module):
 
     def __init__(self, cfg: SPICConfig):
         super().__init__()
-        w0 = cfg.cls_widths[0]
-        layers: list[nn.Module] = [
-            nn.Conv2d(cfg.latent_channels, w0, 3, 1, 1, bias=False),
-            nn.BatchNorm2d(w0),
-            nn.ReLU(inplace=True),
-        ]
-        cin = w0
-        for i, width in enumerate(cfg.cls_widths):
-            for b in range(cfg.cls_blocks):
-                layers.append(BasicBlock(cin, width, stride=2 if (i > 0 and b == 0) else 1))
-                cin = width
+        if cfg.backbone == "resnet":
+            layers, cin = split_resnet.cloud_layers(cfg)
+        else:
+            w0 = cfg.cls_widths[0]
+            layers = [
+                nn.Conv2d(cfg.latent_channels, w0, 3, 1, 1, bias=False),
+                nn.BatchNorm2d(w0),
+                nn.ReLU(inplace=True),
+            ]
+            cin = w0
+            for i, width in enumerate(cfg.cls_widths):
+                for b in range(cfg.cls_blocks):
+                    layers.append(BasicBlock(cin, width, stride=2 if (i > 0 and b == 0) else 1))
+                    cin = width
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(
             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(cin, cfg.num_classes)
@@ -237,6 +265,47 @@ def spic_s16_c64(**overrides) -> SPIC:
     the 35 channels the rate term left idle still cost bits at fine QFs. The extra channels cost
     the camera ~0.015 GFLOP; the wider decoder runs only in the cloud."""
     base = dict(latent_channels=64, dec_channels=(192, 96, 48))
+    return SPIC(SPICConfig(**{**base, **overrides}))
+
+
+@register_model(kind="spic")
+def spic_rn18h(**overrides) -> SPIC:
+    """The reference ResNet18-half cut after its second stage, 8 latent channels at stride 8.
+
+    8 x 28 x 28 is 6272 symbols at 224², as many as spic-s16's 32 x 14 x 14. The camera runs the
+    reference's stem and first two stages, about 0.56 GFLOP at 224² (tests/test_models.py). Train
+    it from the reference bundle (TrainConfig.init_from); see models/split_resnet.py."""
+    base = dict(backbone="resnet", latent_channels=8, dec_channels=(128, 64))
+    return SPIC(SPICConfig(**{**base, **overrides}))
+
+
+@register_model(kind="spic")
+def spic_rn18h_lite(**overrides) -> SPIC:
+    """ResNet18-half cut after its first stage, the latent conv taking the second stage's stride:
+    the same 8 x 28 x 28 latent for about 0.36 GFLOP on the camera, the cloud running the whole
+    second stage on the latent (its first block at stride 1)."""
+    base = dict(
+        backbone="resnet",
+        resnet_split=1,
+        latent_stride=2,
+        latent_channels=8,
+        dec_channels=(128, 64),
+    )
+    return SPIC(SPICConfig(**{**base, **overrides}))
+
+
+@register_model(kind="spic")
+def spic_rn_tiny(**overrides) -> SPIC:
+    """The split layout at resnet-tiny's widths, so tests can initialise it from a tiny reference."""
+    base = dict(
+        backbone="resnet",
+        resnet_stem=8,
+        resnet_widths=(8, 16, 32, 64),
+        resnet_blocks=(1, 1, 1, 1),
+        latent_channels=4,
+        dec_channels=(8, 8),
+        density_mixtures=2,
+    )
     return SPIC(SPICConfig(**{**base, **overrides}))
 
 

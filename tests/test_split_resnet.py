@@ -1,0 +1,62 @@
+"""The split-ResNet SPIC (models/split_resnet.py): both halves start from a reference bundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models.network import count_encoder_macs
+from models.reference_bundle import ReferenceModel
+from models.split_resnet import init_from_reference
+from models.train import load_checkpoint, main
+from models.zoo import create_model
+from tests.conftest import TINY_TRAIN_ARGS, set_args
+
+REFERENCE = Path(__file__).resolve().parent.parent / "models" / "bundles" / "reference-imagenette"
+
+
+def joined(model, x: torch.Tensor) -> torch.Tensor:
+    """The camera's stages followed by the cloud's, the bottleneck (latent conv, sigmoid, adapter)
+    left out: with ``latent_stride`` 1 this is the reference's own network."""
+    g_a, h_c = model.g_a, model.h_c
+    features = h_c.features[2:](g_a.net[:-2]((x - g_a.mean) / g_a.std))
+    return h_c.head[-1](features.mean((2, 3)))  # type: ignore[no-any-return]
+
+
+def test_the_halves_joined_without_the_bottleneck_are_the_reference():
+    model = create_model("spic-rn18h").eval()
+    model_id = init_from_reference(model, REFERENCE)
+    reference = ReferenceModel(REFERENCE)
+    assert model_id == reference.manifest.model_id
+    x = torch.rand(2, 3, 96, 128)
+    with torch.no_grad():
+        ours = joined(model, x).numpy()
+    np.testing.assert_allclose(ours, reference.logits(x.numpy()), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize(("name", "gflop"), [("spic-rn18h", 0.562), ("spic-rn18h-lite", 0.353)])
+def test_the_camera_half_fits_the_budget(name, gflop):
+    model = create_model(name)
+    assert 2 * count_encoder_macs(model) / 1e9 == pytest.approx(gflop, abs=0.001)
+    assert gflop <= 0.6 and model.cfg.stride == 8  # 8 x 28 x 28 = 6272 symbols at 224²
+
+
+def test_a_reference_of_other_widths_is_refused_by_name():
+    with pytest.raises(ValueError, match="has convolutions"):
+        init_from_reference(create_model("spic-rn-tiny"), REFERENCE)
+
+
+def test_training_starts_from_the_reference(tiny_data, tiny_reference, tmp_path):
+    bundle = tiny_reference / "bundle"
+    args = ["--data", str(tiny_data), "--out", str(tmp_path), *TINY_TRAIN_ARGS]
+    assert main([*args, *set_args(model="spic-rn-tiny", init_from=str(bundle), epochs=1)]) == 0
+    trained, _ = load_checkpoint(tmp_path / "checkpoint.pt")
+    start = create_model("spic-rn-tiny", num_classes=trained.cfg.num_classes)
+    init_from_reference(start, bundle)
+    # One short epoch moves the reference's weights but leaves them near where they started.
+    stem_trained, stem_start = trained.g_a.net[0].weight, start.g_a.net[0].weight
+    assert not torch.equal(stem_trained, stem_start)
+    assert (stem_trained - stem_start).norm() < 0.5 * stem_start.norm()
