@@ -146,6 +146,35 @@ def pinned_line(pinned: list[int] | None) -> str:
     )
 
 
+def layout(train: dict) -> str:
+    """What the three networks are, as the card says it."""
+    if train.get("init_from"):
+        return (
+            "The SPIC scheme of Patwa et al. (ICIP 2020) on a classifier cut in two "
+            "(`models/split_resnet.py`): the encoder `g_a` is the first stages of the reference "
+            f"classifier `{train['init_from']}` ending in a sigmoid latent, which is quantized at "
+            "a quantization factor QF and entropy coded; the classifier `h_c` is the reference's "
+            "remaining stages and reads the quantized latent directly; a decoder `g_s` makes "
+            "reconstructions on demand. Both halves started from that bundle's weights."
+        )
+    return (
+        "The SPIC network of Patwa et al. (ICIP 2020): a convolutional encoder `g_a` (leaky "
+        "ReLU, sigmoid latent) whose latent is quantized at a quantization factor QF and entropy "
+        "coded; a classifier `h_c` that reads the quantized latent directly; a decoder `g_s` for "
+        "reconstructions on demand."
+    )
+
+
+def distilled(train: dict) -> str:
+    if not train.get("teacher"):
+        return ""
+    return (
+        f" The classification term is distilled from `{train['teacher']}` (weight "
+        f"{train['distill_weight']}, temperature {train['distill_temperature']}), a reference "
+        "classifier trained here from scratch."
+    )
+
+
 def write_card(
     out: Path,
     manifest: Manifest,
@@ -164,11 +193,8 @@ latent {manifest.latent.channels} channels at stride {manifest.latent.stride} ·
 
 ## What it is
 
-The SPIC network of Patwa et al. (ICIP 2020): a convolutional encoder `g_a` (leaky ReLU, sigmoid
-latent) whose latent is quantized at a quantization factor QF and entropy coded; a classifier
-`h_c` that reads the quantized latent directly; a decoder `g_s` for reconstructions on demand.
-Trained with L = MSE + α·rate + β·cross-entropy, true rounding forward and identity backward,
-with QF drawn per batch from {train["qfs"]}.
+{layout(train)} Trained with L = MSE + α·rate + β·cross-entropy, true rounding forward and
+identity backward, with QF drawn per batch from {train["qfs"]}.{distilled(train)}
 
 - Encoder cost: {macs / 1e6:.0f} M multiply-accumulates = **{2 * macs / 1e9:.3f} GFLOP** per 224² frame
   (counted by `models.network.count_encoder_macs`).
