@@ -16,6 +16,7 @@ import argparse
 import json
 import shlex
 import sys
+import textwrap
 import warnings
 from pathlib import Path
 
@@ -165,6 +166,16 @@ def layout(train: dict) -> str:
     )
 
 
+def what_it_is(train: dict) -> str:
+    """The card's "What it is" paragraph, wrapped to the width of the rest of the card."""
+    loss = (
+        "Trained with L = MSE + α·rate + β·cross-entropy, true rounding forward and identity "
+        f"backward, with QF drawn per batch from {train['qfs']}."
+    )
+    text = f"{layout(train)} {loss}{distilled(train)}"
+    return textwrap.fill(text, 100, break_on_hyphens=False, break_long_words=False)
+
+
 def distilled(train: dict) -> str:
     if not train.get("teacher"):
         return ""
@@ -193,8 +204,7 @@ latent {manifest.latent.channels} channels at stride {manifest.latent.stride} ·
 
 ## What it is
 
-{layout(train)} Trained with L = MSE + α·rate + β·cross-entropy, true rounding forward and
-identity backward, with QF drawn per batch from {train["qfs"]}.{distilled(train)}
+{what_it_is(train)}
 
 - Encoder cost: {macs / 1e6:.0f} M multiply-accumulates = **{2 * macs / 1e9:.3f} GFLOP** per 224² frame
   (counted by `models.network.count_encoder_macs`).
