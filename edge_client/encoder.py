@@ -105,6 +105,11 @@ class EdgeEncoder:
     def encode(self, image: str | Path | Image.Image) -> bytes:
         return self.encode_timed(image).data
 
+    def latent(self, x: np.ndarray) -> np.ndarray:
+        """The encoder network on one prepared (3, H, W) crop: the latent y (C, h, w)."""
+        y: np.ndarray = self.session.run(None, {"image": x[None]})[0][0]
+        return y
+
     def encode_latent(
         self,
         y: np.ndarray,
@@ -127,7 +132,7 @@ class EdgeEncoder:
         except ValueError as exc:
             raise ImageError(str(exc)) from exc
         t1 = time.perf_counter()
-        y = self.session.run(None, {"image": x[None]})[0][0]
+        y = self.latent(x)
         t2 = time.perf_counter()
         symbols = quantize(y, self.qf)
         t3 = time.perf_counter()

@@ -32,17 +32,13 @@ def rising(points: list[dict], key: str) -> bool:
 def measure_ladder(bundle: Path, images: list[Image.Image], threads: int = 2) -> list[dict]:
     """One point per QF of ``bundle``, lowest first: mean bytes, bpp over the crop, PSNR, SSIM."""
     runtime = BundleRuntime(bundle, threads=threads)
-    manifest = runtime.manifest
-    spec = manifest.preprocessing.model_dump()
-    crops = [to_uint8_image(prepare(im, spec, manifest.latent.stride)) for im in images]
     encoder = EdgeEncoder(bundle, threads=threads, cache_dir=False)
+    inputs = [prepare(im, encoder.spec, encoder.stride) for im in images]
+    crops = [to_uint8_image(x) for x in inputs]
     # One network pass per photo serves every QF (encode_latent gives encode()'s bytes).
-    latents = [
-        encoder.session.run(None, {"image": prepare(im, encoder.spec, encoder.stride)[None]})[0][0]
-        for im in images
-    ]
+    latents = [encoder.latent(x) for x in inputs]
     points = []
-    for qf in sorted(manifest.qfs):
+    for qf in sorted(runtime.manifest.qfs):
         sizes, scores, sims = [], [], []
         for im, crop, y in zip(images, crops, latents, strict=True):
             data = encoder.encode_latent(y, im.size, qf)

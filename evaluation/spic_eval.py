@@ -91,7 +91,7 @@ def evaluate_spic(
         images = [load_rgb(p) for p in chunk]
         crops = [prepare(im, encoder.spec, encoder.stride) for im in images]
         # One pass per image, as the camera runs it (a batched pass may round differently).
-        y = np.concatenate([encoder.session.run(None, {"image": c[None]})[0] for c in crops])
+        y = np.stack([encoder.latent(c) for c in crops])
         truth = None if labels is None else labels[start : start + batch]
         if truth is not None:
             correct_unq += int((runtime.classify_latents(y).argmax(1) == truth).sum())

@@ -79,12 +79,12 @@ class TrainConfig(JsonConfig):
     # al.'s usual middle: half the signal from the labels, a temperature that shows the teacher's
     # second and third choices.
     teacher: str = ""
+    distill_weight: float = 0.5
+    distill_temperature: float = 4.0
     # A reference bundle whose weights start a "resnet"-backbone model's camera and cloud stages
     # (models/split_resnet.py); "" starts from random weights, the only start for "conv" models.
     # Usually the teacher itself: the student then begins where the teacher is.
     init_from: str = ""
-    distill_weight: float = 0.5
-    distill_temperature: float = 4.0
     # alpha is not fixed: a dual update steers the estimated rate at QF 16 to rate_target_bpp, so the
     # lowest rate point lands under 0.10 bpp (real bytes, header included) by design.
     rate_target_qf: int = 16

@@ -63,6 +63,16 @@ def load_reference_manifest(bundle: str | Path) -> ReferenceManifest:
     return manifest
 
 
+def check_classes(manifest: ReferenceManifest, class_ids: list[str], user: str) -> None:
+    """Refuse a reference whose classes (ids, in order) are not ``user``'s, naming both."""
+    ours = [c.id for c in manifest.classes]
+    if ours != class_ids:
+        raise ValueError(
+            f"reference bundle {manifest.model_id} ({manifest.label}) has classes {ours}, "
+            f"{user} has {class_ids}"
+        )
+
+
 class ReferenceModel:
     """A reference bundle loaded for inference: logits of float (N, 3, H, W) images in [0, 1]."""
 
@@ -82,12 +92,7 @@ class ReferenceModel:
         return self.manifest.label
 
     def check_classes(self, class_ids: list[str], user: str = "the evaluation") -> None:
-        ours = [c.id for c in self.manifest.classes]
-        if ours != class_ids:
-            raise ValueError(
-                f"reference bundle {self.manifest.model_id} ({self.label}) has classes {ours}, "
-                f"{user} has {class_ids}"
-            )
+        check_classes(self.manifest, class_ids, user)
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         out: np.ndarray = self.session.run(None, {"image": np.ascontiguousarray(x, np.float32)})[0]

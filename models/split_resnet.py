@@ -108,13 +108,16 @@ def reference_weights(onnx_path: str | Path) -> tuple[list[tuple[np.ndarray, np.
 
 
 @torch.no_grad()
-def init_from_reference(model: Any, bundle: str | Path) -> str:
+def init_from_reference(model: Any, bundle: str | Path, class_ids: list[str] | None = None) -> str:
     """Copy a reference bundle's weights into a ``resnet``-backbone SPIC: its first stages into
     g_a, its later stages and head into h_c. The latent conv, the adapter and g_s stay as
-    initialised. Returns the reference's model id; a bundle of other widths is refused by name."""
-    from models.reference_bundle import load_reference_manifest
+    initialised. Returns the reference's model id; a bundle of other widths, or of classes other
+    than ``class_ids`` (when given), is refused by name."""
+    from models.reference_bundle import check_classes, load_reference_manifest
 
     manifest = load_reference_manifest(bundle)
+    if class_ids is not None:
+        check_classes(manifest, class_ids, "the training data")
     convs, (head_w, head_b) = reference_weights(Path(bundle) / manifest.files["classifier"].path)
     camera = _convs(model.g_a)[:-1]  # without the latent conv
     cloud = _convs(model.h_c.features)[1:]  # without the adapter

@@ -29,7 +29,6 @@ from models.data import InMemoryImages, eval_arrays, train_batches
 from models.distill import Teacher, distillation_loss
 from models.entropy_model import bits_per_pixel
 from models.network import SPIC, SPICConfig, quantize
-from models.reference_bundle import ReferenceModel
 from models.split_resnet import init_from_reference
 from models.zoo import create_model
 
@@ -210,8 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     model: SPIC = create_model(cfg.model, kind="spic", num_classes=len(train.classes)).to(device)
     teacher = Teacher(cfg.teacher, train.classes, cfg.threads) if cfg.teacher else None
     if cfg.init_from and ckpt is None:
-        ReferenceModel(cfg.init_from).check_classes(train.classes, "the training data")
-        init_from_reference(model, cfg.init_from)
+        init_from_reference(model, cfg.init_from, train.classes)
     model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # the stubs lack memory_format
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
     local_batch = cfg.batch_size // world

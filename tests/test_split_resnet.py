@@ -44,9 +44,11 @@ def test_the_camera_half_fits_the_budget(name, gflop):
     assert gflop <= 0.6 and model.cfg.stride == 8  # 8 x 28 x 28 = 6272 symbols at 224²
 
 
-def test_a_reference_of_other_widths_is_refused_by_name():
+def test_a_reference_of_other_widths_or_classes_is_refused_by_name():
     with pytest.raises(ValueError, match="has convolutions"):
         init_from_reference(create_model("spic-rn-tiny"), REFERENCE)
+    with pytest.raises(ValueError, match="has classes"):
+        init_from_reference(create_model("spic-rn18h"), REFERENCE, ["n00000000"])
 
 
 def test_training_starts_from_the_reference(tiny_data, tiny_reference, tmp_path):
