@@ -81,6 +81,17 @@ class TrainConfig(JsonConfig):
     teacher: str = ""
     distill_weight: float = 0.5
     distill_temperature: float = 4.0
+    # Feature distillation for "resnet" models (models/distill.py): the cloud's features where its
+    # first stage ends are pulled toward the teacher's (teacher, else init_from) at that point,
+    # relative squared error, with a weight falling linearly from feature_distill_weight to 0 over
+    # the first feature_distill_frac of the steps. Run 9's bottleneck started random: its training
+    # accuracy averaged 11% over the first epoch and it ended 7 points under its teacher. The
+    # features tell the bottleneck what to pass on from the first step. 1 puts the term (1 at a
+    # zero output) several times above β·CE (about 0.1-0.3) at the start. Fading it over the first
+    # half is the two stages of head-network distillation in one run: mimic the teacher, then train
+    # on the task, where the rate term may drop what the classifier does not need. 0: off (run 9).
+    feature_distill_weight: float = 0.0
+    feature_distill_frac: float = 0.5
     # A reference bundle whose weights start a "resnet"-backbone model's camera and cloud stages
     # (models/split_resnet.py); "" starts from random weights, the only start for "conv" models.
     # Usually the teacher itself: the student then begins where the teacher is.

@@ -1,20 +1,24 @@
 """Knowledge distillation from a reference classifier trained here from scratch (Hinton et al.,
 2015, "Distilling the knowledge in a neural network").
 
-The teacher is a reference bundle (``spic-train-reference``; never ImageNet-pretrained weights,
-whose training set holds Imagenette's validation images). It runs with ONNX Runtime on the same
-augmented batch as the student, without gradients, so no teacher code or checkpoint enters
-training.
+Two teachers, both a reference bundle (``spic-train-reference``; never ImageNet-pretrained weights,
+whose training set holds Imagenette's validation images). ``Teacher`` gives its logits,
+run with ONNX Runtime on the student's own augmented batch. ``FeatureTeacher`` gives its features
+at the split model's cut (head-network distillation, Matsubara et al., WACV 2022), so a bottleneck
+that starts from random weights is first taught to pass on what the reference's next stage
+expects, instead of learning it through the labels alone. Neither gets gradients.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from models.reference_bundle import ReferenceModel
+from models.split_resnet import reference_trunk
 
 
 class Teacher:
@@ -27,6 +31,25 @@ class Teacher:
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) [0, 1] RGB, the student's own input -> (N, classes) logits."""
         return torch.from_numpy(self.model.logits(x.detach().cpu().numpy())).to(x.device)
+
+
+class FeatureTeacher:
+    """The reference's stem and stages up to the cut (``split_resnet.reference_trunk``), frozen."""
+
+    def __init__(self, model: Any, bundle: str | Path, device: torch.device):
+        self.trunk = reference_trunk(model.cfg, bundle).to(device)
+        self.mean, self.std = model.g_a.mean, model.g_a.std  # the camera's own normalisation
+
+    @torch.no_grad()
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) [0, 1] RGB -> the reference's features where h_c's first stage ends."""
+        return self.trunk((x - self.mean) / self.std)  # type: ignore[no-any-return]
+
+
+def feature_distillation_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """‖student − teacher‖² relative to ‖teacher‖²: 1 for a student that outputs zeros, whatever
+    the features' scale, so one weight suits any cut."""
+    return (student - teacher).pow(2).mean() / teacher.pow(2).mean().clamp_min(1e-12)
 
 
 def distillation_loss(

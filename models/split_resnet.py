@@ -56,18 +56,23 @@ def _stage(cin: int, width: int, blocks: int, stride: int) -> list[nn.Module]:
 
 def camera_layers(cfg: Any) -> list[nn.Module]:
     """g_a's layers up to and including the sigmoid: the reference's first ``resnet_split`` stages."""
+    layers, cin = _reference_layers(cfg, cfg.resnet_split)
+    layers += [nn.Conv2d(cin, cfg.latent_channels, 3, cfg.latent_stride, 1), nn.Sigmoid()]
+    return layers
+
+
+def _reference_layers(cfg: Any, stages: int) -> tuple[list[nn.Module], int]:
+    """The reference's stem and first ``stages`` stages at the reference's strides, and their width."""
     layers: list[nn.Module] = [
         nn.Conv2d(3, cfg.resnet_stem, 7, 2, 3),
         nn.ReLU(),
         nn.MaxPool2d(3, 2, 1),
     ]
     cin = cfg.resnet_stem
-    for i in range(cfg.resnet_split):
-        width = cfg.resnet_widths[i]
-        layers += _stage(cin, width, cfg.resnet_blocks[i], 2 if i > 0 else 1)
-        cin = width
-    layers += [nn.Conv2d(cin, cfg.latent_channels, 3, cfg.latent_stride, 1), nn.Sigmoid()]
-    return layers
+    for i in range(stages):
+        layers += _stage(cin, cfg.resnet_widths[i], cfg.resnet_blocks[i], 2 if i > 0 else 1)
+        cin = cfg.resnet_widths[i]
+    return layers, cin
 
 
 def cloud_layers(cfg: Any) -> tuple[list[nn.Module], int]:
@@ -81,6 +86,43 @@ def cloud_layers(cfg: Any) -> tuple[list[nn.Module], int]:
         layers += _stage(cin, cfg.resnet_widths[i], cfg.resnet_blocks[i], stride)
         cin = cfg.resnet_widths[i]
     return layers, cin
+
+
+def matched_stages(cfg: Any) -> int:
+    """How many of the reference's stages end where the cloud's first stage ends: the point at
+    which ``h_c``'s features and the reference's share a resolution and a width, so the student can
+    be taught the teacher's features there (feature distillation). With ``latent_stride`` 2 the
+    cloud's first stage stands in for the reference's stage ``resnet_split``; with 1 the adapter
+    stands in for the camera's last stage."""
+    return cfg.resnet_split + (1 if cfg.latent_stride > 1 else 0)
+
+
+def matched_layers(cfg: Any) -> int:
+    """How many of ``h_c.features``' layers run up to that point: the adapter (conv, ReLU) and, with
+    ``latent_stride`` 2, the first cloud stage's blocks."""
+    return 2 + (cfg.resnet_blocks[cfg.resnet_split] if cfg.latent_stride > 1 else 0)
+
+
+def reference_trunk(cfg: Any, bundle: str | Path) -> nn.Sequential:
+    """The reference bundle's stem and first ``matched_stages(cfg)`` stages at their own strides,
+    with its weights and frozen: the teacher's features at the cut."""
+    from models.reference_bundle import load_reference_manifest
+
+    trunk = nn.Sequential(*_reference_layers(cfg, matched_stages(cfg))[0])
+    manifest = load_reference_manifest(bundle)
+    convs, _ = reference_weights(Path(bundle) / manifest.files["classifier"].path)
+    ours = _convs(trunk)
+    with torch.no_grad():
+        for conv, (w, b) in zip(ours, convs[: len(ours)], strict=True):
+            if tuple(conv.weight.shape) != w.shape:
+                raise ValueError(
+                    f"reference bundle {manifest.model_id} has a {w.shape} convolution where the "
+                    f"model has {tuple(conv.weight.shape)}"
+                )
+            assert conv.bias is not None
+            conv.weight.copy_(torch.from_numpy(np.array(w)))
+            conv.bias.copy_(torch.from_numpy(np.array(b)))
+    return trunk.eval().requires_grad_(False)
 
 
 def _convs(module: nn.Module) -> list[nn.Conv2d]:

@@ -26,10 +26,10 @@ from tqdm import tqdm
 
 from models.config import TrainConfig, apply_overrides
 from models.data import InMemoryImages, eval_arrays, train_batches
-from models.distill import Teacher, distillation_loss
+from models.distill import FeatureTeacher, Teacher, distillation_loss, feature_distillation_loss
 from models.entropy_model import bits_per_pixel
 from models.network import SPIC, SPICConfig, quantize
-from models.split_resnet import init_from_reference
+from models.split_resnet import init_from_reference, matched_layers
 from models.zoo import create_model
 
 
@@ -99,6 +99,12 @@ def saturation_penalty(z: torch.Tensor, margin: float) -> torch.Tensor:
 def mse_weight(qf: int, cfg: TrainConfig) -> float:
     """The reconstruction term's weight at ``qf``: mse_weight·(qf / rate_target_qf)^mse_qf_exponent."""
     return float(cfg.mse_weight * (qf / cfg.rate_target_qf) ** cfg.mse_qf_exponent)
+
+
+def feature_distill_weight(cfg: TrainConfig, step: int, total_steps: int) -> float:
+    """The feature term's weight: feature_distill_weight at step 0, falling linearly to 0."""
+    frac = step / max(1.0, cfg.feature_distill_frac * total_steps)
+    return cfg.feature_distill_weight * max(0.0, 1.0 - frac)
 
 
 def update_alpha(
@@ -211,6 +217,18 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.init_from and ckpt is None:
         init_from_reference(model, cfg.init_from, train.classes)
     model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # the stubs lack memory_format
+    feature_teacher: FeatureTeacher | None = None
+    cut: dict[str, torch.Tensor] = {}
+    if cfg.feature_distill_weight > 0:
+        if model.cfg.backbone != "resnet" or not (cfg.teacher or cfg.init_from):
+            raise SystemExit(
+                "feature_distill_weight needs a resnet model and a teacher or init_from"
+            )
+        feature_teacher = FeatureTeacher(model, cfg.teacher or cfg.init_from, device)
+        # The cloud's features at the cut, caught on the way through h_c in the training pass.
+        model.h_c.features[matched_layers(model.cfg) - 1].register_forward_hook(
+            lambda _m, _i, out: cut.__setitem__("features", out)
+        )
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
     local_batch = cfg.batch_size // world
     steps_per_epoch = len(train) // world // local_batch
@@ -296,6 +314,11 @@ def main(argv: list[str] | None = None) -> int:
             saturation = saturation_penalty(res["z"], cfg.latent_logit_margin)
             loss = mse_weight(qf, cfg) * mse + alpha * bpp + cfg.beta * ce
             loss = loss + cfg.latent_logit_l2 * saturation
+            feat = torch.zeros(())
+            if feature_teacher is not None:
+                feat = feature_distillation_loss(cut["features"], feature_teacher.features(x))
+                total = cfg.epochs * steps_per_epoch
+                loss = loss + feature_distill_weight(cfg, step, total) * feat
 
             # --- backward and step
             optimizer.zero_grad(set_to_none=True)
@@ -341,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
                         "bpp_target_qf": bpp_t.item(),
                         "target_bpp": target_bpp,
                         "ce": ce.item(),
+                        "feature_distill": feat.item(),
                         "acc": acc,
                         "alpha": alpha,
                         "crop": crop,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 
 from models.network import count_encoder_macs
 from models.reference_bundle import ReferenceModel
-from models.split_resnet import init_from_reference
+from models.split_resnet import init_from_reference, matched_layers, reference_trunk
 from models.train import load_checkpoint, main
 from models.zoo import create_model
 from tests.conftest import TINY_TRAIN_ARGS, set_args
@@ -62,3 +63,32 @@ def test_training_starts_from_the_reference(tiny_data, tiny_reference, tmp_path)
     stem_trained, stem_start = trained.g_a.net[0].weight, start.g_a.net[0].weight
     assert not torch.equal(stem_trained, stem_start)
     assert (stem_trained - stem_start).norm() < 0.5 * stem_start.norm()
+
+
+@pytest.mark.parametrize("name", ["spic-rn18h", "spic-rn18h-lite"])
+def test_the_feature_teacher_is_the_reference_where_the_cloud_first_stage_ends(name):
+    # Both production cuts meet the reference after its second stage (28 x 28 x 64 at 224²).
+    full = create_model("spic-rn18h").eval()
+    init_from_reference(full, REFERENCE)
+    model = create_model(name)
+    trunk = reference_trunk(model.cfg, REFERENCE)
+    x = torch.rand(2, 3, 64, 96)
+    with torch.no_grad():
+        theirs = trunk((x - full.g_a.mean) / full.g_a.std)
+        reference_path = full.g_a.net[:-2]((x - full.g_a.mean) / full.g_a.std)  # no bottleneck
+        ours = model.h_c.features[: matched_layers(model.cfg)](model.g_a(x))
+    assert not any(p.requires_grad for p in trunk.parameters())
+    torch.testing.assert_close(theirs, reference_path)
+    assert ours.shape == theirs.shape == (2, 64, 8, 12)
+
+
+def test_feature_distillation_trains_and_is_logged(tiny_data, tiny_reference, tmp_path):
+    bundle = str(tiny_reference / "bundle")
+    args = ["--data", str(tiny_data), "--out", str(tmp_path), *TINY_TRAIN_ARGS]
+    fd = dict(model="spic-rn-tiny", init_from=bundle, feature_distill_weight=1.0, log_every=1)
+    assert main([*args, *set_args(**fd, epochs=1)]) == 0
+    steps = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    feats = [r["feature_distill"] for r in steps if "step" in r]
+    assert feats and all(0 < f < 10 for f in feats)
+    with pytest.raises(SystemExit, match="needs a resnet model"):
+        main([*args, "--out", str(tmp_path / "conv"), *set_args(feature_distill_weight=1.0)])
