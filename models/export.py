@@ -177,13 +177,22 @@ def what_it_is(train: dict) -> str:
 
 
 def distilled(train: dict) -> str:
-    if not train.get("teacher"):
-        return ""
-    return (
-        f" The classification term is distilled from `{train['teacher']}` (weight "
-        f"{train['distill_weight']}, temperature {train['distill_temperature']}), a reference "
-        "classifier trained here from scratch."
-    )
+    """What the card says of the teachers: logits (``teacher``) and features at the cut."""
+    text = ""
+    if train.get("teacher"):
+        text += (
+            f" The classification term is distilled from `{train['teacher']}` (weight "
+            f"{train['distill_weight']}, temperature {train['distill_temperature']}), a reference "
+            "classifier trained here from scratch."
+        )
+    if train.get("feature_distill_weight", 0) > 0:
+        source = train.get("teacher") or train.get("init_from")
+        text += (
+            f" The cloud's features where its first stage ends are pulled toward `{source}`'s at "
+            f"the same point (relative squared error, weight {train['feature_distill_weight']} "
+            f"falling to 0 over the first {train['feature_distill_frac']:.0%} of the steps)."
+        )
+    return text
 
 
 def write_card(

@@ -11,7 +11,9 @@ from PIL import Image
 
 from edge_client.encoder import EdgeEncoder
 from edge_client.errors import BundleError, ImageError
+from models.config import TrainConfig
 from models.export import main as export_main
+from models.export import what_it_is
 from shared.codebook import Codebook, ModelMismatchError
 from shared.errors import BitstreamError
 from shared.manifest import load_manifest
@@ -173,6 +175,17 @@ def test_card_targets_are_computed_from_the_rows():
     assert "every QF: **missed**" in "\n".join(target_lines(ladder + worse, unq))
     assert "85%" in target_lines(ladder, _row("unquantized", 0, 0.83, 0, 0))[2]
     assert "below the floor" in target_lines(ladder, _row("unquantized", 0, 0.83, 0, 0))[2]
+
+
+def test_the_card_names_each_teacher_the_training_used():
+    train = TrainConfig(model="spic-rn18h-lite", teacher="models/bundles/t").to_dict()
+    plain = what_it_is(train)
+    assert "distilled from `models/bundles/t`" in plain and "features" not in plain
+    with_features = what_it_is({**train, "feature_distill_weight": 1.0})
+    assert "features where its first stage ends are pulled toward `models/bundles/t`" in " ".join(
+        with_features.split()
+    )
+    assert "over the first 50% of the steps" in " ".join(with_features.split())
 
 
 def test_card_records_the_training_command_that_ran(tiny_bundle, tiny_data):
