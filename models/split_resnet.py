@@ -112,16 +112,7 @@ def reference_trunk(cfg: Any, bundle: str | Path) -> nn.Sequential:
     manifest = load_reference_manifest(bundle)
     convs, _ = reference_weights(Path(bundle) / manifest.files["classifier"].path)
     ours = _convs(trunk)
-    with torch.no_grad():
-        for conv, (w, b) in zip(ours, convs[: len(ours)], strict=True):
-            if tuple(conv.weight.shape) != w.shape:
-                raise ValueError(
-                    f"reference bundle {manifest.model_id} has a {w.shape} convolution where the "
-                    f"model has {tuple(conv.weight.shape)}"
-                )
-            assert conv.bias is not None
-            conv.weight.copy_(torch.from_numpy(np.array(w)))
-            conv.bias.copy_(torch.from_numpy(np.array(b)))
+    _load_convs(ours, convs[: len(ours)], manifest)
     return trunk.eval().requires_grad_(False)
 
 
@@ -150,6 +141,25 @@ def reference_weights(onnx_path: str | Path) -> tuple[list[tuple[np.ndarray, np.
 
 
 @torch.no_grad()
+def _load_convs(
+    ours: list[nn.Conv2d], convs: list[tuple[np.ndarray, np.ndarray]], manifest: Any
+) -> None:
+    """Copy a reference's (weight, bias) pairs into ``ours``, in order; refuse other shapes,
+    naming the bundle and both shape lists, before anything is copied."""
+    shapes = [tuple(c.weight.shape) for c in ours]
+    theirs = [tuple(w.shape) for w, _ in convs]
+    if shapes != theirs:
+        raise ValueError(
+            f"reference bundle {manifest.model_id} ({manifest.architecture}) has convolutions "
+            f"{theirs}, the model has {shapes}"
+        )
+    for conv, (w, b) in zip(ours, convs, strict=True):
+        assert conv.bias is not None
+        conv.weight.copy_(torch.from_numpy(np.array(w)))
+        conv.bias.copy_(torch.from_numpy(np.array(b)))
+
+
+@torch.no_grad()
 def init_from_reference(model: Any, bundle: str | Path, class_ids: list[str] | None = None) -> str:
     """Copy a reference bundle's weights into a ``resnet``-backbone SPIC: its first stages into
     g_a, its later stages and head into h_c. The latent conv, the adapter and g_s stay as
@@ -163,18 +173,7 @@ def init_from_reference(model: Any, bundle: str | Path, class_ids: list[str] | N
     convs, (head_w, head_b) = reference_weights(Path(bundle) / manifest.files["classifier"].path)
     camera = _convs(model.g_a)[:-1]  # without the latent conv
     cloud = _convs(model.h_c.features)[1:]  # without the adapter
-    ours = camera + cloud
-    shapes = [tuple(c.weight.shape) for c in ours]
-    theirs = [tuple(w.shape) for w, _ in convs]
-    if shapes != theirs:
-        raise ValueError(
-            f"reference bundle {manifest.model_id} ({manifest.architecture}) has convolutions "
-            f"{theirs}, the model has {shapes}"
-        )
-    for conv, (w, b) in zip(ours, convs, strict=True):
-        assert conv.bias is not None
-        conv.weight.copy_(torch.from_numpy(np.array(w)))
-        conv.bias.copy_(torch.from_numpy(np.array(b)))
+    _load_convs(camera + cloud, convs, manifest)
     linear = model.h_c.head[-1]
     if tuple(linear.weight.shape) != head_w.shape:
         raise ValueError(

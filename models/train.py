@@ -232,10 +232,11 @@ def main(argv: list[str] | None = None) -> int:
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
     local_batch = cfg.batch_size // world
     steps_per_epoch = len(train) // world // local_batch
+    total_steps = cfg.epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer,
         max_lr=cfg.lr,
-        total_steps=cfg.epochs * steps_per_epoch,
+        total_steps=total_steps,
         pct_start=cfg.warmup_frac,
     )
     step, start_epoch, log_alpha = 0, 0, math.log(cfg.alpha_init)
@@ -317,8 +318,7 @@ def main(argv: list[str] | None = None) -> int:
             feat = torch.zeros(())
             if feature_teacher is not None:
                 feat = feature_distillation_loss(cut["features"], feature_teacher.features(x))
-                total = cfg.epochs * steps_per_epoch
-                loss = loss + feature_distill_weight(cfg, step, total) * feat
+                loss = loss + feature_distill_weight(cfg, step, total_steps) * feat
 
             # --- backward and step
             optimizer.zero_grad(set_to_none=True)
@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
                 if world > 1:
                     torch.distributed.all_reduce(bpp_t)
                     bpp_t /= world
-            target_bpp = rate_target(cfg, step, cfg.epochs * steps_per_epoch)
+            target_bpp = rate_target(cfg, step, total_steps)
             log_alpha = update_alpha(log_alpha, bpp_t.item(), target_bpp, cfg)
 
             # --- logging
