@@ -85,11 +85,12 @@ class TrainConfig(JsonConfig):
     # first stage ends are pulled toward the teacher's (teacher, else init_from) at that point,
     # relative squared error, with a weight falling linearly from feature_distill_weight to 0 over
     # the first feature_distill_frac of the steps. Run 9's bottleneck started random: its training
-    # accuracy averaged 11% over the first epoch and it ended 7 points under its teacher. The
-    # features tell the bottleneck what to pass on from the first step. 1 puts the term (1 at a
-    # zero output) several times above β·CE (about 0.1-0.3) at the start. Fading it over the first
-    # half is the two stages of head-network distillation in one run: mimic the teacher, then train
-    # on the task, where the rate term may drop what the classifier does not need. 0: off (run 9).
+    # accuracy averaged 11% over the first epoch (scripts/epoch_means.py) and it ended 7 points
+    # under its teacher. The features tell the bottleneck what to pass on from the first step. 1
+    # puts the term (1 at a zero output) several times above β·CE (about 0.1-0.3) at the start.
+    # Fading it over the first half is the two stages of head-network distillation in one run:
+    # mimic the teacher, then train on the task, where the rate term may drop what the classifier
+    # does not need. 0: off (run 9).
     feature_distill_weight: float = 0.0
     feature_distill_frac: float = 0.5
     # A reference bundle whose weights start a "resnet"-backbone model's camera and cloud stages
