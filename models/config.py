@@ -46,6 +46,11 @@ class TrainConfig(JsonConfig):
     final_crop_epochs: int = 4
     eval_size: int = 224  # the evaluation protocol: 224² center crops, as the README's figures
     qfs: tuple[int, ...] = (16, 48, 128)  # the paper's QFs; one is drawn per batch
+    # How often each QF is drawn, relative weights in qfs' order; () draws them uniformly (every
+    # run up to 11). A ladder trained uniformly over 8 QFs gives its coarse QFs an eighth of the
+    # classifier's signal each, and run 11's QF 1-2 ended 12 points under its QF 16: a fine-tune
+    # may lean the draws toward the QFs that are weak.
+    qf_weights: tuple[float, ...] = ()
     # Loss = mse + alpha * bpp + beta * cross-entropy (mse on [0,1] pixels, bpp in bits/pixel).
     # beta puts the classifier's gradient a few times above the reconstruction's: the task first.
     beta: float = 0.1
@@ -97,6 +102,10 @@ class TrainConfig(JsonConfig):
     # (models/split_resnet.py); "" starts from random weights, the only start for "conv" models.
     # Usually the teacher itself: the student then begins where the teacher is.
     init_from: str = ""
+    # A spic-train checkpoint whose weights start the model (a fine-tune): the optimizer, schedule
+    # and alpha start afresh, and the checkpoint's commands and wall time carry into this run's,
+    # so the card counts every command and minute that made the weights. "" starts as above.
+    init_checkpoint: str = ""
     # alpha is not fixed: a dual update steers the estimated rate at QF 16 to rate_target_bpp, so the
     # lowest rate point lands under 0.10 bpp (real bytes, header included) by design.
     rate_target_qf: int = 16
@@ -114,6 +123,26 @@ class TrainConfig(JsonConfig):
     eval_every: int = 5  # epochs between validation passes (~40 s each on 2 cores)
     log_every: int = 20  # steps between JSONL log lines
     threads: int = 0  # torch intra-op threads; 0 = all cores
+
+    def __post_init__(self) -> None:
+        if self.qf_weights and (
+            len(self.qf_weights) != len(self.qfs)
+            or min(self.qf_weights) < 0
+            or sum(self.qf_weights) <= 0
+        ):
+            raise ValueError(
+                f"qf_weights {list(self.qf_weights)} must give one weight >= 0 per QF of "
+                f"{list(self.qfs)}, not all 0"
+            )
+        if self.init_checkpoint and self.init_from:
+            raise ValueError("init_checkpoint and init_from both start the weights: give one")
+
+    def qf_probabilities(self) -> list[float] | None:
+        """The draw's probability per QF, or None for a uniform draw."""
+        if not self.qf_weights:
+            return None
+        total = sum(self.qf_weights)
+        return [w / total for w in self.qf_weights]
 
 
 def apply_overrides(config: dict, items: list[str]) -> dict:

@@ -196,6 +196,17 @@ def main(argv: list[str] | None = None) -> int:
     # runs and kept in the checkpoint: the model card reports what training really cost.
     run_start = time.time()
     wall_before = float(ckpt.get("wall_seconds", 0.0)) if ckpt is not None else 0.0
+    start: dict | None = None
+    if cfg.init_checkpoint and ckpt is None:
+        start = torch.load(cfg.init_checkpoint, map_location="cpu", weights_only=False)
+        if start["config"]["model"] != cfg.model:
+            raise SystemExit(
+                f"init_checkpoint {cfg.init_checkpoint} holds a {start['config']['model']}, "
+                f"the config asks for {cfg.model}"
+            )
+        # A fine-tune's weights were made by the start's commands and this one, in that order.
+        commands = [*start.get("commands", []), command]
+        wall_before = float(start.get("wall_seconds", 0.0))
     world, rank, device = setup_device(args)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -216,6 +227,13 @@ def main(argv: list[str] | None = None) -> int:
     teacher = Teacher(cfg.teacher, train.classes, cfg.threads) if cfg.teacher else None
     if cfg.init_from and ckpt is None:
         init_from_reference(model, cfg.init_from, train.classes)
+    if start is not None:
+        if start["classes"] != train.classes:
+            raise SystemExit(
+                f"init_checkpoint {cfg.init_checkpoint} was trained on classes {start['classes']}, "
+                f"the data has {train.classes}"
+            )
+        model.load_state_dict(start["model"])
     model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # the stubs lack memory_format
     feature_teacher: FeatureTeacher | None = None
     cut: dict[str, torch.Tensor] = {}
@@ -300,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.time()
         for images, labels in bar:
             # --- forward: L = w(QF)·MSE + alpha·rate + beta·cross-entropy, at a QF drawn per batch
-            qf = int(qf_rng.choice(cfg.qfs))
+            qf = int(qf_rng.choice(cfg.qfs, p=cfg.qf_probabilities()))
             x = to_tensor(images, device)
             target = torch.from_numpy(labels).to(device)
             res = net(x, qf, mode=cfg.train_quantize)

@@ -145,3 +145,41 @@ def test_the_saturation_penalty_spares_logits_inside_its_margin():
     z = torch.tensor([0.0, 1.0, -2.5, 4.0, -5.0])
     assert saturation_penalty(z, 0.0).item() == pytest.approx((0 + 1 + 6.25 + 16 + 25) / 5)
     assert saturation_penalty(z, 3.0).item() == pytest.approx((1 + 4) / 5)
+
+
+def test_qf_weights_steer_the_draw_and_bad_weights_are_refused(tiny_data, tmp_path):
+    from models.config import TrainConfig
+
+    out = tmp_path / "weighted"
+    weights = set_args(qfs=[2, 16, 48], qf_weights=[0, 1, 0], log_every=1)
+    assert main(["--data", str(tiny_data), "--out", str(out), *TINY_TRAIN_ARGS, *weights]) == 0
+    drawn = {
+        r["qf"] for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "qf" in r
+    }
+    assert drawn == {16}
+    for bad in ([1, 1], [1, -1, 1], [0, 0, 0]):
+        with pytest.raises(ValueError, match="qf_weights"):
+            TrainConfig(qfs=(2, 16, 48), qf_weights=tuple(bad))
+    assert TrainConfig(qfs=(2, 16), qf_weights=(3, 1)).qf_probabilities() == [0.75, 0.25]
+
+
+def test_a_fine_tune_starts_from_the_checkpoint_and_carries_its_history(
+    tiny_data, tiny_run, tmp_path
+):
+    start = torch.load(tiny_run / "checkpoint.pt", weights_only=False)
+    out = tmp_path / "ft"
+    # lr 0: the weights cannot move, so they must be the start's (BatchNorm statistics still do).
+    ft = set_args(init_checkpoint=str(tiny_run / "checkpoint.pt"), lr=0.0, epochs=1)
+    assert main(["--data", str(tiny_data), "--out", str(out), *TINY_TRAIN_ARGS, *ft]) == 0
+    tuned = torch.load(out / "checkpoint.pt", weights_only=False)
+    learned = [k for k in start["model"] if "running_" not in k and "num_batches" not in k]
+    assert learned
+    for k in learned:
+        torch.testing.assert_close(tuned["model"][k], start["model"][k], msg=k)
+    assert tuned["commands"][:-1] == start["commands"]
+    assert "init_checkpoint" in tuned["commands"][-1]
+    assert tuned["wall_seconds"] > start["wall_seconds"]
+
+    other = set_args(init_checkpoint=str(tiny_run / "checkpoint.pt"), model="spic-s8")
+    with pytest.raises(SystemExit, match="holds a spic-tiny"):
+        main(["--data", str(tiny_data), "--out", str(tmp_path / "x"), *TINY_TRAIN_ARGS, *other])
