@@ -149,14 +149,25 @@ def pinned_line(pinned: list[int] | None) -> str:
 
 def layout(train: dict) -> str:
     """What the three networks are, as the card says it."""
-    if train.get("init_from"):
+    if train.get("init_from") or train.get("init_checkpoint"):
+        reference = (
+            f"the reference classifier `{train['init_from']}`"
+            if train.get("init_from")
+            else "a reference classifier trained here from scratch"
+        )
+        start = (
+            "Both halves started from that bundle's weights."
+            if train.get("init_from")
+            else f"This run fine-tuned the weights of the checkpoint `{train['init_checkpoint']}`, "
+            "which the training commands before the last one made."
+        )
         return (
             "The SPIC scheme of Patwa et al. (ICIP 2020) on a classifier cut in two "
-            "(`models/split_resnet.py`): the encoder `g_a` is the first stages of the reference "
-            f"classifier `{train['init_from']}` ending in a sigmoid latent, which is quantized at "
+            f"(`models/split_resnet.py`): the encoder `g_a` is the first stages of {reference} "
+            "ending in a sigmoid latent, which is quantized at "
             "a quantization factor QF and entropy coded; the classifier `h_c` is the reference's "
             "remaining stages and reads the quantized latent directly; a decoder `g_s` makes "
-            "reconstructions on demand. Both halves started from that bundle's weights."
+            f"reconstructions on demand. {start}"
         )
     return (
         "The SPIC network of Patwa et al. (ICIP 2020): a convolutional encoder `g_a` (leaky "
@@ -170,7 +181,8 @@ def what_it_is(train: dict) -> str:
     """The card's "What it is" paragraph, wrapped to the width of the rest of the card."""
     loss = (
         "Trained with L = MSE + α·rate + β·cross-entropy, true rounding forward and identity "
-        f"backward, with QF drawn per batch from {train['qfs']}."
+        f"backward, with QF drawn per batch from {train['qfs']}"
+        + (f" with weights {train['qf_weights']}." if train.get("qf_weights") else ".")
     )
     text = f"{layout(train)} {loss}{distilled(train)}"
     return textwrap.fill(text, 100, break_on_hyphens=False, break_long_words=False)

@@ -188,6 +188,20 @@ def test_the_card_names_each_teacher_the_training_used():
     assert "over the first 50% of the steps" in " ".join(with_features.split())
 
 
+def test_the_card_says_a_fine_tune_and_its_qf_draw():
+    train = TrainConfig(
+        model="spic-rn18h-lite",
+        init_checkpoint="runs/a/checkpoint.pt",
+        qfs=(1, 16),
+        qf_weights=(3.0, 1.0),
+    ).to_dict()
+    text = " ".join(what_it_is(train).split())
+    assert "classifier cut in two" in text
+    assert "fine-tuned the weights of the checkpoint `runs/a/checkpoint.pt`" in text
+    assert "drawn per batch from [1, 16] with weights [3.0, 1.0]." in text
+    assert "with weights" not in what_it_is(TrainConfig().to_dict())
+
+
 def test_card_records_the_training_command_that_ran(tiny_bundle, tiny_data):
     card = (tiny_bundle / "MODEL_CARD.md").read_text()
     # the exact argv of the conftest's tiny run, not a command synthesized at export
