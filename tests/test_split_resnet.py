@@ -38,11 +38,16 @@ def test_the_halves_joined_without_the_bottleneck_are_the_reference():
     np.testing.assert_allclose(ours, reference.logits(x.numpy()), atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize(("name", "gflop"), [("spic-rn18h", 0.562), ("spic-rn18h-lite", 0.353)])
-def test_the_camera_half_fits_the_budget(name, gflop):
+@pytest.mark.parametrize(
+    ("name", "gflop", "stride"),
+    [("spic-rn18h", 0.562, 8), ("spic-rn18h-lite", 0.353, 8), ("spic-rn18h-s16", 0.562, 16)],
+)
+def test_the_camera_half_fits_the_budget(name, gflop, stride):
     model = create_model(name)
     assert 2 * count_encoder_macs(model) / 1e9 == pytest.approx(gflop, abs=0.001)
-    assert gflop <= 0.6 and model.cfg.stride == 8  # 8 x 28 x 28 = 6272 symbols at 224²
+    assert gflop <= 0.6 and model.cfg.stride == stride
+    # 8 x 28 x 28 or 32 x 14 x 14: 6272 symbols at 224² either way
+    assert model.cfg.latent_channels * (224 // stride) ** 2 == 6272
 
 
 def test_a_reference_of_other_widths_or_classes_is_refused_by_name():
@@ -65,9 +70,19 @@ def test_training_starts_from_the_reference(tiny_data, tiny_reference, tmp_path)
     assert (stem_trained - stem_start).norm() < 0.5 * stem_start.norm()
 
 
-@pytest.mark.parametrize("name", ["spic-rn18h", "spic-rn18h-lite"])
-def test_the_feature_teacher_is_the_reference_where_the_cloud_first_stage_ends(name):
-    # Both production cuts meet the reference after its second stage (28 x 28 x 64 at 224²).
+@pytest.mark.parametrize(
+    ("name", "stages_after", "shape"),
+    [
+        # The stride-8 cuts meet the reference after its second stage (28 x 28 x 64 at 224²),
+        ("spic-rn18h", 0, (2, 64, 8, 12)),
+        ("spic-rn18h-lite", 0, (2, 64, 8, 12)),
+        # the stride-16 cut after its third (14 x 14 x 128).
+        ("spic-rn18h-s16", 1, (2, 128, 4, 6)),
+    ],
+)
+def test_the_feature_teacher_is_the_reference_where_the_cloud_first_stage_ends(
+    name, stages_after, shape
+):
     full = create_model("spic-rn18h").eval()
     init_from_reference(full, REFERENCE)
     model = create_model(name)
@@ -75,11 +90,15 @@ def test_the_feature_teacher_is_the_reference_where_the_cloud_first_stage_ends(n
     x = torch.rand(2, 3, 64, 96)
     with torch.no_grad():
         theirs = trunk((x - full.g_a.mean) / full.g_a.std)
-        reference_path = full.g_a.net[:-2]((x - full.g_a.mean) / full.g_a.std)  # no bottleneck
+        # The reference's own path without the bottleneck: spic-rn18h's camera stages, then as
+        # many of its cloud stages (after the adapter) as the cut needs.
+        reference_path = full.g_a.net[:-2]((x - full.g_a.mean) / full.g_a.std)
+        blocks = sum(full.cfg.resnet_blocks[2 : 2 + stages_after])
+        reference_path = full.h_c.features[2 : 2 + blocks](reference_path)
         ours = model.h_c.features[: matched_layers(model.cfg)](model.g_a(x))
     assert not any(p.requires_grad for p in trunk.parameters())
     torch.testing.assert_close(theirs, reference_path)
-    assert ours.shape == theirs.shape == (2, 64, 8, 12)
+    assert ours.shape == theirs.shape == shape
 
 
 def test_feature_distillation_trains_and_is_logged(tiny_data, tiny_reference, tmp_path):
