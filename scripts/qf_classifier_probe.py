@@ -44,7 +44,10 @@ def main() -> None:
     ap.add_argument("checkpoint", help="a spic-train checkpoint.pt")
     ap.add_argument("--data", type=Path, required=True, help="dataset root with train/ and val/")
     ap.add_argument("--qf", type=int, default=1, help="the QF whose latents train the copy")
-    ap.add_argument("--steps", type=int, default=300, help="batches of 64 at 128² crops")
+    ap.add_argument("--steps", type=int, default=300, help="batches of 64")
+    ap.add_argument(
+        "--crop", type=int, default=128, help="training crop (the split runs end at 192)"
+    )
     ap.add_argument("--val-limit", type=int, default=500, help="seeded val subset, as training's")
     args = ap.parse_args()
     torch.manual_seed(0)
@@ -59,7 +62,7 @@ def main() -> None:
     opt = torch.optim.AdamW(h_c.parameters(), lr=3e-4, weight_decay=0.05)
     rng, step = np.random.default_rng(0), 0
     while step < args.steps:
-        for batch, target in train_batches(train, 64, 128, rng, 0, 1):
+        for batch, target in train_batches(train, 64, args.crop, rng, 0, 1):
             with torch.no_grad():
                 y_hat = quantize(model.g_a(to_tensor(batch, CPU)), args.qf, "ste")
             loss = F.cross_entropy(h_c(y_hat), torch.from_numpy(target), label_smoothing=0.1)
@@ -71,7 +74,7 @@ def main() -> None:
                 break
     h_c.eval()
     after = {q: top1(model, h_c, images, labels, q) for q in qfs}
-    summary = {"checkpoint": args.checkpoint, "qf": args.qf, "steps": args.steps}
+    summary = {"checkpoint": args.checkpoint, "qf": args.qf, "steps": args.steps, "crop": args.crop}
     print(json.dumps({**summary, "top1_before": before, "top1_after": after}))
 
 
