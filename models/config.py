@@ -46,10 +46,11 @@ class TrainConfig(JsonConfig):
     final_crop_epochs: int = 4
     eval_size: int = 224  # the evaluation protocol: 224² center crops, as the README's figures
     qfs: tuple[int, ...] = (16, 48, 128)  # the paper's QFs; one is drawn per batch
-    # How often each QF is drawn, relative weights in qfs' order; () draws them uniformly (every
-    # run up to 11). A ladder trained uniformly over 8 QFs gives its coarse QFs an eighth of the
-    # classifier's signal each, and run 11's QF 1-2 ended 12 points under its QF 16: a fine-tune
-    # may lean the draws toward the QFs that are weak.
+    # How often each QF is drawn, relative weights in qfs' order; () draws them uniformly. Run
+    # 11's QF 1-2 ended 12 points under its QF 16 with an eighth of the draws each. Drawing them
+    # 4x as often, in a fine-tune and from the start (runs 11-ft and 12 in
+    # models/configs/README.md), moved them by a point at most: kept for such experiments, the
+    # default stays uniform.
     qf_weights: tuple[float, ...] = ()
     # Loss = mse + alpha * bpp + beta * cross-entropy (mse on [0,1] pixels, bpp in bits/pixel).
     # beta puts the classifier's gradient a few times above the reconstruction's: the task first.

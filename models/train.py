@@ -198,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     wall_before = float(ckpt.get("wall_seconds", 0.0)) if ckpt is not None else 0.0
     start: dict | None = None
     if cfg.init_checkpoint and ckpt is None:
+        if not Path(cfg.init_checkpoint).is_file():
+            raise SystemExit(f"init_checkpoint: no checkpoint at {cfg.init_checkpoint}")
         start = torch.load(cfg.init_checkpoint, map_location="cpu", weights_only=False)
         if start["config"]["model"] != cfg.model:
             raise SystemExit(

@@ -183,3 +183,6 @@ def test_a_fine_tune_starts_from_the_checkpoint_and_carries_its_history(
     other = set_args(init_checkpoint=str(tiny_run / "checkpoint.pt"), model="spic-s8")
     with pytest.raises(SystemExit, match="holds a spic-tiny"):
         main(["--data", str(tiny_data), "--out", str(tmp_path / "x"), *TINY_TRAIN_ARGS, *other])
+    missing = set_args(init_checkpoint=str(tmp_path / "none.pt"))
+    with pytest.raises(SystemExit, match="no checkpoint at"):
+        main(["--data", str(tiny_data), "--out", str(tmp_path / "y"), *TINY_TRAIN_ARGS, *missing])
