@@ -22,21 +22,10 @@ import torch
 import torch.nn.functional as F
 
 from models.data import InMemoryImages, eval_arrays, train_batches
-from models.network import SPIC, quantize
-from models.train import load_checkpoint, to_tensor
+from models.network import quantize
+from models.train import evaluate, load_checkpoint, to_tensor
 
 CPU = torch.device("cpu")
-
-
-@torch.no_grad()
-def top1(
-    model: SPIC, h_c: torch.nn.Module, images: np.ndarray, labels: np.ndarray, qf: int
-) -> float:
-    correct = 0
-    for i in range(0, len(images), 100):
-        y_hat = quantize(model.g_a(to_tensor(images[i : i + 100], CPU)), qf, "ste")
-        correct += (h_c(y_hat).argmax(1) == torch.from_numpy(labels[i : i + 100])).sum().item()
-    return correct / len(images)
 
 
 def main() -> None:
@@ -55,7 +44,8 @@ def main() -> None:
     train = InMemoryImages(args.data / "train", short_side=224)
     images, labels, _ = eval_arrays(args.data / "val", 224, args.val_limit)
     qfs = sorted({args.qf, 16})
-    before = {q: top1(model, model.h_c, images, labels, q) for q in qfs}
+    before = evaluate(model, images, labels, qfs, CPU)
+    model.eval()  # evaluate() leaves the model in train mode; the frozen encoder stays in eval
     h_c = copy.deepcopy(model.h_c).train()
     # AdamW at training's peak rate for the split models: enough for the head to adapt in a few
     # hundred steps, if the information is there to adapt to.
@@ -72,10 +62,14 @@ def main() -> None:
             step += 1
             if step >= args.steps:
                 break
-    h_c.eval()
-    after = {q: top1(model, h_c, images, labels, q) for q in qfs}
+    model.h_c = h_c  # training's own validation pass, now through the copy
+    after = evaluate(model, images, labels, qfs, CPU)
     summary = {"checkpoint": args.checkpoint, "qf": args.qf, "steps": args.steps, "crop": args.crop}
-    print(json.dumps({**summary, "top1_before": before, "top1_after": after}))
+    top1 = {
+        name: {q: m[f"qf{q}"]["top1"] for q in qfs}
+        for name, m in (("before", before), ("after", after))
+    }
+    print(json.dumps({**summary, "top1_before": top1["before"], "top1_after": top1["after"]}))
 
 
 if __name__ == "__main__":
