@@ -18,18 +18,36 @@ import torch
 import torch.nn.functional as F
 
 from models.reference_bundle import ReferenceModel
-from models.split_resnet import reference_trunk
+from models.split_resnet import reference_network, reference_trunk
 
 
 class Teacher:
-    """A reference bundle's classifier as a source of soft targets."""
+    """A reference bundle's classifier as a source of soft targets.
 
-    def __init__(self, bundle: str | Path, class_ids: list[str], threads: int = 0):
+    On CPU it runs in ONNX Runtime, twice as fast there as the same network in torch (0.11 s
+    against 0.22 s for 64 crops of 128² on 2 cores), which is what the recipes' CPU wall times
+    were measured with. On a GPU it runs as ``FoldedReference`` on the device, so a batch never
+    leaves it; the two agree to within 1e-5 (``tests/test_split_resnet.py``).
+    """
+
+    def __init__(
+        self,
+        bundle: str | Path,
+        class_ids: list[str],
+        threads: int = 0,
+        device: torch.device | None = None,
+    ):
         self.model = ReferenceModel(bundle, threads)
         self.model.check_classes(class_ids, "the training data")
+        self.net: torch.nn.Module | None = None
+        if device is not None and device.type != "cpu":
+            self.net = reference_network(bundle).to(device)
 
+    @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) [0, 1] RGB, the student's own input -> (N, classes) logits."""
+        if self.net is not None:
+            return self.net(x)  # type: ignore[no-any-return]
         return torch.from_numpy(self.model.logits(x.detach().cpu().numpy())).to(x.device)
 
 

@@ -23,12 +23,15 @@ so the cloud half is the reference's own stages at the reference's own scales.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+
+from models.reference import MEAN, STD
 
 
 class FoldedBlock(nn.Module):
@@ -63,15 +66,17 @@ def camera_layers(cfg: Any) -> list[nn.Module]:
 
 def _reference_layers(cfg: Any, stages: int) -> tuple[list[nn.Module], int]:
     """The reference's stem and first ``stages`` stages at the reference's strides, and their width."""
-    layers: list[nn.Module] = [
-        nn.Conv2d(3, cfg.resnet_stem, 7, 2, 3),
-        nn.ReLU(),
-        nn.MaxPool2d(3, 2, 1),
-    ]
-    cin = cfg.resnet_stem
+    return _folded_resnet(cfg.resnet_stem, cfg.resnet_widths, cfg.resnet_blocks, stages)
+
+
+def _folded_resnet(
+    stem: int, widths: Sequence[int], blocks: Sequence[int], stages: int
+) -> tuple[list[nn.Module], int]:
+    layers: list[nn.Module] = [nn.Conv2d(3, stem, 7, 2, 3), nn.ReLU(), nn.MaxPool2d(3, 2, 1)]
+    cin = stem
     for i in range(stages):
-        layers += _stage(cin, cfg.resnet_widths[i], cfg.resnet_blocks[i], 2 if i > 0 else 1)
-        cin = cfg.resnet_widths[i]
+        layers += _stage(cin, widths[i], blocks[i], 2 if i > 0 else 1)
+        cin = widths[i]
     return layers, cin
 
 
@@ -114,6 +119,40 @@ def reference_trunk(cfg: Any, bundle: str | Path) -> nn.Sequential:
     ours = _convs(trunk)
     _load_convs(ours, convs[: len(ours)], manifest)
     return trunk.eval().requires_grad_(False)
+
+
+class FoldedReference(nn.Module):
+    """A whole reference classifier in torch, BatchNorm folded: the same function as its ONNX
+    file, for a teacher that runs on the training device (a GPU) instead of in ONNX Runtime."""
+
+    def __init__(self, stem: int, widths: Sequence[int], blocks: Sequence[int], classes: int):
+        super().__init__()
+        self.mean: torch.Tensor  # buffers, declared for the type checker
+        self.std: torch.Tensor
+        self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1), persistent=False)
+        layers, width = _folded_resnet(stem, widths, blocks, len(widths))
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(width, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) in [0, 1] -> logits, as the bundle's classifier.onnx."""
+        return self.head(self.features((x - self.mean) / self.std).mean((2, 3)))  # type: ignore[no-any-return]
+
+
+@torch.no_grad()
+def reference_network(bundle: str | Path) -> FoldedReference:
+    """A reference bundle's classifier as a frozen torch module, weights read from its ONNX file."""
+    from models.reference_bundle import load_reference_manifest
+
+    manifest = load_reference_manifest(bundle)
+    arch = manifest.architecture_config
+    net = FoldedReference(arch["stem_width"], arch["widths"], arch["blocks"], arch["num_classes"])
+    convs, (head_w, head_b) = reference_weights(Path(bundle) / manifest.files["classifier"].path)
+    _load_convs(_convs(net.features), convs, manifest)
+    net.head.weight.copy_(torch.from_numpy(np.array(head_w)))
+    net.head.bias.copy_(torch.from_numpy(np.array(head_b)))
+    return net.eval().requires_grad_(False)
 
 
 def _convs(module: nn.Module) -> list[nn.Conv2d]:

@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"train and val classes differ: {train.classes} vs {val_classes}")
 
     model: SPIC = create_model(cfg.model, kind="spic", num_classes=len(train.classes)).to(device)
-    teacher = Teacher(cfg.teacher, train.classes, cfg.threads) if cfg.teacher else None
+    teacher = Teacher(cfg.teacher, train.classes, cfg.threads, device) if cfg.teacher else None
     if cfg.init_from and ckpt is None:
         init_from_reference(model, cfg.init_from, train.classes)
     if start is not None:

@@ -11,7 +11,12 @@ import torch
 
 from models.network import count_encoder_macs
 from models.reference_bundle import ReferenceModel
-from models.split_resnet import init_from_reference, matched_layers, reference_trunk
+from models.split_resnet import (
+    init_from_reference,
+    matched_layers,
+    reference_network,
+    reference_trunk,
+)
 from models.train import load_checkpoint, main
 from models.zoo import create_model
 from tests.conftest import TINY_TRAIN_ARGS, set_args
@@ -36,6 +41,16 @@ def test_the_halves_joined_without_the_bottleneck_are_the_reference():
     with torch.no_grad():
         ours = joined(model, x).numpy()
     np.testing.assert_allclose(ours, reference.logits(x.numpy()), atol=1e-4, rtol=1e-4)
+
+
+def test_the_torch_teacher_is_the_bundles_classifier():
+    """A GPU run's teacher (the bundle in torch) gives the logits a CPU run's (ONNX Runtime) does."""
+    x = torch.rand(3, 3, 128, 96)
+    with torch.no_grad():
+        ours = reference_network(REFERENCE)(x).numpy()
+    np.testing.assert_allclose(
+        ours, ReferenceModel(REFERENCE).logits(x.numpy()), atol=1e-4, rtol=1e-4
+    )
 
 
 @pytest.mark.parametrize(
