@@ -108,12 +108,16 @@ def train_batches(
         yield item
 
 
+def seeded_subset(n: int, limit: int) -> np.ndarray:
+    """The sorted indices of the ``limit`` images ``--val-limit`` validates on, out of ``n``."""
+    return np.sort(np.random.default_rng(0).permutation(n)[:limit])
+
+
 def eval_arrays(root: str | Path, size: int = 224, limit: int | None = None):
     """Validation images as a uint8 NHWC array of ``size``² center crops, with labels and classes."""
     paths, labels, classes = scan_image_folder(root)
     if limit is not None:
-        keep = np.random.default_rng(0).permutation(len(paths))[:limit]
-        keep.sort()
+        keep = seeded_subset(len(paths), limit)
         paths, labels = [paths[i] for i in keep], labels[keep]
 
     def load(p: Path) -> np.ndarray:

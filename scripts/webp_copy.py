@@ -1,52 +1,92 @@
-"""A smaller copy of an ImageFolder dataset, in WebP, split into parts that each fit one transfer.
+"""A smaller copy of an ImageFolder dataset, in WebP, that fits the lent GPU's transfer.
 
 The lent GPU machine (the workplace's ``device`` tool) takes at most 64 MiB of files per call,
-the repository included, and Imagenette's JPEGs are 138 MB. The probes in
-``models/configs/README.md`` marked "GPU" trained on this copy: every train image and every
-``--val-every``-th val image, re-encoded as WebP at ``--quality``, dealt round-robin into
-``--parts`` folders, each a ``train/<class>/`` and ``val/<class>/`` tree. Copy the parts into one
-folder on the far side and pass it as ``spic-train --data``. The copy is lossy, so figures from it
-compare with each other, never with runs on the original JPEGs.
+the repository included, and Imagenette's JPEGs are 138 MB. Runs marked "GPU" in
+``models/configs/README.md`` trained on such a copy, and their cards name it in their
+``--data``. The copy is lossy, so its validation figures compare with each other, never with
+runs on the original JPEGs: the shipped cards are measured on the original val JPEGs.
 
-    python scripts/webp_copy.py ../shared/data/imagenette .gpudata --quality 50 --parts 4
+Two layouts:
+
+- ``--parts N`` (the default, 4): every train image and every ``--val-every``-th val image, dealt
+  round-robin into N folders ``dst/p0 ...``, each small enough for one call; copy them into one
+  folder on the far side.
+- ``--zip``: one ``dst/data.zip`` (stored, not deflated: WebP does not shrink further) holding
+  ``data/train/...`` and ``data/val/...``; a folder of ten thousand small files counts far more
+  than its bytes against the transfer limit, one file does not. Unzip it with
+  ``python3 -m zipfile -e data.zip DIR`` and pass ``DIR/data``.
+
+``--short-side`` shrinks train images (validation keeps its size: it measures at 224² crops),
+and ``--val-limit`` keeps the seeded val subset that ``spic-train --val-limit`` would pick. The
+copy behind the GPU runs of issue 11 (runs 15-22):
+
+    python scripts/webp_copy.py ../shared/data/imagenette .gpu --zip --short-side 192 \\
+        --quality 60 --method 6 --val-limit 500 --val-quality 75
 """
 
 from __future__ import annotations
 
 import argparse
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from PIL import Image
 
-from shared.preprocess import IMAGE_SUFFIXES
+from models.data import scan_image_folder, seeded_subset
+from shared.preprocess import load_rgb
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("src", type=Path, help="dataset root with train/<class>/* and val/<class>/*")
-    p.add_argument("dst", type=Path, help="where the parts go (dst/p0, dst/p1, ...)")
-    p.add_argument("--quality", type=int, default=50, help="WebP quality, 0-100")
+    p.add_argument("dst", type=Path, help="where the copy goes (dst/p0, ... or dst/data.zip)")
+    p.add_argument("--quality", type=int, default=50, help="WebP quality of train images, 0-100")
+    p.add_argument("--val-quality", type=int, help="WebP quality of val images (default --quality)")
+    p.add_argument("--method", type=int, default=4, help="WebP effort, 0-6: 6 is smallest")
+    p.add_argument("--short-side", type=int, help="resize train images to this short side")
     p.add_argument("--parts", type=int, default=4)
     p.add_argument("--val-every", type=int, default=3, help="keep every n-th val image")
+    p.add_argument("--val-limit", type=int, help="keep spic-train --val-limit's seeded subset")
+    p.add_argument("--zip", action="store_true", help="one stored zip instead of parts")
     args = p.parse_args(argv)
 
-    def images(split: str) -> list[Path]:
-        return sorted(
-            f for f in (args.src / split).glob("*/*") if f.suffix.lower() in IMAGE_SUFFIXES
-        )
+    train = scan_image_folder(args.src / "train")[0]
+    val = scan_image_folder(args.src / "val")[0]
+    if args.val_limit is not None:
+        val = [val[i] for i in seeded_subset(len(val), args.val_limit)]
+    else:
+        val = val[:: args.val_every]
+    val_quality = args.quality if args.val_quality is None else args.val_quality
+    jobs = [(f, args.short_side, args.quality) for f in train] + [
+        (f, None, val_quality) for f in val
+    ]
+    staging = args.dst / "data" if args.zip else args.dst
 
-    files = images("train") + images("val")[:: args.val_every]
-
-    def one(item: tuple[int, Path]) -> None:
-        i, f = item
-        out = args.dst / f"p{i % args.parts}" / f.relative_to(args.src).with_suffix(".webp")
+    def one(item: tuple[int, tuple[Path, int | None, int]]) -> Path:
+        i, (f, side, quality) = item
+        part = staging if args.zip else args.dst / f"p{i % args.parts}"
+        out = part / f.relative_to(args.src).with_suffix(".webp")
         out.parent.mkdir(parents=True, exist_ok=True)
-        Image.open(f).convert("RGB").save(out, "WEBP", quality=args.quality, method=4)
+        im = load_rgb(f)
+        if side is not None and min(im.size) != side:
+            # Lanczos: the sharpest of Pillow's downscaling filters; training crops upsample again
+            scale = side / min(im.size)
+            im = im.resize(
+                (round(im.width * scale), round(im.height * scale)), Image.Resampling.LANCZOS
+            )
+        im.save(out, "WEBP", quality=quality, method=args.method)
+        return out
 
     with ThreadPoolExecutor(2) as pool:  # Pillow releases the GIL while coding
-        list(pool.map(one, enumerate(files)))
-    print(f"{len(files)} images in {args.parts} parts under {args.dst}")
+        written = list(pool.map(one, enumerate(jobs)))
+    if args.zip:
+        with zipfile.ZipFile(args.dst / "data.zip", "w", zipfile.ZIP_STORED) as z:
+            for out in written:
+                z.write(out, out.relative_to(args.dst))
+        print(f"{len(written)} images in {args.dst / 'data.zip'}")
+    else:
+        print(f"{len(written)} images in {args.parts} parts under {args.dst}")
     return 0
 
 

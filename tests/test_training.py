@@ -116,6 +116,21 @@ def test_every_committed_training_config_loads_and_names_a_registered_model():
             load_reference_manifest(Path(__file__).parent.parent / cfg.teacher)
 
 
+def test_the_default_bundle_was_trained_with_the_committed_config():
+    """The card's training config (what the run recorded) is models/configs' file, field for
+    field: the committed command reproduces the shipped weights' recipe."""
+    import re
+
+    from models.config import TrainConfig
+    from shared.bundles import DEFAULT_BUNDLE
+
+    card = (DEFAULT_BUNDLE / "MODEL_CARD.md").read_text()
+    recorded = re.search(r"Training config:\n\n```json\n(.*?)\n```", card, flags=re.S)
+    assert recorded, "the card has no training config"
+    committed = Path(__file__).parent.parent / "models" / "configs" / "spic-split-s16-ladder.json"
+    assert json.loads(recorded.group(1)) == TrainConfig.from_json(committed).to_dict()
+
+
 def test_distillation_loss_is_zero_only_when_the_student_agrees():
     import torch
 
