@@ -18,6 +18,17 @@ from PIL import Image
 
 from shared.preprocess import IMAGE_SUFFIXES, center_crop, load_rgb, resize_short_side
 
+# A dataset folder that is a derived copy (``scripts/webp_copy.py``) says so in this file at its
+# root; spic-train keeps its text in the checkpoint and the model card prints it, so a card whose
+# command names some copy's path also says what that copy was.
+PROVENANCE_FILE = "PROVENANCE.txt"
+
+
+def data_provenance(root: str | Path) -> str:
+    """The text of ``root``'s provenance file, or "" for original data (no such file)."""
+    path = Path(root) / PROVENANCE_FILE
+    return path.read_text().strip() if path.is_file() else ""
+
 
 def scan_image_folder(root: str | Path) -> tuple[list[Path], np.ndarray, list[str]]:
     """``root/<class>/<image>`` -> (paths, integer labels, sorted class names)."""

@@ -128,6 +128,14 @@ def measure_tables(
     return {str(q): (counts[q] + 1).tolist() for q in qfs}
 
 
+def data_line(ckpt: dict) -> str:
+    """What the training data was, when the run's ``--data`` was a derived copy."""
+    text = ckpt.get("data_provenance")
+    if not text:
+        return ""
+    return f"\nThe training's `--data` was not the original dataset. Its `PROVENANCE.txt`: {text}\n"
+
+
 def wall_time(ckpt: dict) -> str:
     """The training wall time the checkpoint recorded (summed over --resume runs)."""
     if "wall_seconds" not in ckpt:
@@ -240,7 +248,7 @@ latent {manifest.latent.channels} channels at stride {manifest.latent.stride} ·
 {train_command}
 {command}
 ```
-
+{data_line(ckpt)}
 Training config:
 
 ```json

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from models.config import TrainConfig, apply_overrides
-from models.data import InMemoryImages, eval_arrays, train_batches
+from models.data import InMemoryImages, data_provenance, eval_arrays, train_batches
 from models.distill import FeatureTeacher, Teacher, distillation_loss, feature_distillation_loss
 from models.entropy_model import bits_per_pixel
 from models.network import SPIC, SPICConfig, quantize
@@ -297,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
                 machine=f"{device.type}, {torch.get_num_threads()} threads, "
                 f"{os.cpu_count()} CPU cores visible, world size {world}",
                 commands=commands,
+                data_provenance=data_provenance(args.data),
             )
 
     last_epoch = (

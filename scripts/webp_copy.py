@@ -4,7 +4,9 @@ The lent GPU machine (the workplace's ``device`` tool) takes at most 64 MiB of f
 the repository included, and Imagenette's JPEGs are 138 MB. Runs marked "GPU" in
 ``models/configs/README.md`` trained on such a copy, and their cards name it in their
 ``--data``. The copy is lossy, so its validation figures compare with each other, never with
-runs on the original JPEGs: the shipped cards are measured on the original val JPEGs.
+runs on the original JPEGs: the shipped cards are measured on the original val JPEGs. Each copy
+holds a ``PROVENANCE.txt`` at its root saying what it is and the command that made it;
+``spic-train`` keeps that text in its checkpoint and ``spic-export`` prints it in the card.
 
 Two layouts:
 
@@ -27,13 +29,15 @@ copy behind the GPU runs of issue 11 (runs 15-22):
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from PIL import Image
 
-from models.data import scan_image_folder, seeded_subset
+from models.data import PROVENANCE_FILE, scan_image_folder, seeded_subset
 from shared.preprocess import load_rgb
 
 
@@ -80,6 +84,23 @@ def main(argv: list[str] | None = None) -> int:
 
     with ThreadPoolExecutor(2) as pool:  # Pillow releases the GIL while coding
         written = list(pool.map(one, enumerate(jobs)))
+    # Each copy says what it is: spic-train records this file, and the model card prints it.
+    side = f"at a {args.short_side}-pixel short side, " if args.short_side else ""
+    picked = (
+        f"--val-limit {args.val_limit}'s subset" if args.val_limit else f"every {args.val_every}th"
+    )
+    argv_text = shlex.join(sys.argv[1:] if argv is None else argv)
+    note = (
+        f"A lossy copy of {args.src}: the train images {side}in WebP q{args.quality}; "
+        f"{len(val)} val images ({picked}) in WebP q{val_quality}. Made by: "
+        f"python scripts/webp_copy.py {argv_text}\n"
+    )
+    roots = [staging] if args.zip else [args.dst / f"p{i}" for i in range(args.parts)]
+    for root in roots:
+        root.mkdir(parents=True, exist_ok=True)
+        (root / PROVENANCE_FILE).write_text(note)
+    if args.zip:
+        written.append(staging / PROVENANCE_FILE)
     if args.zip:
         with zipfile.ZipFile(args.dst / "data.zip", "w", zipfile.ZIP_STORED) as z:
             for out in written:

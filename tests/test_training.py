@@ -201,3 +201,35 @@ def test_a_fine_tune_starts_from_the_checkpoint_and_carries_its_history(
     missing = set_args(init_checkpoint=str(tmp_path / "none.pt"))
     with pytest.raises(SystemExit, match="no checkpoint at"):
         main(["--data", str(tiny_data), "--out", str(tmp_path / "y"), *TINY_TRAIN_ARGS, *missing])
+
+
+def test_a_run_on_a_webp_copy_records_the_copy_and_its_card_says_so(tiny_data, tmp_path):
+    """scripts/webp_copy.py leaves PROVENANCE.txt in the copy; spic-train keeps it in the
+    checkpoint and spic-export's card prints it, so a card whose --data names some copy's path
+    (a GPU run's /tmp/d/data) also says what that copy was. Original data records nothing."""
+    import zipfile
+
+    from models.export import main as export_main
+
+    script = Path(__file__).parent.parent / "scripts" / "webp_copy.py"
+    args = [str(tiny_data), str(tmp_path / "copy"), "--zip", "--short-side", "48"]
+    subprocess.run([sys.executable, str(script), *args, "--quality", "60"], check=True)
+    with zipfile.ZipFile(tmp_path / "copy" / "data.zip") as z:
+        z.extractall(tmp_path / "unzipped")
+    data = tmp_path / "unzipped" / "data"
+    note = (data / "PROVENANCE.txt").read_text()
+    assert f"A lossy copy of {tiny_data}" in note and "--short-side 48" in note
+    assert main(["--data", str(data), "--out", str(tmp_path / "run"), *TINY_TRAIN_ARGS]) == 0
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert ckpt["data_provenance"] == note.strip()
+    bundle = tmp_path / "bundle"
+    export = [str(tmp_path / "run" / "checkpoint.pt"), "--out", str(bundle), "--data"]
+    assert export_main([*export, str(data / "train"), "--size", "64"]) == 0
+    card = " ".join((bundle / "MODEL_CARD.md").read_text().split())
+    assert "was not the original dataset" in card and "--short-side 48" in card
+
+
+def test_a_run_on_original_data_records_no_copy(tiny_run, tiny_bundle):
+    ckpt = torch.load(tiny_run / "checkpoint.pt", weights_only=False)
+    assert ckpt["data_provenance"] == ""
+    assert "was not the original dataset" not in (tiny_bundle / "MODEL_CARD.md").read_text()
