@@ -219,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
     train = InMemoryImages(Path(args.data) / "train", short_side=cfg.eval_size)
+    provenance = data_provenance(args.data)  # what a derived copy says it is; "" for originals
     val_images, val_labels, val_classes = eval_arrays(
         Path(args.data) / "val", cfg.eval_size, args.val_limit
     )
@@ -297,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
                 machine=f"{device.type}, {torch.get_num_threads()} threads, "
                 f"{os.cpu_count()} CPU cores visible, world size {world}",
                 commands=commands,
-                data_provenance=data_provenance(args.data),
+                data_provenance=provenance,
             )
 
     last_epoch = (

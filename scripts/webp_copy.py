@@ -100,10 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         root.mkdir(parents=True, exist_ok=True)
         (root / PROVENANCE_FILE).write_text(note)
     if args.zip:
-        written.append(staging / PROVENANCE_FILE)
-    if args.zip:
         with zipfile.ZipFile(args.dst / "data.zip", "w", zipfile.ZIP_STORED) as z:
-            for out in written:
+            for out in [*written, staging / PROVENANCE_FILE]:
                 z.write(out, out.relative_to(args.dst))
         print(f"{len(written)} images in {args.dst / 'data.zip'}")
     else:
