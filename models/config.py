@@ -36,6 +36,17 @@ class TrainConfig(JsonConfig):
     weight_decay: float = 0.05  # AdamW-style decoupled decay on conv/linear weights only
     warmup_frac: float = 0.15  # one-cycle warm-up share: protects the sigmoid latent early on
     label_smoothing: float = 0.1  # standard for ImageNet-style training, +0.5-1 point top-1
+    # Mixup and CutMix (models/mixing.py): their Beta(α, α) parameters; 0 turns one off, both
+    # 0 (every shipped recipe) trains on plain crops. Both regularize long schedules (Zhang et al.
+    # report +1.2 points on ImageNet at 90 epochs with α = 0.2, Yun et al. use α = 1 over 300) and
+    # may cost a short one; kept off until a run here measures them.
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    # Decay of an exponential moving average of the weights (models/ema.py), which validation,
+    # export and fine-tunes then use; 0 (every shipped recipe) keeps none. 0.999 averages over
+    # about 1000 steps, the last 7 of 48 epochs; the one-cycle schedule's own decay to a tiny lr
+    # already averages much of what an EMA would, so its gain here is for a run to measure.
+    ema_decay: float = 0.0
     # Train on random crops smaller than the 224 evaluation crop: 3x fewer pixels per step. Random
     # areas 25-100% make objects appear at the evaluation scale on average (FixRes, Touvron 2019).
     crop: int = 128
@@ -88,8 +99,9 @@ class TrainConfig(JsonConfig):
     distill_weight: float = 0.5
     distill_temperature: float = 4.0
     # Feature distillation for "resnet" models (models/distill.py): the cloud's features where its
-    # first stage ends are pulled toward the teacher's (teacher, else init_from) at that point,
-    # relative squared error, with a weight falling linearly from feature_distill_weight to 0 over
+    # first stage ends are pulled toward a reference's at that point (init_from, else teacher:
+    # the cloud's next stage starts from init_from's weights and expects its features, and a
+    # wider logit teacher has features of other widths), relative squared error, with a weight falling linearly from feature_distill_weight to 0 over
     # the first feature_distill_frac of the steps. Run 9's bottleneck started random: its training
     # accuracy averaged 11% over the first epoch (scripts/epoch_means.py) and it ended 7 points
     # under its teacher. The features tell the bottleneck what to pass on from the first step. 1

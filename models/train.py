@@ -27,7 +27,9 @@ from tqdm import tqdm
 from models.config import TrainConfig, apply_overrides
 from models.data import InMemoryImages, data_provenance, eval_arrays, train_batches
 from models.distill import FeatureTeacher, Teacher, distillation_loss, feature_distillation_loss
+from models.ema import ema_of, ema_state, final_weights
 from models.entropy_model import bits_per_pixel
+from models.mixing import mix_batch, mixed_cross_entropy
 from models.network import SPIC, SPICConfig, quantize
 from models.split_resnet import init_from_reference, matched_layers
 from models.zoo import create_model
@@ -236,8 +238,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"init_checkpoint {cfg.init_checkpoint} was trained on classes {start['classes']}, "
                 f"the data has {train.classes}"
             )
-        model.load_state_dict(start["model"])
+        model.load_state_dict(final_weights(start))
     model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # the stubs lack memory_format
+    ema = ema_of(model, cfg.ema_decay)  # before the hook below: the copy would carry it
     feature_teacher: FeatureTeacher | None = None
     cut: dict[str, torch.Tensor] = {}
     if cfg.feature_distill_weight > 0:
@@ -245,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(
                 "feature_distill_weight needs a resnet model and a teacher or init_from"
             )
-        feature_teacher = FeatureTeacher(model, cfg.teacher or cfg.init_from, device)
+        feature_teacher = FeatureTeacher(model, cfg.init_from or cfg.teacher, device)
         # The cloud's features at the cut, caught on the way through h_c in the training pass.
         model.h_c.features[matched_layers(model.cfg) - 1].register_forward_hook(
             lambda _m, _i, out: cut.__setitem__("features", out)
@@ -266,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         step, start_epoch, log_alpha = ckpt["step"], ckpt["epoch"], math.log(ckpt["alpha"])
+        if ema is not None:
+            ema.load_state_dict(ckpt["ema_state"])
         if "torch_rng" in ckpt:
             torch.set_rng_state(ckpt["torch_rng"])
         if is_main:
@@ -299,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{os.cpu_count()} CPU cores visible, world size {world}",
                 commands=commands,
                 data_provenance=provenance,
+                **ema_state(ema),
             )
 
     last_epoch = (
@@ -310,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         crop = cfg.final_crop if epoch >= cfg.epochs - cfg.final_crop_epochs else cfg.crop
         rng = np.random.default_rng([cfg.seed, epoch])  # per-epoch seed: resume replays exactly
         qf_rng = np.random.default_rng([cfg.seed, epoch, 1])
+        mix_rng = np.random.default_rng([cfg.seed, epoch, 2])
         bar = tqdm(
             train_batches(train, local_batch, crop, rng, rank, world),
             total=steps_per_epoch,
@@ -325,11 +332,13 @@ def main(argv: list[str] | None = None) -> int:
             qf = int(qf_rng.choice(cfg.qfs, p=cfg.qf_probabilities()))
             x = to_tensor(images, device)
             target = torch.from_numpy(labels).to(device)
+            mixed = mix_batch(x, target, mix_rng, cfg.mixup_alpha, cfg.cutmix_alpha)
+            x = mixed.x
             res = net(x, qf, mode=cfg.train_quantize)
             pixels = x.shape[2] * x.shape[3]
             mse = F.mse_loss(res["x_hat"], x)
             bpp = bits_per_pixel(res["likelihoods"], pixels).mean()
-            ce = F.cross_entropy(res["logits"], target, label_smoothing=cfg.label_smoothing)
+            ce = mixed_cross_entropy(res["logits"], mixed, cfg.label_smoothing)
             if teacher is not None:
                 kd = distillation_loss(res["logits"], teacher.logits(x), cfg.distill_temperature)
                 ce = (1 - cfg.distill_weight) * ce + cfg.distill_weight * kd
@@ -347,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
             loss.backward()
             optimizer.step()
             scheduler.step()
+            if ema is not None:
+                ema.update_parameters(model)
             step += 1
 
             # --- dual update of alpha on the rate at the target QF (same step on every rank)
@@ -396,7 +407,8 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint(epoch + 1)
         last = epoch + 1 == cfg.epochs
         if is_main and (last or (epoch + 1) % cfg.eval_every == 0):
-            metrics = evaluate(model, val_images, val_labels, cfg.qfs, device)
+            scored: SPIC = model if ema is None else ema.module  # type: ignore[assignment]
+            metrics = evaluate(scored, val_images, val_labels, cfg.qfs, device)
             metrics.update(epoch=epoch + 1, step=step, epoch_seconds=time.time() - t0)
             write_log({"val": metrics})
             print(json.dumps({"val": metrics}), file=sys.stderr)
@@ -414,7 +426,7 @@ def load_checkpoint(path: str | Path) -> tuple[SPIC, dict]:
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     arch = SPICConfig.from_dict(ckpt["config"]["arch"])
     model = SPIC(arch)
-    model.load_state_dict(ckpt["model"])
+    model.load_state_dict(final_weights(ckpt))
     model.eval()
     return model, ckpt
 

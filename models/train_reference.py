@@ -27,12 +27,13 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from models import baselines
 from models.config import JsonConfig, apply_overrides
 from models.data import InMemoryImages, eval_arrays, train_batches
+from models.ema import ema_of, ema_state, final_weights
+from models.mixing import mix_batch, mixed_cross_entropy
 from models.reference import ResNet, ResNetConfig
 from models.reference_bundle import FineTune
 from models.reference_export import export_bundle, reference_card
@@ -55,6 +56,11 @@ class ReferenceConfig(JsonConfig):
     weight_decay: float = 0.05  # decoupled decay on conv/linear weights; 9.5k images overfit fast
     warmup_frac: float = 0.15  # one-cycle warm-up share
     label_smoothing: float = 0.1  # standard for ImageNet-style training
+    # Mixup/CutMix α and weight EMA decay, 0 = off (the shipped reference): the same levers and
+    # reasons as in TrainConfig (models/config.py), here for a stronger teacher.
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    ema_decay: float = 0.0
     # Random-resized 128² crops (25-100% of the area), then the last epochs at 192² to close the
     # train/test resolution gap before testing on 224² center crops (FixRes, Touvron et al. 2019).
     crop: int = 128
@@ -172,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     val_images, val_labels, val_classes = eval_arrays(data / "val", cfg.eval_size, args.val_limit)
     if base_ckpt:
         model = ResNet(ResNetConfig.from_dict(base_ckpt["arch"]))
-        model.load_state_dict(base_ckpt["model"])
+        model.load_state_dict(final_weights(base_ckpt))
         classes = base_ckpt["classes"]
     else:
         classes = val_classes
@@ -236,9 +242,12 @@ def main(argv: list[str] | None = None) -> int:
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=cfg.warmup_frac
     )
+    ema = ema_of(model, cfg.ema_decay)
+    scored: ResNet = model if ema is None else ema.module  # type: ignore[assignment]  # what validation and export read
     step = 0
     for epoch in range(epochs):
         t0 = time.time()
+        mix_rng = np.random.default_rng([cfg.seed, epoch, 2])
         bar = tqdm(
             batches(epoch),
             total=steps_per_epoch,
@@ -250,12 +259,15 @@ def main(argv: list[str] | None = None) -> int:
         for images, target in bar:
             x = to_tensor(images, device)
             y = torch.from_numpy(target).to(device)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            mixed = mix_batch(x, y, mix_rng, cfg.mixup_alpha, cfg.cutmix_alpha)
+            logits = model(mixed.x)
+            loss = mixed_cross_entropy(logits, mixed, cfg.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
+            if ema is not None:
+                ema.update_parameters(model)
             step += 1
             acc = (logits.argmax(1) == y).float().mean().item()
             bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc:.2f}", refresh=False)
@@ -283,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
             "epoch": epoch + 1,
             "finetune": finetune.model_dump() if finetune else None,
             "command": command,
+            **ema_state(ema),
         }
         save_checkpoint(out / "checkpoint.pt", **state)
         # The last epoch is validated once, by finish(), together with the decoded-image scores.
@@ -291,13 +304,15 @@ def main(argv: list[str] | None = None) -> int:
                 "epoch": epoch + 1,
                 "step": step,
                 "epoch_seconds": time.time() - t0,
-                "val_top1_clean": top1(model, val_images, val_labels, device),
+                "val_top1_clean": top1(scored, val_images, val_labels, device),
             }
             log.write(json.dumps({"val": record}) + "\n")
             log.flush()
             print(json.dumps({"val": record}), file=sys.stderr)
 
-    return finish(model, cfg, classes, finetune, state, out, args, (val_images, val_labels), device)
+    return finish(
+        scored, cfg, classes, finetune, state, out, args, (val_images, val_labels), device
+    )
 
 
 def export_only(args: argparse.Namespace, command: str) -> int:
@@ -307,7 +322,7 @@ def export_only(args: argparse.Namespace, command: str) -> int:
     ckpt.pop("bundle_id", None)
     cfg = ReferenceConfig.from_dict(ckpt["config"])
     model = ResNet(ResNetConfig.from_dict(ckpt["arch"]))
-    model.load_state_dict(ckpt["model"])
+    model.load_state_dict(final_weights(ckpt))
     finetune = FineTune(**ckpt["finetune"]) if ckpt.get("finetune") else None
     val = eval_arrays(Path(args.data) / "val", cfg.eval_size, args.val_limit)[:2]
     ckpt.setdefault("command", f"spic-train-reference --data {args.data} --out {out}")

@@ -19,7 +19,7 @@ from models.split_resnet import (
 )
 from models.train import load_checkpoint, main
 from models.zoo import create_model
-from tests.conftest import TINY_TRAIN_ARGS, set_args
+from tests.conftest import TINY_REFERENCE_ARGS, TINY_TRAIN_ARGS, set_args
 
 REFERENCE = Path(__file__).resolve().parent.parent / "models" / "bundles" / "reference-imagenette"
 
@@ -126,3 +126,22 @@ def test_feature_distillation_trains_and_is_logged(tiny_data, tiny_reference, tm
     assert feats and all(0 < f < 10 for f in feats)
     with pytest.raises(SystemExit, match="needs a resnet model"):
         main([*args, "--out", str(tmp_path / "conv"), *set_args(feature_distill_weight=1.0)])
+
+
+def test_a_wider_logit_teacher_leaves_the_features_to_init_from(
+    tiny_data, tiny_reference, tmp_path
+):
+    from models import train_reference
+
+    wide = tmp_path / "wide"
+    ref_args = [*TINY_REFERENCE_ARGS, *set_args(model="resnet18-half", epochs=1)]
+    assert train_reference.main(["--data", str(tiny_data), "--out", str(wide), *ref_args]) == 0
+    fd = dict(
+        model="spic-rn-tiny",
+        init_from=str(tiny_reference / "bundle"),
+        teacher=str(wide / "bundle"),
+        feature_distill_weight=1.0,
+        epochs=1,
+    )
+    args = ["--data", str(tiny_data), "--out", str(tmp_path / "student"), *TINY_TRAIN_ARGS]
+    assert main([*args, *set_args(**fd)]) == 0
