@@ -1,7 +1,8 @@
 """The cloud's model runtime: frames -> latents -> class probabilities, or -> reconstructions.
 
 Classification runs ``classifier.onnx`` on the dequantized latent; no pixel is decoded for it.
-``decoder.onnx`` runs only when a reconstruction is asked for.
+A decoder runs only when a reconstruction is asked for: ``decoder.onnx``, or for a frame made at a
+QF that sends a bundle's enhancement layer, that layer's decoder (``shared.manifest.Enhancement``).
 """
 
 from __future__ import annotations
@@ -55,7 +56,10 @@ class BundleRuntime:
         self.codebook = Codebook(self.manifest)
         self.limits = serving_limits(self.manifest.limits, cap)
         self.classifier = _session(self.path / self.manifest.files["classifier"].path, threads)
-        self.decoder = _session(self.path / self.manifest.files["decoder"].path, threads)
+        roles = {self.manifest.decoder_role(q) for q in self.manifest.qfs}
+        self.decoders = {
+            r: _session(self.path / self.manifest.files[r].path, threads) for r in roles
+        }
         self.labels = [c.name for c in self.manifest.classes]
 
     @property
@@ -71,11 +75,15 @@ class BundleRuntime:
         return np.stack([dequantize(s, q) for s, q in zip(symbols, qfs, strict=True)])
 
     def classify_latents(self, y_hat: np.ndarray) -> np.ndarray:
-        """(N, C, h, w) latents -> (N, classes) probabilities."""
-        return softmax(self.classifier.run(None, {"latent": y_hat.astype(np.float32)})[0])
+        """(N, C, h, w) latents -> (N, classes) probabilities, from the base channels only."""
+        base = y_hat[:, : self.manifest.latent.channels].astype(np.float32)
+        return softmax(self.classifier.run(None, {"latent": base})[0])
 
-    def reconstruct_latents(self, y_hat: np.ndarray) -> np.ndarray:
-        """(N, C, h, w) latents -> (N, H, W, 3) uint8 images."""
-        x = self.decoder.run(None, {"latent": y_hat.astype(np.float32)})[0]
+    def reconstruct_latents(self, y_hat: np.ndarray, qf: int) -> np.ndarray:
+        """(N, C, h, w) latents of frames made at ``qf`` -> (N, H, W, 3) uint8 images."""
+        role, base = self.manifest.decoder_role(qf), self.manifest.latent.channels
+        # The base decoder reads the base channels; an enhancement layer's, the layer's own.
+        y = y_hat[:, :base] if role == "decoder" else y_hat[:, base:]
+        x = self.decoders[role].run(None, {"latent": y.astype(np.float32)})[0]
         images: np.ndarray = to_uint8_image(x)
         return images

@@ -88,6 +88,18 @@ class EdgeEncoder:
             raise BundleError(f"bundle {bundle_path} has no INT8 encoder (make one with spic-int8)")
         onnx_path = bundle_path / self.manifest.files[role].path
         self.session = make_session(onnx_path, threads=threads, cache_dir=cache_dir)
+        # An enhancement layer's graph (shared.manifest.Enhancement), run only for a QF that
+        # sends the layer; it stays in float under --int8 (one convolution).
+        layer = self.manifest.enhancement
+        self.enhancement_session = (
+            None
+            if layer is None
+            else make_session(
+                bundle_path / self.manifest.files[layer.encoder].path,
+                threads=threads,
+                cache_dir=cache_dir,
+            )
+        )
 
     @property
     def model_id(self) -> str:
@@ -105,9 +117,13 @@ class EdgeEncoder:
     def encode(self, image: str | Path | Image.Image) -> bytes:
         return self.encode_timed(image).data
 
-    def latent(self, x: np.ndarray) -> np.ndarray:
-        """The encoder network on one prepared (3, H, W) crop: the latent y (C, h, w)."""
+    def latent(self, x: np.ndarray, enhancement: bool = True) -> np.ndarray:
+        """The encoder network on one prepared (3, H, W) crop: the latent y (C, h, w), with an
+        enhancement layer's channels after the base latent's unless ``enhancement`` is false."""
         y: np.ndarray = self.session.run(None, {"image": x[None]})[0][0]
+        if enhancement and self.enhancement_session is not None:
+            extra = self.enhancement_session.run(None, {"image": x[None]})[0][0]
+            y = np.concatenate([y, extra])
         return y
 
     def encode_latent(
@@ -122,6 +138,7 @@ class EdgeEncoder:
         the bundle are named. One network pass can then feed every QF and codec (the evaluation
         does that); the bytes are the same as ``encode``'s at that QF and codec."""
         qf = self.qf if qf is None else qf
+        y = y[: self.manifest.channels_at(qf)]  # the base alone below an enhancement layer's QF
         return self.codebook.encode(quantize(y, qf), qf, codec or self.codec_name, image_size)
 
     def encode_timed(self, image: str | Path | Image.Image) -> EncodedFrame:
@@ -132,7 +149,7 @@ class EdgeEncoder:
         except ValueError as exc:
             raise ImageError(str(exc)) from exc
         t1 = time.perf_counter()
-        y = self.latent(x)
+        y = self.latent(x, self.manifest.channels_at(self.qf) > self.manifest.latent.channels)
         t2 = time.perf_counter()
         symbols = quantize(y, self.qf)
         t3 = time.perf_counter()

@@ -43,7 +43,7 @@ def measure_ladder(bundle: Path, images: list[Image.Image], threads: int = 2) ->
         for im, crop, y in zip(images, crops, latents, strict=True):
             data = encoder.encode_latent(y, im.size, qf)
             _, symbols = runtime.codebook.decode(data)
-            image = runtime.reconstruct_latents(dequantize(symbols, qf)[None])[0]
+            image = runtime.reconstruct_latents(dequantize(symbols, qf)[None], qf)[0]
             sizes.append(len(data))
             scores.append(psnr(crop, image))
             sims.append(ssim(crop, image))

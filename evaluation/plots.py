@@ -104,7 +104,7 @@ def crop_grid(bundle: Path, paths: list[Path], size: int, result: dict, path: Pa
         tiles = [crop]
         for q in qfs:
             _, symbols = runtime.codebook.decode(encoders[q].encode(im))
-            tiles.append(runtime.reconstruct_latents(runtime.latents([symbols], [q]))[0])
+            tiles.append(runtime.reconstruct_latents(runtime.latents([symbols], [q]), q)[0])
         tiles += [baselines.round_trip(c, crop, q)[1] for c, q in codec_q.items()]
         for j, tile in enumerate(tiles):
             axes[i][j].imshow(tile)

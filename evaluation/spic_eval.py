@@ -115,7 +115,7 @@ def evaluate_spic(
             y_hat = runtime.latents(symbols, [q] * len(symbols))
             if truth is not None:
                 correct[q] += int((runtime.classify_latents(y_hat).argmax(1) == truth).sum())
-            recon = runtime.reconstruct_latents(y_hat)
+            recon = runtime.reconstruct_latents(y_hat, q)
             if truth is not None:
                 for name, classify in pixel_classifiers.items():
                     correct_px[(q, name)] += int((classify(list(recon)) == truth).sum())

@@ -25,11 +25,13 @@ import onnxruntime as ort
 import torch
 
 from models.data import eval_arrays
-from models.network import SPIC, count_encoder_macs
+from models.enhancement import EnhancementDecoder, EnhancementEncoder, KLTEnhancement, fit_klt
+from models.network import SPIC, count_conv_macs
 from models.train import load_checkpoint
 from shared.manifest import (
     BundleFile,
     ClassInfo,
+    Enhancement,
     LatentRule,
     Manifest,
     Preprocessing,
@@ -54,20 +56,39 @@ WNID_NAMES = {
 
 OPSET = 17
 FILES = {"encoder": "encoder.onnx", "decoder": "decoder.onnx", "classifier": "classifier.onnx"}
+# An enhancement layer's two graphs (models/enhancement.py), by role; each file is ROLE.onnx.
+ENHANCEMENT_ROLES = ("enhancement_encoder", "enhanced_decoder")
 
 
-def export_onnx(model: SPIC, out: Path, probe: int = 64) -> None:
-    """Export g_a, g_s and h_c with dynamic batch and spatial axes."""
-    model = model.eval().to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]  # the stubs lack memory_format
-    c, s = model.cfg.latent_channels, model.cfg.stride
-    x = torch.rand(2, 3, probe, probe)
-    y = torch.rand(2, c, probe // s, probe // s)
-    graphs = {
-        "encoder": (model.g_a, x, "image", "latent"),
-        "decoder": (model.g_s, y, "latent", "image"),
-        "classifier": (model.h_c, y, "latent", "logits"),
+def networks(
+    model: SPIC, enhancement: KLTEnhancement | None
+) -> dict[str, tuple[torch.nn.Module, str, str]]:
+    """The bundle's graphs by role, with their input and output names: the three of SPIC, and an
+    enhancement layer's two, which read only the image or the layer's own channels."""
+    graphs: dict[str, tuple[torch.nn.Module, str, str]] = {
+        "encoder": (model.g_a, "image", "latent"),
+        "decoder": (model.g_s, "latent", "image"),
+        "classifier": (model.h_c, "latent", "logits"),
     }
-    for role, (module, arg, in_name, out_name) in graphs.items():
+    if enhancement is not None:
+        encoder, decoder = ENHANCEMENT_ROLES
+        graphs[encoder] = (EnhancementEncoder(enhancement), "image", "latent")
+        graphs[decoder] = (EnhancementDecoder(enhancement), "latent", "image")
+    return graphs
+
+
+def export_onnx(model: SPIC, out: Path, enhancement: KLTEnhancement | None = None) -> dict:
+    """Export the bundle's graphs with dynamic batch and spatial axes; returns their files."""
+    model = model.eval().to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]  # the stubs lack memory_format
+    s, probe = model.cfg.stride, 64
+    x = torch.rand(2, 3, probe, probe)
+    files = {}
+    for role, (module, in_name, out_name) in networks(model, enhancement).items():
+        files[role] = FILES.get(role, f"{role}.onnx")
+        c = model.cfg.latent_channels
+        if role == ENHANCEMENT_ROLES[1]:
+            c = enhancement.analysis.out_channels  # type: ignore[union-attr]
+        arg = x if in_name == "image" else torch.rand(2, c, probe // s, probe // s)
         out_axes = {0: "batch"} if role == "classifier" else {0: "batch", 2: "height", 3: "width"}
         # The TorchScript exporter (dynamo=False) needs no onnxscript and handles plain conv nets;
         # torch marks it deprecated, which is noise here.
@@ -76,13 +97,14 @@ def export_onnx(model: SPIC, out: Path, probe: int = 64) -> None:
             torch.onnx.export(
                 module,
                 (arg,),
-                str(out / FILES[role]),
+                str(out / files[role]),
                 input_names=[in_name],
                 output_names=[out_name],
                 dynamic_axes={in_name: {0: "batch", 2: "height", 3: "width"}, out_name: out_axes},
                 opset_version=OPSET,
                 dynamo=False,
             )
+    return files
 
 
 def latent_stats(model: SPIC, images: np.ndarray, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
@@ -112,16 +134,29 @@ def pin_idle_channels(model: SPIC, images: np.ndarray, max_std: float) -> list[i
 
 
 def measure_tables(
-    encoder_path: Path, images: np.ndarray, qfs, batch: int = 64
+    encoder_path: Path,
+    images: np.ndarray,
+    qfs,
+    enhancement: tuple[Path, Enhancement] | None = None,
+    batch: int = 64,
 ) -> dict[str, list[list[int]]]:
-    """Per-channel symbol counts of the exported encoder's latents, at each QF, plus one."""
+    """Per-channel symbol counts of the exported encoder's latents, at each QF, plus one. With an
+    enhancement layer (its graph and its rule), the layer's channels follow from its QF up."""
     session = ort.InferenceSession(str(encoder_path), providers=["CPUExecutionProvider"])
+    extra = None
+    if enhancement is not None:
+        extra = ort.InferenceSession(str(enhancement[0]), providers=["CPUExecutionProvider"])
     counts: dict[int, np.ndarray] = {}
     for i in range(0, len(images), batch):
-        y = session.run(None, {"image": batch_input(images[i : i + batch])})[0]
-        if not counts:
-            counts = {q: np.zeros((y.shape[1], q + 1), dtype=np.int64) for q in qfs}
+        x = batch_input(images[i : i + batch])
+        base = session.run(None, {"image": x})[0]
+        full = (
+            base if extra is None else np.concatenate([base, extra.run(None, {"image": x})[0]], 1)
+        )
         for q in qfs:
+            y = full if enhancement is not None and enhancement[1].on(q) else base
+            if q not in counts:
+                counts[q] = np.zeros((y.shape[1], q + 1), dtype=np.int64)
             sym = quantize(y, q).transpose(1, 0, 2, 3).reshape(y.shape[1], -1)
             for ch in range(y.shape[1]):
                 counts[q][ch] += np.bincount(sym[ch], minlength=q + 1)
@@ -152,6 +187,20 @@ def pinned_line(pinned: list[int] | None) -> str:
     return (
         f"Latent channels pinned to a constant at export (`--pin-idle`): {len(pinned)} "
         f"{pinned}. They code as one free symbol at every QF."
+    )
+
+
+def enhancement_line(manifest: Manifest) -> str:
+    e = manifest.enhancement
+    if e is None:
+        return "Enhancement layer: none; every latent channel is the classifier's."
+    return (
+        f"Enhancement layer (`models/enhancement.py`): {e.channels} channels after the "
+        f"{manifest.latent.channels} of the base latent, the principal components of "
+        f"{manifest.latent.stride}×{manifest.latent.stride} pixel blocks, made by "
+        f"`{manifest.files[e.encoder].path}` and sent from QF {e.from_qf} up, where "
+        f"`{manifest.files[e.decoder].path}` reconstructs from them; the classifier reads the "
+        "base latent at every QF."
     )
 
 
@@ -236,11 +285,12 @@ latent {manifest.latent.channels} channels at stride {manifest.latent.stride} ·
 {what_it_is(train)}
 
 - Encoder cost: {macs / 1e6:.0f} M multiply-accumulates = **{2 * macs / 1e9:.3f} GFLOP** per 224² frame
-  (counted by `models.network.count_encoder_macs`).
+  (the camera's graphs at its costliest QF, counted by `models.network.count_conv_macs`).
 - Trained for {train["epochs"]} epochs ({ckpt["step"]} steps), seed {train["seed"]}; full config in
   `manifest.json` (architecture) and below (training).
 - {wall_time(ckpt)}
 - {pinned_line(pinned)}
+- {enhancement_line(manifest)}
 
 ## How it was made
 
@@ -279,16 +329,47 @@ def main(argv: list[str] | None = None) -> int:
         metavar="STD",
         help="pin latent channels whose std on the table images is below STD to their mean",
     )
+    p.add_argument(
+        "--enhance-channels",
+        type=int,
+        metavar="M",
+        help="add an enhancement layer of M channels for reconstruction (models/enhancement.py)",
+    )
+    p.add_argument(
+        "--enhance-from-qf", type=int, help="the lowest QF that sends the enhancement layer"
+    )
+    p.add_argument(
+        "--enhance-fit-images",
+        type=int,
+        default=1000,
+        help="seeded subset of the table images the layer's transform is fitted on",
+    )
     args = p.parse_args(argv)
+    if (args.enhance_channels is None) != (args.enhance_from_qf is None):
+        p.error("--enhance-channels and --enhance-from-qf go together")
 
     model, ckpt = load_checkpoint(args.checkpoint)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     images, _, _ = eval_arrays(args.data, args.size, args.table_limit)
     pinned = None if args.pin_idle is None else pin_idle_channels(model, images, args.pin_idle)
-    export_onnx(model, out)
+    klt, layer = None, None
+    if args.enhance_channels is not None:
+        fit = np.random.default_rng(0).permutation(len(images))[: args.enhance_fit_images]
+        klt = KLTEnhancement(
+            *fit_klt(images[np.sort(fit)], args.enhance_channels, model.cfg.stride)
+        )
+        encoder, decoder = ENHANCEMENT_ROLES
+        layer = Enhancement(
+            channels=args.enhance_channels,
+            from_qf=args.enhance_from_qf,
+            encoder=encoder,
+            decoder=decoder,
+        )
+    files = export_onnx(model, out, klt)
     qfs = list(ckpt["config"]["train"]["qfs"])
-    tables = measure_tables(out / FILES["encoder"], images, qfs)
+    graph = None if layer is None else (out / files[layer.encoder], layer)
+    tables = measure_tables(out / FILES["encoder"], images, qfs, graph)
     manifest = Manifest(
         name=args.name or out.name,
         architecture=ckpt["config"]["model"],
@@ -302,7 +383,8 @@ def main(argv: list[str] | None = None) -> int:
         qfs=qfs,
         default_qf=args.default_qf,
         tables=tables,
-        files={role: BundleFile(path=name, sha256="") for role, name in FILES.items()},
+        files={role: BundleFile(path=name, sha256="") for role, name in files.items()},
+        enhancement=layer,
     )
     manifest = write_manifest(out, manifest)
     command = "spic-export " + shlex.join(sys.argv[1:] if argv is None else argv)
@@ -312,7 +394,11 @@ def main(argv: list[str] | None = None) -> int:
         if recorded
         else "# the training command was not recorded in this checkpoint; its config is below"
     )
-    write_card(out, manifest, ckpt, count_encoder_macs(model), command, train_command, pinned)
+    graphs = networks(model, klt)
+    # The camera's cost at its most expensive QF: the base encoder and the layer's graph.
+    camera = [graphs[r][0] for r in ("encoder", *([layer.encoder] if layer else []))]
+    macs = sum(count_conv_macs(m) for m in camera)
+    write_card(out, manifest, ckpt, macs, command, train_command, pinned)
     print(
         json.dumps(
             {"bundle": str(out), "model_id": manifest.model_id, "qfs": qfs, "pinned": pinned}

@@ -114,6 +114,9 @@ def match_to_spic(
         providers=["CPUExecutionProvider"],
     )
     codebook, qf = Codebook(manifest), manifest.default_qf
+    if manifest.channels_at(qf) != manifest.latent.channels:
+        # The frames below are the base encoder's alone, which is what a base QF sends.
+        raise SystemExit(f"{spic_bundle}'s default QF {qf} sends an enhancement layer")
     bits = []
     for c in crops:
         y = session.run(None, {"image": batch_input([c])})[0][0]

@@ -4,6 +4,9 @@
     .venv/bin/python scripts/reconstruction_probe.py finetune --checkpoint C --minutes 15
     .venv/bin/python scripts/reconstruction_probe.py spread --bundle B --split val --images 100
 
+* ``klt``: the enhancement layer of ``models/enhancement.py`` alone: its transform fitted on 600
+  train crops, quantized at each QF, on 300 val crops: PSNR, SSIM, and the rate of ideal
+  per-channel static tables measured on the train crops (bits over 224² pixels, no header).
 * ``pca``: the PSNR of k principal components per 16×16×3 block (fitted on 300 train crops,
   unquantized, clipped to [0, 1]), on 200 val crops: what k numbers per stride-16 latent
   position can carry with a linear transform.
@@ -63,6 +66,42 @@ def pca(data: str) -> dict:
         mse = ((r - v) ** 2).reshape(len(val), -1).mean(1)
         out[str(k)] = round(float(np.mean(10 * np.log10(1 / mse))), 2)
     return {"probe": "pca", "psnr_by_components": out}
+
+
+def klt(data: str) -> dict:
+    from skimage.metrics import structural_similarity
+
+    from models.enhancement import KLTEnhancement, fit_klt
+
+    train, _, _ = eval_arrays(f"{data}/train", 224, 600)
+    val, _, _ = eval_arrays(f"{data}/val", 224, 300)
+    xt, xv = torch.from_numpy(batch_input(train)), torch.from_numpy(batch_input(val))
+    out = {}
+    for m in (32, 48, 64, 96):
+        layer = KLTEnhancement(*fit_klt(train, m, 16))
+        with torch.no_grad():
+            yt, yv = layer.encode(xt).numpy(), layer.encode(xv).numpy()
+        for q in (16, 32, 48, 64, 128, 255):
+            st, sv = quantize_np(yt, q), quantize_np(yv, q)
+            bits = 0.0
+            for c in range(m):
+                p = np.bincount(st[:, c].ravel(), minlength=q + 1) + 1.0
+                bits -= np.log2(p / p.sum())[sv[:, c].ravel()].sum()
+            with torch.no_grad():
+                rec = layer.decode(torch.from_numpy(sv / np.float32(q))).clamp(0, 1)
+            ref, img = xv.numpy().transpose(0, 2, 3, 1), rec.numpy().transpose(0, 2, 3, 1)
+            mse = ((ref - img) ** 2).reshape(len(val), -1).mean(1)
+            ssim = [
+                structural_similarity(a, b, channel_axis=2, data_range=1.0)
+                for a, b in zip(ref, img, strict=True)
+            ]
+            out[f"{m}@{q}"] = {
+                "bpp": round(bits / (len(val) * 224 * 224), 4),
+                "psnr": round(float(np.mean(10 * np.log10(1 / mse))), 2),
+                "ssim": round(float(np.mean(ssim)), 3),
+            }
+            print(json.dumps({m: {q: out[f"{m}@{q}"]}}), flush=True)
+    return {"probe": "klt", "channels@qf": out}
 
 
 class DeepDecoder(nn.Module):
@@ -179,7 +218,7 @@ def train_decoder(args: argparse.Namespace) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("probe", choices=["pca", "finetune", "deeper", "scratch", "spread"])
+    p.add_argument("probe", choices=["klt", "pca", "finetune", "deeper", "scratch", "spread"])
     p.add_argument("--data", default="../shared/data/imagenette")
     p.add_argument("--checkpoint", default="runs/ladder-v2/checkpoint.pt")
     p.add_argument("--qf", type=int, default=255)
@@ -189,7 +228,11 @@ def main() -> None:
     p.add_argument("--split", default="val", help="spread: train or val")
     p.add_argument("--images", type=int, default=100, help="spread: seeded subset size")
     args = p.parse_args()
-    probes = {"pca": lambda: pca(args.data), "spread": lambda: spread(args)}
+    probes = {
+        "pca": lambda: pca(args.data),
+        "klt": lambda: klt(args.data),
+        "spread": lambda: spread(args),
+    }
     print(json.dumps(probes.get(args.probe, lambda: train_decoder(args))()))
 
 

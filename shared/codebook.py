@@ -96,7 +96,7 @@ class Codebook:
 
     @property
     def native_shape(self) -> tuple[int, int, int]:
-        """The latent of a frame made with the manifest's own preprocessing (a center crop)."""
+        """The base latent of a frame made with the manifest's own preprocessing (a center crop)."""
         side = self.manifest.preprocessing.size
         return self.manifest.latent.shape_for(side, side)
 
@@ -104,7 +104,8 @@ class Codebook:
         """Refuse a frame whose header is self-consistent but does not describe what this model
         makes, or is larger than ``limits`` allow. Reads the header only: call it before decoding.
 
-        * stride and channels are the model's; the QF has a table;
+        * the QF has a table; stride and channels are the model's at that QF (an enhancement
+          layer's channels come on top of the base latent's from its QF up);
         * a frame of the manifest's preprocessing has exactly the crop's latent; any other latent
           is a whole-image frame, whose captured image is the encoder's input, pixel for pixel (so
           a (32, 7, 28) latent cannot pass for a (32, 14, 14) one);
@@ -113,15 +114,16 @@ class Codebook:
         """
         m = self.manifest
         c, h, w = frame.latent_shape
-        if c != m.latent.channels or frame.stride != m.latent.stride:
-            raise BitstreamError(
-                "table_mismatch",
-                f"frame latent {frame.latent_shape} at stride {frame.stride} does not fit model "
-                f"{m.model_id} ({m.latent.channels} channels, stride {m.latent.stride})",
-            )
         if frame.qf not in m.qfs:
             raise BitstreamError(
                 "table_mismatch", f"QF {frame.qf} has no table in model {m.model_id}"
+            )
+        if c != m.channels_at(frame.qf) or frame.stride != m.latent.stride:
+            raise BitstreamError(
+                "table_mismatch",
+                f"frame latent {frame.latent_shape} at QF {frame.qf} and stride {frame.stride} "
+                f"does not fit model {m.model_id} ({m.channels_at(frame.qf)} channels at that QF, "
+                f"stride {m.latent.stride})",
             )
         iw, ih = frame.image_size
         if iw < 1 or ih < 1 or iw * ih > MAX_CAPTURED_PIXELS:
@@ -137,12 +139,12 @@ class Codebook:
                 f"encoder input {in_w}x{in_h} exceeds what model {m.model_id} serves here: "
                 f"{limits.max_input_pixels} pixels, {limits.max_input_side} per side",
             )
-        if frame.latent_shape != self.native_shape and (iw, ih) != (in_w, in_h):
+        if (h, w) != self.native_shape[1:] and (iw, ih) != (in_w, in_h):
             raise BitstreamError(
                 "geometry",
                 f"latent {frame.latent_shape} is neither the model's {m.preprocessing.size}² crop "
-                f"{self.native_shape} nor a whole image: encoder input {in_w}x{in_h}, "
-                f"captured {iw}x{ih}",
+                f"({h}x{w} is not {self.native_shape[1]}x{self.native_shape[2]}) nor a whole "
+                f"image: encoder input {in_w}x{in_h}, captured {iw}x{ih}",
             )
 
     def decode_frame(

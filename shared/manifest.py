@@ -32,6 +32,9 @@ from shared.quantize import check_qf
 MANIFEST_NAME = "manifest.json"
 # Fields outside the model id: the id itself, serving policy, and what was measured after sealing.
 UNSEALED = {"model_id", "limits", "measured"}
+# Fields added after bundles were sealed without them: left out of the id while unset, so those
+# bundles keep their ids.
+SEALED_WHEN_SET = {"enhancement"}
 M = TypeVar("M", bound="SealedManifest")
 
 
@@ -61,6 +64,27 @@ class LatentRule(BaseModel):
                 f"input {width}x{height} is not a multiple of the stride {self.stride}"
             )
         return self.channels, height // self.stride, width // self.stride
+
+
+class Enhancement(BaseModel):
+    """An enhancement layer: ``channels`` more latent channels for reconstruction, sent after the
+    base latent from QF ``from_qf`` up, made by the graph ``files[encoder]`` and read only by
+    ``files[decoder]``.
+
+    The stream is scalable, base plus enhancement (as in Choi and Bajić, "Scalable image coding
+    for humans and machines", IEEE TIP 2022): the base latent (``latent.channels``) is what the
+    classifier reads at every QF; below ``from_qf`` a frame holds the base alone, so the low QFs
+    cost the camera and the cloud exactly what they cost without the layer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    channels: int = Field(ge=1)
+    from_qf: int
+    encoder: str  # the ``files`` role of the graph: image -> the layer's channels
+    decoder: str  # the ``files`` role of the graph: the layer's channels -> image
+
+    def on(self, qf: int) -> bool:
+        return qf >= self.from_qf
 
 
 class ServingLimits(BaseModel):
@@ -139,6 +163,7 @@ class Manifest(SealedManifest):
     measured: Measurements | None = None
     # Per QF (as a string key, JSON objects have no int keys): (C, QF + 1) integer counts.
     tables: dict[str, list[list[int]]]
+    enhancement: Enhancement | None = None  # None: every channel is the classifier's
 
     @field_validator("qfs")
     @classmethod
@@ -155,11 +180,30 @@ class Manifest(SealedManifest):
             t = self.tables.get(str(q))
             if t is None:
                 raise ValueError(f"no frequency table for QF {q}")
-            if len(t) != self.latent.channels or any(len(row) != q + 1 for row in t):
-                raise ValueError(f"table for QF {q} must be {self.latent.channels} x {q + 1}")
+            rows = self.channels_at(q)
+            if len(t) != rows or any(len(row) != q + 1 for row in t):
+                raise ValueError(f"table for QF {q} must be {rows} x {q + 1}")
         if [c.index for c in self.classes] != list(range(len(self.classes))):
             raise ValueError("class indices must be 0..n-1 in order")
+        e = self.enhancement
+        if e is not None:
+            if e.from_qf not in self.qfs:
+                raise ValueError(f"enhancement from_qf {e.from_qf} is not among qfs {self.qfs}")
+            for role in (e.encoder, e.decoder):
+                if role not in self.files:
+                    raise ValueError(f"enhancement graph {role!r} is not among the files")
         return self
+
+    def channels_at(self, qf: int) -> int:
+        """The latent channels of a frame made at ``qf``: the base, plus an enhancement layer's
+        from its QF up."""
+        e = self.enhancement
+        return self.latent.channels + (e.channels if e is not None and e.on(qf) else 0)
+
+    def decoder_role(self, qf: int) -> str:
+        """The ``files`` role of the graph that reconstructs a frame made at ``qf``."""
+        e = self.enhancement
+        return e.decoder if e is not None and e.on(qf) else "decoder"
 
     @property
     def model_id_bytes(self) -> bytes:
@@ -198,9 +242,13 @@ def content_hash(manifest: SealedManifest) -> str:
     Shared by every bundle kind that has ``model_id`` and ``files`` fields (SPIC bundles here,
     reference-classifier bundles in ``evaluation/reference.py``).
     """
-    body = manifest.model_dump(mode="json", exclude=UNSEALED)
+    body = manifest.model_dump(mode="json", exclude=UNSEALED | _unset_additions(manifest))
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(canonical).hexdigest()[:16]
+
+
+def _unset_additions(manifest: SealedManifest) -> set[str]:
+    return {f for f in SEALED_WHEN_SET if getattr(manifest, f, None) is None}
 
 
 def seal(bundle_dir: Path, manifest: M) -> M:
@@ -262,7 +310,8 @@ def record_measurements(bundle_dir: str | Path, measured: Measurements) -> Manif
 
 def _to_json(manifest: Manifest) -> str:
     """Indented JSON, but every list of numbers on one line (the tables are ~6k integers)."""
-    text = json.dumps(manifest.model_dump(mode="json"), indent=1)
+    body = manifest.model_dump(mode="json", exclude=_unset_additions(manifest))
+    text = json.dumps(body, indent=1)
     return (
         re.sub(
             r"\[\s*([-0-9.e, \n]+?)\s*\]",

@@ -66,7 +66,12 @@ class ModelInfo(BaseModel):
     )
     qfs: list[int]
     default_qf: int
-    latent_channels: int
+    latent_channels: int = Field(description="channels of the base latent, which is classified")
+    enhancement: dict[str, Any] | None = Field(
+        None,
+        description="an enhancement layer for reconstruction, if the bundle has one: its "
+        "channels, sent after the base latent's from QF from_qf up",
+    )
     stride: int
     preprocessing: dict[str, Any]
     limits: dict[str, Any] = Field(

@@ -151,7 +151,7 @@ def _classify_one(runtime: BundleRuntime, frame: bitstream.Frame) -> np.ndarray:
 
 
 def reconstruct_png(runtime: BundleRuntime, frame: bitstream.Frame) -> bytes:
-    image = runtime.reconstruct_latents(decode_latent(runtime, frame)[None])[0]
+    image = runtime.reconstruct_latents(decode_latent(runtime, frame)[None], frame.qf)[0]
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="PNG")
     return buf.getvalue()
@@ -293,12 +293,14 @@ async def classify(request: Request, state: StateDep, frame_in: FrameDep) -> Res
 
     async def run() -> Response:
         runtime, frame = parse_frame(state, body)
-        if frame.latent_shape == runtime.native_shape:
+        if frame.latent_shape[1:] == runtime.native_shape[1:]:
             batcher = state.batchers[runtime.model_id]
             try:
                 batcher.check_room()  # shed before spending a decode on a frame we cannot queue
                 latent = await asyncio.to_thread(decode_latent, runtime, frame)
-                probs = await batcher.submit(latent)
+                # The classifier reads the base channels: frames with and without an enhancement
+                # layer share a batch.
+                probs = await batcher.submit(latent[: runtime.manifest.latent.channels])
             except Overloaded:
                 raise overloaded(state) from None
         else:

@@ -28,6 +28,11 @@ def list_models(state: StateDep, _caller: AuthDep, _ready: ReadyDep) -> ModelsRe
                 qfs=m.qfs,
                 default_qf=m.default_qf,
                 latent_channels=m.latent.channels,
+                enhancement=(
+                    None
+                    if m.enhancement is None
+                    else {"channels": m.enhancement.channels, "from_qf": m.enhancement.from_qf}
+                ),
                 stride=m.latent.stride,
                 preprocessing=m.preprocessing.model_dump(),
                 limits=runtime.limits.model_dump(),
