@@ -15,7 +15,6 @@ import onnxruntime as ort
 from shared.codebook import Codebook
 from shared.manifest import Manifest, ServingLimits, load_manifest
 from shared.preprocess import to_uint8_image
-from shared.quantize import dequantize
 
 
 def _session(path: Path, threads: int) -> ort.InferenceSession:
@@ -72,7 +71,8 @@ class BundleRuntime:
 
     def latents(self, symbols: list[np.ndarray], qfs: list[int]) -> np.ndarray:
         """Dequantize several frames' symbols into one (N, C, h, w) batch."""
-        return np.stack([dequantize(s, q) for s, q in zip(symbols, qfs, strict=True)])
+        m = self.manifest
+        return np.stack([m.dequantize_latent(s, q) for s, q in zip(symbols, qfs, strict=True)])
 
     def classify_latents(self, y_hat: np.ndarray) -> np.ndarray:
         """(N, C, h, w) latents -> (N, classes) probabilities, from the base channels only."""

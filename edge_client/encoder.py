@@ -22,7 +22,6 @@ from shared.codebook import Codebook
 from shared.codecs import CODECS
 from shared.manifest import load_manifest
 from shared.preprocess import load_rgb, prepare
-from shared.quantize import quantize
 
 STAGES = ("preprocess", "encoder", "quantize", "entropy", "pack")
 
@@ -138,8 +137,8 @@ class EdgeEncoder:
         the bundle are named. One network pass can then feed every QF and codec (the evaluation
         does that); the bytes are the same as ``encode``'s at that QF and codec."""
         qf = self.qf if qf is None else qf
-        y = y[: self.manifest.channels_at(qf)]  # the base alone below an enhancement layer's QF
-        return self.codebook.encode(quantize(y, qf), qf, codec or self.codec_name, image_size)
+        symbols = self.manifest.quantize_latent(y, qf)  # an enhancement layer only from its QF
+        return self.codebook.encode(symbols, qf, codec or self.codec_name, image_size)
 
     def encode_timed(self, image: str | Path | Image.Image) -> EncodedFrame:
         t0 = time.perf_counter()
@@ -151,7 +150,7 @@ class EdgeEncoder:
         t1 = time.perf_counter()
         y = self.latent(x, self.manifest.channels_at(self.qf) > self.manifest.latent.channels)
         t2 = time.perf_counter()
-        symbols = quantize(y, self.qf)
+        symbols = self.manifest.quantize_latent(y, self.qf)
         t3 = time.perf_counter()
         payload = self.codec.encode(symbols)
         t4 = time.perf_counter()

@@ -17,7 +17,6 @@ from cloud_service.runtime import BundleRuntime
 from edge_client.encoder import EdgeEncoder
 from evaluation.spic_eval import psnr, ssim
 from shared.preprocess import prepare, to_uint8_image
-from shared.quantize import dequantize
 
 # A step up the ladder counts as better only past these gains: v1's QF 16 -> 48 -> 128 gained
 # 0.003 dB, rising in name only.
@@ -43,7 +42,7 @@ def measure_ladder(bundle: Path, images: list[Image.Image], threads: int = 2) ->
         for im, crop, y in zip(images, crops, latents, strict=True):
             data = encoder.encode_latent(y, im.size, qf)
             _, symbols = runtime.codebook.decode(data)
-            image = runtime.reconstruct_latents(dequantize(symbols, qf)[None], qf)[0]
+            image = runtime.reconstruct_latents(runtime.latents([symbols], [qf]), qf)[0]
             sizes.append(len(data))
             scores.append(psnr(crop, image))
             sims.append(ssim(crop, image))

@@ -140,27 +140,38 @@ def measure_tables(
     enhancement: tuple[Path, Enhancement] | None = None,
     batch: int = 64,
 ) -> dict[str, list[list[int]]]:
-    """Per-channel symbol counts of the exported encoder's latents, at each QF, plus one. With an
-    enhancement layer (its graph and its rule), the layer's channels follow from its QF up."""
+    """Per-channel symbol counts of the exported encoder's latents at each QF, plus one over the
+    symbols a channel can take. With an enhancement layer (its graph and its rule), the layer's
+    channels follow from its QF up, and the base's rows count symbols at the base's own QF (zero
+    past it: those symbols never occur)."""
     session = ort.InferenceSession(str(encoder_path), providers=["CPUExecutionProvider"])
-    extra = None
+    extra, rule = None, None
     if enhancement is not None:
         extra = ort.InferenceSession(str(enhancement[0]), providers=["CPUExecutionProvider"])
+        rule = enhancement[1]
     counts: dict[int, np.ndarray] = {}
+    levels: dict[int, list[int]] = {}  # per QF, each row's alphabet size
     for i in range(0, len(images), batch):
         x = batch_input(images[i : i + batch])
         base = session.run(None, {"image": x})[0]
-        full = (
-            base if extra is None else np.concatenate([base, extra.run(None, {"image": x})[0]], 1)
-        )
+        layer = None if extra is None else extra.run(None, {"image": x})[0]
         for q in qfs:
-            y = full if enhancement is not None and enhancement[1].on(q) else base
+            groups = [(base, q if rule is None else rule.base_qf_at(q))]
+            if rule is not None and layer is not None and rule.on(q):
+                groups.append((layer, q))
             if q not in counts:
-                counts[q] = np.zeros((y.shape[1], q + 1), dtype=np.int64)
-            sym = quantize(y, q).transpose(1, 0, 2, 3).reshape(y.shape[1], -1)
-            for ch in range(y.shape[1]):
-                counts[q][ch] += np.bincount(sym[ch], minlength=q + 1)
-    return {str(q): (counts[q] + 1).tolist() for q in qfs}
+                levels[q] = [g + 1 for y, g in groups for _ in range(y.shape[1])]
+                counts[q] = np.zeros((len(levels[q]), q + 1), dtype=np.int64)
+            row = 0
+            for y, g in groups:
+                sym = quantize(y, g).transpose(1, 0, 2, 3).reshape(y.shape[1], -1)
+                for ch in range(y.shape[1]):
+                    counts[q][row] += np.bincount(sym[ch], minlength=q + 1)
+                    row += 1
+    for q, table in counts.items():
+        for row, n in enumerate(levels[q]):
+            table[row, :n] += 1
+    return {str(q): counts[q].tolist() for q in qfs}
 
 
 def data_line(ckpt: dict) -> str:
@@ -200,7 +211,8 @@ def enhancement_line(manifest: Manifest) -> str:
         f"{manifest.latent.stride}×{manifest.latent.stride} pixel blocks, made by "
         f"`{manifest.files[e.encoder].path}` and sent from QF {e.from_qf} up, where "
         f"`{manifest.files[e.decoder].path}` reconstructs from them; the classifier reads the "
-        "base latent at every QF."
+        "base latent at every QF"
+        + ("." if e.base_qf is None else f", quantized at no finer than QF {e.base_qf}.")
     )
 
 
@@ -339,6 +351,11 @@ def main(argv: list[str] | None = None) -> int:
         "--enhance-from-qf", type=int, help="the lowest QF that sends the enhancement layer"
     )
     p.add_argument(
+        "--enhance-base-qf",
+        type=int,
+        help="with the layer on, quantize the base latent at no finer than this QF",
+    )
+    p.add_argument(
         "--enhance-fit-images",
         type=int,
         default=1000,
@@ -363,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         layer = Enhancement(
             channels=args.enhance_channels,
             from_qf=args.enhance_from_qf,
+            base_qf=args.enhance_base_qf,
             encoder=encoder,
             decoder=decoder,
         )

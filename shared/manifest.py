@@ -27,7 +27,7 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from shared.quantize import check_qf
+from shared.quantize import check_qf, dequantize, quantize
 
 MANIFEST_NAME = "manifest.json"
 # Fields outside the model id: the id itself, serving policy, and what was measured after sealing.
@@ -74,7 +74,9 @@ class Enhancement(BaseModel):
     The stream is scalable, base plus enhancement (as in Choi and Bajić, "Scalable image coding
     for humans and machines", IEEE TIP 2022): the base latent (``latent.channels``) is what the
     classifier reads at every QF; below ``from_qf`` a frame holds the base alone, so the low QFs
-    cost the camera and the cloud exactly what they cost without the layer."""
+    cost the camera and the cloud exactly what they cost without the layer. With ``base_qf``, a
+    frame from ``from_qf`` up quantizes its base latent at ``min(QF, base_qf)`` and only the layer
+    at its QF: past the QF where top-1 stops rising, finer base symbols cost bits and buy nothing."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -82,9 +84,14 @@ class Enhancement(BaseModel):
     from_qf: int
     encoder: str  # the ``files`` role of the graph: image -> the layer's channels
     decoder: str  # the ``files`` role of the graph: the layer's channels -> image
+    base_qf: int | None = None  # None: the base latent takes the frame's QF, as without a layer
 
     def on(self, qf: int) -> bool:
         return qf >= self.from_qf
+
+    def base_qf_at(self, qf: int) -> int:
+        """The QF the base latent is quantized at in a frame of QF ``qf``."""
+        return min(qf, self.base_qf) if self.on(qf) and self.base_qf is not None else qf
 
 
 class ServingLimits(BaseModel):
@@ -189,6 +196,8 @@ class Manifest(SealedManifest):
         if e is not None:
             if e.from_qf not in self.qfs:
                 raise ValueError(f"enhancement from_qf {e.from_qf} is not among qfs {self.qfs}")
+            if e.base_qf is not None and e.base_qf not in self.qfs:
+                raise ValueError(f"enhancement base_qf {e.base_qf} is not among qfs {self.qfs}")
             for role in (e.encoder, e.decoder):
                 if role not in self.files:
                     raise ValueError(f"enhancement graph {role!r} is not among the files")
@@ -199,6 +208,23 @@ class Manifest(SealedManifest):
         from its QF up."""
         e = self.enhancement
         return self.latent.channels + (e.channels if e is not None and e.on(qf) else 0)
+
+    def quantize_latent(self, y: np.ndarray, qf: int) -> np.ndarray:
+        """The (C, h, w) symbols of a frame made at ``qf`` from an encoder's output ``y``: the
+        base latent, and an enhancement layer's channels after it when ``qf`` sends them."""
+        c, e = self.latent.channels, self.enhancement
+        if e is None or not e.on(qf):
+            return quantize(y[:c], qf)
+        layer = y[c : c + e.channels]
+        return np.concatenate([quantize(y[:c], e.base_qf_at(qf)), quantize(layer, qf)])
+
+    def dequantize_latent(self, symbols: np.ndarray, qf: int) -> np.ndarray:
+        """``quantize_latent``'s inverse: a frame's symbols back to latent values, float32."""
+        c, e = self.latent.channels, self.enhancement
+        if e is None or not e.on(qf):
+            return dequantize(symbols, qf)
+        base, layer = symbols[:c], symbols[c:]
+        return np.concatenate([dequantize(base, e.base_qf_at(qf)), dequantize(layer, qf)])
 
     def decoder_role(self, qf: int) -> str:
         """The ``files`` role of the graph that reconstructs a frame made at ``qf``."""

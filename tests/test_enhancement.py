@@ -81,15 +81,18 @@ def test_the_manifest_refuses_an_enhancement_that_does_not_fit(tiny_bundle):
             Manifest.model_validate(bad)
 
 
-@pytest.fixture(scope="module")
-def layered_bundle(tiny_run, tiny_data, tmp_path_factory):
+def _export_layered(tiny_run, tiny_data, out, *extra: str):
     from models.export import main
 
-    out = tmp_path_factory.mktemp("layered") / "spic-tiny-layered"
     args = [str(tiny_run / "checkpoint.pt"), "--out", str(out), "--data", str(tiny_data / "train")]
-    args += ["--size", "64", "--enhance-channels", "24", "--enhance-from-qf", "48"]
+    args += ["--size", "64", "--enhance-channels", "24", "--enhance-from-qf", "48", *extra]
     assert main(args) == 0
     return out
+
+
+@pytest.fixture(scope="module")
+def layered_bundle(tiny_run, tiny_data, tmp_path_factory):
+    return _export_layered(tiny_run, tiny_data, tmp_path_factory.mktemp("layered") / "layered")
 
 
 def test_a_layered_bundle_classifies_as_the_plain_one_and_reconstructs_better_from_its_qf(
@@ -156,3 +159,29 @@ def test_the_cloud_reconstructs_an_enhanced_frame_over_http(layered_bundle, tiny
             label = httpx.post(url + "/v1/classify", content=frame, headers=OCTET).json()["label"]
             assert label in ("tench", "English springer")
     assert scores[128] > scores[16] + 3
+
+
+def test_a_base_qf_sends_the_base_as_at_that_qf_and_saves_its_bits(
+    layered_bundle, tiny_bundle, tiny_run, tiny_data, tmp_path
+):
+    capped = _export_layered(tiny_run, tiny_data, tmp_path / "capped", "--enhance-base-qf", "16")
+    manifest = load_manifest(capped)
+    assert manifest.enhancement is not None and manifest.enhancement.base_qf == 16
+    photo = _val_photo(tiny_data, 2)
+    ours, full, plain = (BundleRuntime(b) for b in (capped, layered_bundle, tiny_bundle))
+    base = manifest.latent.channels
+    frame = EdgeEncoder(capped, qf=128, cache_dir=False).encode(photo)
+    uncapped = EdgeEncoder(layered_bundle, qf=128, cache_dir=False).encode(photo)
+    at16 = EdgeEncoder(tiny_bundle, qf=16, cache_dir=False).encode(photo)
+    symbols = ours.codebook.decode(frame)[1]
+    # The base is QF 16's, symbol for symbol; the layer is QF 128's, as without the cap.
+    np.testing.assert_array_equal(symbols[:base], plain.codebook.decode(at16)[1])
+    np.testing.assert_array_equal(symbols[base:], full.codebook.decode(uncapped)[1][base:])
+    assert len(frame) < len(uncapped)
+    y_hat = ours.latents([symbols], [128])
+    np.testing.assert_allclose(
+        ours.classify_latents(y_hat), plain.classify_latents(plain.latents([symbols[:base]], [16]))
+    )
+    with pytest.raises(ValueError, match="base_qf 17 is not among"):
+        layer = {**manifest.enhancement.model_dump(), "base_qf": 17}
+        Manifest.model_validate({**manifest.model_dump(), "enhancement": layer})

@@ -35,7 +35,6 @@ from cloud_service.timeutil import now_us, parse_rfc3339
 from shared import bitstream
 from shared.codecs import CODEC_IDS
 from shared.errors import BitstreamError
-from shared.quantize import dequantize
 from shared.schemas import ClassifyResponse, ClassScore, Prediction, ProblemDetails
 
 router = APIRouter(prefix="/v1", tags=["inference"])
@@ -142,7 +141,7 @@ def decode_latent(runtime: BundleRuntime, frame: bitstream.Frame) -> np.ndarray:
         symbols = runtime.codebook.decode_frame(frame, runtime.limits)
     except BitstreamError as exc:
         raise _bad_frame(exc) from None
-    return dequantize(symbols, frame.qf)
+    return runtime.manifest.dequantize_latent(symbols, frame.qf)
 
 
 def _classify_one(runtime: BundleRuntime, frame: bitstream.Frame) -> np.ndarray:
