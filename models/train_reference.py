@@ -42,7 +42,6 @@ from models.zoo import create_model, display_name
 from shared.codebook import Codebook
 from shared.manifest import load_manifest
 from shared.preprocess import batch_input
-from shared.quantize import quantize
 
 
 @dataclass
@@ -106,21 +105,26 @@ def match_to_spic(
     spic_bundle: Path, crops: np.ndarray, codecs
 ) -> tuple[float, dict[str, int], str]:
     """SPIC's mean bpp on ``crops`` at the bundle's default QF (real frames: the bundle's
-    encoder.onnx, quantized and rANS-coded by ``shared``), and each codec's matched quality."""
+    encoder.onnx, and its enhancement layer's graph when that QF sends it, quantized and
+    rANS-coded by ``shared``), and each codec's matched quality."""
 
     manifest = load_manifest(spic_bundle)
-    session = ort.InferenceSession(
-        str(Path(spic_bundle) / manifest.files["encoder"].path),
-        providers=["CPUExecutionProvider"],
-    )
     codebook, qf = Codebook(manifest), manifest.default_qf
-    if manifest.channels_at(qf) != manifest.latent.channels:
-        # The frames below are the base encoder's alone, which is what a base QF sends.
-        raise SystemExit(f"{spic_bundle}'s default QF {qf} sends an enhancement layer")
+    roles = ["encoder"]
+    if manifest.enhancement is not None and manifest.enhancement.on(qf):
+        roles.append(manifest.enhancement.encoder)
+    sessions = [
+        ort.InferenceSession(
+            str(Path(spic_bundle) / manifest.files[r].path), providers=["CPUExecutionProvider"]
+        )
+        for r in roles
+    ]
     bits = []
     for c in crops:
-        y = session.run(None, {"image": batch_input([c])})[0][0]
-        frame = codebook.encode(quantize(y, qf), qf, "rans", (c.shape[1], c.shape[0]))
+        x = batch_input([c])
+        y = np.concatenate([s.run(None, {"image": x})[0][0] for s in sessions])
+        symbols = manifest.quantize_latent(y, qf)
+        frame = codebook.encode(symbols, qf, "rans", (c.shape[1], c.shape[0]))
         bits.append(8 * len(frame))
     target = float(np.mean(bits)) / (crops.shape[1] * crops.shape[2])
     qualities = {c: baselines.match_quality(c, list(crops), target) for c in codecs}
