@@ -149,6 +149,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--export-only", action="store_true", help="only (re-)export OUT/checkpoint.pt's bundle"
     )
+    p.add_argument(
+        "--resume", action="store_true", help="continue a from-scratch run from OUT/checkpoint.pt"
+    )
+    p.add_argument(
+        "--epochs-this-run",
+        type=int,
+        help="stop after this many epochs (checkpointed); continue later with --resume",
+    )
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--val-limit", type=int, help="validate on a seeded subset of val images")
     p.add_argument("--train-limit", type=int, help="train on a seeded subset (smoke tests)")
@@ -157,7 +165,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--export-only takes the run in --out; drop --finetune-from")
     if bool(args.finetune_from) != bool(args.spic_bundle):
         p.error("--finetune-from and --spic-bundle go together")
+    if args.resume and (args.set or args.finetune_from or args.export_only):
+        p.error("--resume continues the checkpoint's own config; drop --set/--finetune-from")
     return args
+
+
+def resume_checkpoint(out: Path) -> dict:
+    """The checkpoint a --resume run continues: a from-scratch run's, with its optimizer state."""
+    path = out / "checkpoint.pt"
+    if not path.is_file():
+        raise SystemExit(f"--resume: no checkpoint at {path}")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if ckpt.get("finetune") or "optimizer" not in ckpt:
+        # A fine-tune is two short epochs (rerun it); older checkpoints kept no optimizer state.
+        raise SystemExit(f"--resume: {path} is not a resumable from-scratch run")
+    return ckpt
 
 
 def build_config(args: argparse.Namespace, base: dict | None) -> ReferenceConfig:
@@ -171,10 +193,18 @@ def main(argv: list[str] | None = None) -> int:
         return export_only(args, command)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    base_ckpt = None
+    base_ckpt, resumed = None, None
     if args.finetune_from:
         base_ckpt = torch.load(args.finetune_from, map_location="cpu", weights_only=False)
-    cfg = build_config(args, base_ckpt["config"] if base_ckpt else None)
+    if args.resume:
+        resumed = resume_checkpoint(out)
+        # One line per run, as spic-train keeps them: the card shows every command that ran.
+        command = f"{resumed['command']}\n{command}"
+    cfg = (
+        ReferenceConfig.from_dict(resumed["config"])
+        if resumed
+        else build_config(args, base_ckpt["config"] if base_ckpt else None)
+    )
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -251,8 +281,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     ema = ema_of(model, cfg.ema_decay)
     scored: ResNet = model if ema is None else ema.module  # type: ignore[assignment]  # what validation and export read
-    step = 0
-    for epoch in range(epochs):
+    step, start_epoch = 0, 0
+    if resumed:
+        model.load_state_dict(resumed["model"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        scheduler.load_state_dict(resumed["scheduler"])
+        if ema is not None:
+            ema.load_state_dict(resumed["ema_state"])
+        step, start_epoch = resumed["step"], resumed["epoch"]
+        print(f"resumed at epoch {start_epoch}, step {step}", file=sys.stderr)
+    last_epoch = (
+        epochs if args.epochs_this_run is None else min(epochs, start_epoch + args.epochs_this_run)
+    )
+    for epoch in range(start_epoch, last_epoch):
         t0 = time.time()
         mix_rng = np.random.default_rng([cfg.seed, epoch, 2])
         bar = tqdm(
@@ -298,6 +339,9 @@ def main(argv: list[str] | None = None) -> int:
             "model_name": cfg.model,
             "classes": classes,
             "model": model.state_dict(),
+            # Batches and mixing are seeded per epoch, so these make --resume replay the run exactly.
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
             "step": step,
             "epoch": epoch + 1,
             "finetune": finetune.model_dump() if finetune else None,
@@ -317,6 +361,11 @@ def main(argv: list[str] | None = None) -> int:
             log.flush()
             print(json.dumps({"val": record}), file=sys.stderr)
 
+    if last_epoch < epochs:
+        print(
+            f"stopped after epoch {last_epoch} of {epochs}; continue with --resume", file=sys.stderr
+        )
+        return 0
     return finish(
         scored, cfg, classes, finetune, state, out, args, (val_images, val_labels), device
     )

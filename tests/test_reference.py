@@ -104,3 +104,49 @@ def test_export_only_rebuilds_the_same_bundle(tiny_reference, tiny_data, tmp_pat
     assert load_reference_manifest(out).model_id == original.model_id
     card = (out / "MODEL_CARD.md").read_text()
     assert "--export-only" in card and f"--out {tiny_reference}" in card
+
+
+def test_resume_continues_a_reference_run_exactly(tiny_reference, tiny_data, tmp_path):
+    """A teacher stopped after one epoch and resumed ends with the weights, EMA aside, and the
+    bundle of the run that went straight through: 2-core runs may span sessions."""
+    import torch
+
+    from models.train_reference import main
+    from tests.conftest import TINY_REFERENCE_ARGS
+
+    args = ["--data", str(tiny_data), "--out", str(tmp_path)]
+    assert main([*args, *TINY_REFERENCE_ARGS, "--epochs-this-run", "1"]) == 0
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["epoch"] == 1
+    assert not (tmp_path / "bundle").exists()  # stopped early: nothing exported yet
+    assert main([*args, "--resume"]) == 0
+    resumed = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    straight = torch.load(tiny_reference / "checkpoint.pt", weights_only=False)
+    assert resumed["step"] == straight["step"] and resumed["epoch"] == straight["epoch"]
+    for k, v in straight["model"].items():
+        torch.testing.assert_close(resumed["model"][k], v, msg=k)
+    assert load_reference_manifest(tmp_path / "bundle").model_id == (
+        load_reference_manifest(tiny_reference / "bundle").model_id
+    )
+    assert (
+        "--epochs-this-run 1\nspic-train-reference"
+        in (tmp_path / "bundle" / "MODEL_CARD.md").read_text()
+    )
+
+
+def test_resume_refuses_new_settings_and_fine_tunes(tiny_reference, tiny_reference_ft, tiny_data):
+    from models.train_reference import main
+
+    with pytest.raises(SystemExit):  # argparse: --resume keeps the checkpoint's own config
+        main(
+            [
+                "--data",
+                str(tiny_data),
+                "--out",
+                str(tiny_reference),
+                "--resume",
+                "--set",
+                "epochs=9",
+            ]
+        )
+    with pytest.raises(SystemExit, match="not a resumable from-scratch run"):
+        main(["--data", str(tiny_data), "--out", str(tiny_reference_ft), "--resume"])
