@@ -410,7 +410,10 @@ def finish(
             )
     bundle = Path(args.bundle_out) if args.bundle_out else out / "bundle"
     commands = "\n".join(c for c in (state["command"], export_command) if c)
-    label = display_name(cfg.model) + (" FT" if finetune else "")
+    # Reports name classifiers by label, so two references of one architecture must differ here.
+    label = (
+        display_name(cfg.model) + (" EMA" if cfg.ema_decay else "") + (" FT" if finetune else "")
+    )
     with (out / "log.jsonl").open("a") as log:
         log.write(
             json.dumps({"val": {"epoch": state["epoch"], "step": state["step"], **summary}}) + "\n"
