@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -12,6 +13,7 @@ import numpy as np  # noqa: E402
 
 from cloud_service.runtime import BundleRuntime  # noqa: E402
 from edge_client.encoder import EdgeEncoder  # noqa: E402
+from evaluation.spic_eval import ON_RECONSTRUCTION  # noqa: E402
 from models import baselines  # noqa: E402
 from shared.preprocess import center_crop, load_rgb, resize_short_side  # noqa: E402
 
@@ -26,6 +28,17 @@ CODEC_STYLE = {  # colour and marker per codec; line style per classifier
     "avif-half": ("AVIF at half size", "C8", "P"),
 }
 LINESTYLES = ("-", "--", ":", "-.")
+
+
+def classifier_styles(rows: list[dict]) -> dict[str, dict]:
+    """One line style per pixel classifier, the same whichever codec's pixels it reads (SPIC's
+    reconstructions included), and a heavy line for SPIC-Q, the curve the plot is about."""
+    readers = sorted({r["classifier"].removesuffix(ON_RECONSTRUCTION) for r in rows} - {"SPIC-Q"})
+    styles: dict[str, dict[str, Any]] = {
+        name: {"ls": LINESTYLES[i % len(LINESTYLES)]} for i, name in enumerate(readers)
+    }
+    styles["SPIC-Q"] = {"ls": "-", "lw": 2.8, "zorder": 5}
+    return styles
 
 
 def _series(rows: list[dict], codec: str, key: str, classifier: str | None = None):
@@ -46,6 +59,7 @@ def rate_plots(result: dict, out: Path) -> None:
     if result["labelled"]:
         metrics.insert(0, ("top1", "top-1 accuracy"))
     rows = result["rows"]
+    styles = classifier_styles(rows)
     for key, label in metrics:
         fig, ax = plt.subplots(figsize=(11, 5.5) if key == "top1" else (6, 4))
         for codec, (name, colour, marker) in CODEC_STYLE.items():
@@ -56,11 +70,11 @@ def rate_plots(result: dict, out: Path) -> None:
                     ax.plot(x, y, marker=marker, color=colour, label=name)
                 continue
             names = sorted({r["classifier"] for r in rows if r["codec"] == codec})
-            for i, clf in enumerate(names):
+            for clf in names:
                 x, y = _series(rows, codec, key, clf)
                 if x:
-                    ls = LINESTYLES[i % len(LINESTYLES)]
-                    ax.plot(x, y, ls, marker=marker, color=colour, label=f"{name} + {clf}")
+                    style = styles[clf.removesuffix(ON_RECONSTRUCTION)]
+                    ax.plot(x, y, marker=marker, color=colour, label=f"{name} + {clf}", **style)
         if key == "top1":
             unc = [r["top1"] for r in rows if r["setting"] == "unquantized"]
             if unc:

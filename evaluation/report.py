@@ -3,6 +3,7 @@ reach SPIC, and a verdict computed from the rows."""
 
 from __future__ import annotations
 
+from evaluation.spic_eval import ON_RECONSTRUCTION
 from models import baselines
 
 
@@ -168,7 +169,7 @@ def _reconstruction_classified(rows, spic, classifiers) -> list[str]:
         return []
     out = _table_section(
         "SPIC's reconstructions classified in pixels",
-        ["rate point", "bpp", "SPIC-Q (on the latent)", *(f"{k} on reconstruction" for k in refs)],
+        ["rate point", "bpp", "SPIC-Q (on the latent)", *(f"{k}{ON_RECONSTRUCTION}" for k in refs)],
         "The route SPIC-Q makes unnecessary: decode the latent to an image, then classify it.",
     )
     for r in spic:
@@ -180,7 +181,7 @@ def _reconstruction_classified(rows, spic, classifiers) -> list[str]:
                     for x in rows
                     if x["codec"] == r["codec"]
                     and x["setting"] == r["setting"]
-                    and x["classifier"] == f"{k} on reconstruction"
+                    and x["classifier"] == f"{k}{ON_RECONSTRUCTION}"
                 ),
                 None,
             )

@@ -17,6 +17,9 @@ from cloud_service.runtime import BundleRuntime
 from edge_client.encoder import EdgeEncoder
 from shared.preprocess import IMAGE_SUFFIXES, load_rgb, prepare, to_uint8_image
 
+# How rows name a pixel classifier reading SPIC's decoded images (the report and plots match it).
+ON_RECONSTRUCTION = " on reconstruction"
+
 
 @dataclass
 class Row:
@@ -157,7 +160,7 @@ def evaluate_spic(
                 Row(
                     f"spic-{codecs[0]}",
                     f"QF{q}",
-                    f"{name} on reconstruction",
+                    f"{name}{ON_RECONSTRUCTION}",
                     bits[(q, codecs[0])] / n / (h * w),
                     None if labels is None else correct_px[(q, name)] / n,
                     quality[q][0] / n,

@@ -134,3 +134,17 @@ def test_a_labelled_run_without_the_ladder_still_writes_its_report(
     args = ["--bundle", str(tiny_bundle), "--data", str(tiny_data / "val"), "--out", str(tmp_path)]
     assert main([*args, "--limit", "4", "--codecs", "jpeg", "--no-ladder", "--qf", "16"]) == 0
     assert "no ladder was run (--no-ladder)" in (tmp_path / "report.md").read_text()
+
+
+def test_a_reader_keeps_its_line_style_on_every_codec_and_spic_q_stands_out():
+    from evaluation.plots import classifier_styles
+    from evaluation.spic_eval import ON_RECONSTRUCTION
+
+    readers = ["SPIC-U", "ResNet18-half", "ResNet18-half EMA", "ResNet18-half FT"]
+    rows = [{"classifier": "SPIC-Q"}] + [
+        {"classifier": name + suffix} for name in readers for suffix in ("", ON_RECONSTRUCTION)
+    ]
+    styles = classifier_styles(rows)
+    assert set(styles) == {"SPIC-Q", *readers}  # a reader of SPIC's pixels is the same reader
+    assert len({styles[r]["ls"] for r in readers}) == len(readers)
+    assert styles["SPIC-Q"]["lw"] > 2 and all("lw" not in styles[r] for r in readers)
