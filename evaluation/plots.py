@@ -30,7 +30,7 @@ CODEC_STYLE = {  # colour and marker per codec; line style per classifier
 LINESTYLES = ("-", "--", ":", "-.")
 
 
-def classifier_styles(rows: list[dict]) -> dict[str, dict]:
+def classifier_styles(rows: list[dict]) -> dict[str, dict[str, Any]]:
     """One line style per pixel classifier, the same whichever codec's pixels it reads (SPIC's
     reconstructions included), and a heavy line for SPIC-Q, the curve the plot is about."""
     readers = sorted({r["classifier"].removesuffix(ON_RECONSTRUCTION) for r in rows} - {"SPIC-Q"})
