@@ -14,6 +14,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from evaluation.paired import paired
 from evaluation.spic_eval import evaluate_spic, labelled_images, rows_to_dicts
 from shared.manifest import Measurements, OperatingPoint, load_manifest, record_measurements
 
@@ -55,6 +56,8 @@ def target_lines(rows: list[dict], unq: dict) -> list[str]:
     for key, name in (("top1", "top-1"), ("psnr", "PSNR"), ("ssim", "SSIM")):
         falls = [
             f"{a['setting']} → {b['setting']}"
+            # A fall of top-1 says how many images it is and whether they resolve it.
+            + (f" by {paired(a['hits'], b['hits']).describe()}" if _paired(a, b, key) else "")
             for a, b in zip(fp32, fp32[1:], strict=False)
             if b[key] < a[key]
         ]
@@ -92,6 +95,37 @@ def target_lines(rows: list[dict], unq: dict) -> list[str]:
     return lines
 
 
+def _paired(a: dict, b: dict, key: str) -> bool:
+    return key == "top1" and bool(a.get("hits")) and bool(b.get("hits"))
+
+
+def step_lines(rows: list[dict]) -> list[str]:
+    """Each step up the ladder (FP32, rANS) compared image by image (evaluation.paired)."""
+    fp32 = sorted(
+        (r for r in rows if _is_point(r, "rans") and "INT8" not in r["classifier"]),
+        key=lambda r: r["bpp"],
+    )
+    steps = [(a, b) for a, b in zip(fp32, fp32[1:], strict=False) if _paired(a, b, "top1")]
+    if not steps:
+        return []
+    lines = [
+        "Each step up the ladder, image by image (FP32, rANS): the images the higher QF gets right",
+        "and the lower wrong (gained) and the reverse (lost), with McNemar's exact p-value for",
+        '"no difference" (`evaluation/paired.py`). A large p: these images cannot tell the two QFs',
+        "apart.",
+        "",
+        "| step | bpp | Δ top-1 (points) | gained | lost | McNemar p |",
+        "|---|---|---|---|---|---|",
+    ]
+    for a, b in steps:
+        d = paired(a["hits"], b["hits"])
+        lines.append(
+            f"| {a['setting']} → {b['setting']} | {a['bpp']:.4f} → {b['bpp']:.4f} | "
+            f"{d.delta_points:+.2f} | {d.gained} | {d.lost} | {d.p_value:.2g} |"
+        )
+    return lines
+
+
 def _is_point(row: dict, codec: str) -> bool:
     return row["setting"].startswith("QF") and row["codec"].removeprefix("spic-") == codec
 
@@ -122,7 +156,8 @@ def results_markdown(rows: list[dict], command: str, dataset: str, macs_gflop: s
             f"| {r['setting'][2:]} | {r['codec'].removeprefix('spic-')} | {enc} | {r['bpp']:.4f} | {100 * r['top1']:.2f}% | "
             f"{100 * (r['top1'] - unq['top1']):+.2f} | {r['psnr']:.2f} | {r['ssim']:.4f} |"
         )
-    lines += ["", *target_lines(rows, unq)]
+    steps = step_lines(rows)
+    lines += ["", *steps, *([""] if steps else []), *target_lines(rows, unq)]
     if macs_gflop:
         lines += ["", f"Encoder cost: {macs_gflop} per 224² frame (see above)."]
     return "\n".join(lines) + "\n"

@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from cloud_service.runtime import BundleRuntime
 from edge_client.encoder import EdgeEncoder
+from evaluation.paired import hits_string
 from shared.preprocess import IMAGE_SUFFIXES, load_rgb, prepare, to_uint8_image
 
 # How rows name a pixel classifier reading SPIC's decoded images (the report and plots match it).
@@ -31,6 +32,9 @@ class Row:
     psnr: float | None
     ssim: float | None
     n_images: int
+    # Per-image outcomes of a SPIC classifier, "1" right and "0" wrong in image order
+    # (evaluation.paired compares two rows image by image); None without labels or per-image data.
+    hits: str | None = None
 
 
 def labelled_images(
@@ -84,8 +88,7 @@ def evaluate_spic(
     variant = " (INT8 encoder)" if int8 else ""
     n = len(paths)
     bits = {(q, c): 0 for q in qfs for c in codecs}
-    correct = {q: 0 for q in qfs}
-    correct_unq = 0
+    hits: dict[int | None, list[bool]] = {q: [] for q in [None, *qfs]}  # None: unquantized
     correct_px = {(q, name): 0 for q in qfs for name in pixel_classifiers}
     quality = {q: [0.0, 0.0] for q in qfs}
     bar = tqdm(total=n, desc="SPIC", disable=not progress, dynamic_ncols=True)
@@ -97,7 +100,7 @@ def evaluate_spic(
         y = np.stack([encoder.latent(c) for c in crops])
         truth = None if labels is None else labels[start : start + batch]
         if truth is not None:
-            correct_unq += int((runtime.classify_latents(y).argmax(1) == truth).sum())
+            hits[None] += list(runtime.classify_latents(y).argmax(1) == truth)
         # The frames are built from this one network pass per image (EdgeEncoder.encode_latent
         # gives encode()'s bytes; tests/test_edge.py checks that), not one pass per QF and codec.
         for q in qfs:
@@ -117,7 +120,7 @@ def evaluate_spic(
             assert symbols is not None  # at least one codec ran
             y_hat = runtime.latents(symbols, [q] * len(symbols))
             if truth is not None:
-                correct[q] += int((runtime.classify_latents(y_hat).argmax(1) == truth).sum())
+                hits[q] += list(runtime.classify_latents(y_hat).argmax(1) == truth)
             recon = runtime.reconstruct_latents(y_hat, q)
             if truth is not None:
                 for name, classify in pixel_classifiers.items():
@@ -135,10 +138,11 @@ def evaluate_spic(
             "unquantized",
             "SPIC-U(latent)" + variant,
             None,
-            None if labels is None else correct_unq / n,
+            None if labels is None else sum(hits[None]) / n,
             None,
             None,
             n,
+            None if labels is None else hits_string(hits[None]),
         )
     ]
     for q in qfs:
@@ -149,10 +153,11 @@ def evaluate_spic(
                     f"QF{q}",
                     "SPIC-Q" + variant,
                     bits[(q, c)] / n / (h * w),
-                    None if labels is None else correct[q] / n,
+                    None if labels is None else sum(hits[q]) / n,
                     quality[q][0] / n,
                     quality[q][1] / n,
                     n,
+                    None if labels is None else hits_string(hits[q]),
                 )
             )
         for name in pixel_classifiers:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -125,6 +126,10 @@ def test_card_measures_real_bytes_and_states_targets(tiny_bundle, tiny_data, tmp
     assert "| 16 | rans | INT8 |" in card and load_manifest(bundle).model_id in card
     rows = json.loads((bundle / "eval.json").read_text())["rows"]
     assert {r["setting"] for r in rows} == {"unquantized", "QF16", "QF48", "QF128"}
+    # Every SPIC classifier row keeps its per-image outcomes, and top-1 is their mean.
+    for r in rows:
+        assert len(r["hits"]) == 16 and r["top1"] == r["hits"].count("1") / 16
+    assert "| QF16 → QF48 |" in card and "McNemar" in card
     for r in rows:
         if r["setting"] != "unquantized":
             assert r["n_images"] == 16 and 0 < r["bpp"] < 1 and r["ssim"] is not None
@@ -251,3 +256,53 @@ def test_pinned_channels_cost_no_bits(tiny_run, tiny_data, tiny_bundle, tmp_path
     assert len(pinned.data) < len(plain.data)
     for row in load_manifest(out).table(128):  # one symbol seen, the rest only Laplace's +1
         assert (row == 1).sum() == len(row) - 1
+
+
+def test_a_step_of_the_ladder_is_compared_image_by_image():
+    from evaluation.card import step_lines, target_lines
+    from evaluation.paired import paired
+
+    # 10 images lost and none gained: exact two-sided McNemar p = 2 / 2**10.
+    d = paired("1" * 10 + "0" * 5, "0" * 15)
+    assert (d.gained, d.lost, d.n) == (0, 10, 15) and abs(d.p_value - 2 / 1024) < 1e-12
+    assert paired("10" * 5, "01" * 5).p_value == 1.0 and paired("1", "1").p_value == 1.0
+    with pytest.raises(ValueError):
+        paired("101", "10")
+    # On rows: 3 gained and 4 lost out of 20 is a fall, named with its counts and p.
+    a, b = "1" * 4 + "0" * 3 + "1" * 13, "0" * 4 + "1" * 3 + "1" * 13
+    rows = [
+        dict(_row("QF4", 0.08, a.count("1") / 20, 20, 0.5), hits=a),
+        dict(_row("QF8", 0.14, b.count("1") / 20, 21, 0.6), hits=b),
+    ]
+    lines = "\n".join(target_lines(rows, _row("unquantized", 0, 0.9, 0, 0)))
+    expected = f"falls at QF4 → QF8 by -5.00 points: 3 images gained, 4 lost, McNemar p = {paired(a, b).p_value:.2g}"
+    assert expected in lines, lines
+    assert "| QF4 → QF8 | 0.0800 → 0.1400 | -5.00 | 3 | 4 | 1 |" in step_lines(rows)
+    # Rows without per-image outcomes (older eval.json files) keep the plain verdict.
+    plain = [{k: v for k, v in r.items() if k != "hits"} for r in rows]
+    assert "(falls at QF4 → QF8)" in "\n".join(
+        target_lines(plain, _row("unquantized", 0, 0.9, 0, 0))
+    )
+    assert step_lines(plain) == []
+
+
+def test_two_cards_are_compared_image_by_image(tmp_path, capsys):
+    from evaluation.paired import main as paired_main
+
+    def card(model_id: str, hits: str, dataset: str = "val") -> Path:
+        row = dict(_row("QF4", 0.08, hits.count("1") / len(hits), 18, 0.4), hits=hits)
+        rows = [
+            dict(row, n_images=len(hits)),
+            dict(row, setting="QF8", hits=None, n_images=len(hits)),
+        ]
+        path = tmp_path / f"{model_id}-{dataset}.json"
+        path.write_text(json.dumps({"model_id": model_id, "dataset": dataset, "rows": rows}))
+        return path
+
+    assert paired_main([str(card("a", "1100")), str(card("b", "0111"))]) == 0
+    summary = json.loads(capsys.readouterr().out.splitlines()[-1])
+    # Only QF4 has outcomes on both sides; b gains images 3 and 4 and loses image 1.
+    assert [(r["setting"], r["gained"], r["lost"]) for r in summary["rows"]] == [("QF4", 2, 1)]
+    assert summary["rows"][0]["delta_points"] == 25.0 and (summary["a"], summary["b"]) == ("a", "b")
+    with pytest.raises(SystemExit, match="not the same images"):
+        paired_main([str(card("a", "1100")), str(card("b", "0111", dataset="train"))])
