@@ -89,7 +89,7 @@ def compare_cards(a: dict, b: dict) -> list[dict]:
                 "delta_points": round(d.delta_points, 2),
                 "gained": d.gained,
                 "lost": d.lost,
-                "p_value": round(d.p_value, 4),
+                "p_value": d.p_value,
             }
         )
     return out

@@ -195,6 +195,8 @@ def wall_time(ckpt: dict) -> str:
 def pinned_line(pinned: list[int] | None) -> str:
     if pinned is None:
         return "Latent channels pinned at export: none (`--pin-idle` was not given)."
+    if not pinned:
+        return "Latent channels pinned at export (`--pin-idle`): none; every channel varies."
     return (
         f"Latent channels pinned to a constant at export (`--pin-idle`): {len(pinned)} "
         f"{pinned}. They code as one free symbol at every QF."

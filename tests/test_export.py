@@ -306,3 +306,10 @@ def test_two_cards_are_compared_image_by_image(tmp_path, capsys):
     assert summary["rows"][0]["delta_points"] == 25.0 and (summary["a"], summary["b"]) == ("a", "b")
     with pytest.raises(SystemExit, match="not the same images"):
         paired_main([str(card("a", "1100")), str(card("b", "0111", dataset="train"))])
+
+
+def test_the_card_says_when_no_channel_was_idle_enough_to_pin():
+    from models.export import pinned_line
+
+    assert "none; every channel varies" in pinned_line([])
+    assert "was not given" in pinned_line(None) and ": 2 [5, 9]." in pinned_line([5, 9])
