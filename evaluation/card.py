@@ -32,10 +32,7 @@ def _verdict(ok: bool) -> str:
 
 def target_lines(rows: list[dict], unq: dict) -> list[str]:
     """Whether the targets are met, computed from the rows (rANS, the ladder's codec)."""
-    fp32 = sorted(
-        (r for r in rows if _is_point(r, "rans") and "INT8" not in r["classifier"]),
-        key=lambda r: r["bpp"],
-    )
+    fp32 = _fp32_ladder(rows)
     int8 = {r["setting"]: r for r in rows if _is_point(r, "rans") and "INT8" in r["classifier"]}
     lines = ["Targets (val, real bytes, rANS, FP32 encoder unless said):", ""]
     top1 = unq["top1"]
@@ -57,7 +54,11 @@ def target_lines(rows: list[dict], unq: dict) -> list[str]:
         falls = [
             f"{a['setting']} → {b['setting']}"
             # A fall of top-1 says how many images it is and whether they resolve it.
-            + (f" by {paired(a['hits'], b['hits']).describe()}" if _paired(a, b, key) else "")
+            + (
+                f" by {paired(a['hits'], b['hits']).describe()}"
+                if key == "top1" and _has_hits(a, b)
+                else ""
+            )
             for a, b in zip(fp32, fp32[1:], strict=False)
             if b[key] < a[key]
         ]
@@ -95,17 +96,23 @@ def target_lines(rows: list[dict], unq: dict) -> list[str]:
     return lines
 
 
-def _paired(a: dict, b: dict, key: str) -> bool:
-    return key == "top1" and bool(a.get("hits")) and bool(b.get("hits"))
+def _fp32_ladder(rows: list[dict]) -> list[dict]:
+    """The FP32 encoder's rANS points, lowest rate first: the ladder the targets speak of."""
+    return sorted(
+        (r for r in rows if _is_point(r, "rans") and "INT8" not in r["classifier"]),
+        key=lambda r: r["bpp"],
+    )
+
+
+def _has_hits(a: dict, b: dict) -> bool:
+    """Whether both rows kept their per-image outcomes (eval.json files before them did not)."""
+    return bool(a.get("hits")) and bool(b.get("hits"))
 
 
 def step_lines(rows: list[dict]) -> list[str]:
     """Each step up the ladder (FP32, rANS) compared image by image (evaluation.paired)."""
-    fp32 = sorted(
-        (r for r in rows if _is_point(r, "rans") and "INT8" not in r["classifier"]),
-        key=lambda r: r["bpp"],
-    )
-    steps = [(a, b) for a, b in zip(fp32, fp32[1:], strict=False) if _paired(a, b, "top1")]
+    fp32 = _fp32_ladder(rows)
+    steps = [(a, b) for a, b in zip(fp32, fp32[1:], strict=False) if _has_hits(a, b)]
     if not steps:
         return []
     lines = [
