@@ -38,7 +38,7 @@ from edge_client.encoder import EdgeEncoder  # noqa: E402
 from evaluation.samples import sample_images  # noqa: E402
 from shared.bundles import DEFAULT_BUNDLE  # noqa: E402
 from shared.codebook import Codebook  # noqa: E402
-from shared.preprocess import center_crop, resize_short_side  # noqa: E402
+from shared.preprocess import resize_center_crop  # noqa: E402
 from shared.quantize import dequantize  # noqa: E402
 
 
@@ -117,7 +117,7 @@ def main() -> None:
     jpegs = []
     for im in images:
         buf = io.BytesIO()
-        center_crop(resize_short_side(im, size), size).save(buf, format="JPEG", quality=75)
+        resize_center_crop(im, size, size).save(buf, format="JPEG", quality=75)
         jpegs.append(buf.getvalue())
     # The service's own queue and shedding defaults: past saturation it answers 503 + Retry-After.
     settings = {"max_batch_size": args.batch, "inference_threads": args.threads}

@@ -27,7 +27,7 @@ from PIL import Image  # noqa: E402
 from edge_client.encoder import STAGES, EdgeEncoder  # noqa: E402
 from evaluation.samples import sample_images  # noqa: E402
 from shared.bundles import DEFAULT_BUNDLE  # noqa: E402
-from shared.preprocess import center_crop, resize_short_side  # noqa: E402
+from shared.preprocess import resize_center_crop  # noqa: E402
 from shared.tuning import tune_malloc  # noqa: E402
 
 
@@ -116,7 +116,7 @@ def main() -> None:
 
     # JPEG on the same crops, at the quality that matches each SPIC frame's size.
     size = fp32.manifest.preprocessing.size
-    crops = [center_crop(resize_short_side(im, size), size) for im in images]
+    crops = [resize_center_crop(im, size, size) for im in images]
     qualities = [matching_quality(c, s) for c, s in zip(crops, sizes, strict=True)]
     times, jpeg_sizes = [], []
     for i in range(args.frames):

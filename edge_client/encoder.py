@@ -105,8 +105,8 @@ class EdgeEncoder:
         return self.manifest.model_id
 
     def load(self, source: str | Path | Image.Image) -> Image.Image:
-        if isinstance(source, Image.Image):
-            return source.convert("RGB")
+        if isinstance(source, Image.Image):  # a camera's buffer: no copy when it is RGB already
+            return source if source.mode == "RGB" else source.convert("RGB")
         try:
             return load_rgb(source)
         except (OSError, ValueError, Image.DecompressionBombError) as exc:

@@ -38,9 +38,8 @@ from shared.manifest import load_manifest
 from shared.preprocess import (
     IMAGE_SUFFIXES,
     batch_input,
-    center_crop,
     load_rgb,
-    resize_short_side,
+    resize_center_crop,
 )
 
 CALIBRATION_IMAGES = 200  # bisection runs on a seeded subset; the chosen quality then on all
@@ -179,8 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         pixel_classifiers=reference_only,
     )
     crops = [
-        np.asarray(center_crop(resize_short_side(load_rgb(p), size), size))
-        for p in tqdm(paths, desc="crops")
+        np.asarray(resize_center_crop(load_rgb(p), size, size)) for p in tqdm(paths, desc="crops")
     ]
     if labels is not None:
         for name, classify in classifiers.items():

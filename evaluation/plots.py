@@ -15,7 +15,7 @@ from cloud_service.runtime import BundleRuntime  # noqa: E402
 from edge_client.encoder import EdgeEncoder  # noqa: E402
 from evaluation.spic_eval import ON_RECONSTRUCTION  # noqa: E402
 from models import baselines  # noqa: E402
-from shared.preprocess import center_crop, load_rgb, resize_short_side  # noqa: E402
+from shared.preprocess import load_rgb, resize_center_crop  # noqa: E402
 
 CODEC_STYLE = {  # colour and marker per codec; line style per classifier
     "spic-rans": ("SPIC (rANS)", "C0", "o"),
@@ -114,7 +114,7 @@ def crop_grid(bundle: Path, paths: list[Path], size: int, result: dict, path: Pa
     encoders = {q: EdgeEncoder(bundle, qf=q) for q in qfs}
     for i, p in enumerate(paths):
         im = load_rgb(p)
-        crop = np.asarray(center_crop(resize_short_side(im, size), size))
+        crop = np.asarray(resize_center_crop(im, size, size))
         tiles = [crop]
         for q in qfs:
             _, symbols = runtime.codebook.decode(encoders[q].encode(im))

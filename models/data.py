@@ -16,7 +16,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from shared.preprocess import IMAGE_SUFFIXES, center_crop, load_rgb, resize_short_side
+from shared.preprocess import (
+    IMAGE_SUFFIXES,
+    center_crop,
+    load_rgb,
+    resize_center_crop,
+    resize_short_side,
+)
 
 # A dataset folder that is a derived copy (``scripts/webp_copy.py``) says so in this file at its
 # root; spic-train keeps its text in the checkpoint and the model card prints it, so a card whose
@@ -132,7 +138,7 @@ def eval_arrays(root: str | Path, size: int = 224, limit: int | None = None):
         paths, labels = [paths[i] for i in keep], labels[keep]
 
     def load(p: Path) -> np.ndarray:
-        return np.asarray(center_crop(resize_short_side(load_rgb(p), size), size))
+        return np.asarray(resize_center_crop(load_rgb(p), size, size))
 
     with ThreadPoolExecutor(2) as pool:
         images = np.stack(list(pool.map(load, paths)))

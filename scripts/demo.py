@@ -28,7 +28,7 @@ from edge_client.client import CloudClient  # noqa: E402
 from edge_client.encoder import EdgeEncoder  # noqa: E402
 from evaluation.samples import SAMPLE_PHOTOS, sample_images  # noqa: E402
 from shared.bundles import DEFAULT_BUNDLE  # noqa: E402
-from shared.preprocess import IMAGE_SUFFIXES, center_crop, load_rgb, resize_short_side  # noqa: E402
+from shared.preprocess import IMAGE_SUFFIXES, load_rgb, resize_center_crop  # noqa: E402
 
 
 def main() -> int:
@@ -62,7 +62,7 @@ def main() -> int:
         print("-" * len(header))
         for name, im in named:
             res = encoder.encode_timed(im)
-            crop = center_crop(resize_short_side(im, size), size)
+            crop = resize_center_crop(im, size, size)
             buf = io.BytesIO()
             crop.save(buf, format="JPEG", quality=75)
             key_ = f"demo-{name}-{uuid.uuid4().hex[:8]}"
