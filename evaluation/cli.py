@@ -31,6 +31,7 @@ from tqdm import tqdm
 from cloud_service.runtime import BundleRuntime
 from edge_client.encoder import EdgeEncoder
 from evaluation import plots, report
+from evaluation.paired import hits_string
 from evaluation.reference import ReferenceClassifier
 from evaluation.spic_eval import Row, evaluate_spic, labelled_images, psnr, ssim
 from models import baselines
@@ -121,10 +122,11 @@ class BaselineRows:
         s = float(np.mean([ssim(a, b) for a, b in zip(self.crops, decoded, strict=True)]))
         rows = []
         for name, classify in self.classifiers.items():
-            top1 = None
+            top1 = hits = None
             if self.labels is not None:
-                top1 = float((classify(decoded) == self.labels).mean())
-            rows.append(Row(codec, f"q{quality}", name, bpp, top1, p, s, len(self.crops)))
+                correct = classify(decoded) == self.labels
+                top1, hits = float(correct.mean()), hits_string(correct)
+            rows.append(Row(codec, f"q{quality}", name, bpp, top1, p, s, len(self.crops), hits))
         return rows
 
 
@@ -182,8 +184,20 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if labels is not None:
         for name, classify in classifiers.items():
-            acc = float((classify(crops) == labels).mean())
-            rows.append(Row("none", "uncompressed", name, None, acc, None, None, len(crops)))
+            correct = classify(crops) == labels
+            rows.append(
+                Row(
+                    "none",
+                    "uncompressed",
+                    name,
+                    None,
+                    float(correct.mean()),
+                    None,
+                    None,
+                    len(crops),
+                    hits_string(correct),
+                )
+            )
     baseline = BaselineRows(crops, labels, classifiers)
     calib = [
         crops[i]

@@ -3,6 +3,7 @@ reach SPIC, and a verdict computed from the rows."""
 
 from __future__ import annotations
 
+from evaluation.paired import paired
 from evaluation.spic_eval import ON_RECONSTRUCTION
 from models import baselines
 
@@ -265,12 +266,15 @@ def point_verdicts(rows: list[dict], spic: list[dict]) -> list[str]:
         "",
         f"Each SPIC point up to {MAX_POINT_BPP} bpp faces every JPEG, WebP and AVIF point (full and "
         f"half size, every quality setting, read by every pixel classifier) that spends at most "
-        f"{BUDGET_RATIO}x its bits. SPIC-Q wins a point when its top-1 is higher than all of them.",
+        f"{BUDGET_RATIO}x its bits. SPIC-Q wins a point when its top-1 is higher than all of them. "
+        "The same images read both ways: the images SPIC-Q gets right and the best codec point "
+        'wrong (gained), the reverse (lost), and McNemar\'s exact p for "no difference" '
+        "(`evaluation/paired.py`); a win at a large p is within what these images can resolve.",
         "",
-        "| SPIC point | bpp | SPIC-Q top-1 | best codec point within budget | verdict |",
-        "|---|---|---|---|---|",
+        "| SPIC point | bpp | SPIC-Q top-1 | best codec point within budget | image by image | verdict |",
+        "|---|---|---|---|---|---|",
     ]
-    wins = points = 0
+    wins = points = clear = unrivalled = 0
     for r in sorted(spic, key=lambda x: x["bpp"]):
         if r["bpp"] > MAX_POINT_BPP or r["top1"] is None:
             continue
@@ -285,6 +289,12 @@ def point_verdicts(rows: list[dict], spic: list[dict]) -> list[str]:
         best = max(rivals, key=lambda x: x["top1"], default=None)
         won = best is None or r["top1"] > best["top1"]
         wins += won
+        unrivalled += best is None
+        versus = "—"
+        if best is not None and r.get("hits") and best.get("hits"):
+            d = paired(best["hits"], r["hits"])
+            versus = f"{d.gained} gained, {d.lost} lost, p = {d.p_value:.2g}"
+            clear += won and d.p_value < 0.05
         rival = (
             "none: no codec point is that cheap"
             if best is None
@@ -298,11 +308,17 @@ def point_verdicts(rows: list[dict], spic: list[dict]) -> list[str]:
                     _fmt(r["bpp"]),
                     _fmt(r["top1"], True),
                     rival,
+                    versus,
                     "**SPIC wins**" if won else "codec wins",
                 ]
             )
         )
-    out += ["", f"SPIC-Q wins {wins} of {points} points up to {MAX_POINT_BPP} bpp.", ""]
+    out += [
+        "",
+        f"SPIC-Q wins {wins} of {points} points up to {MAX_POINT_BPP} bpp "
+        f"({unrivalled} with no codec point that cheap, {clear} by McNemar p < 0.05).",
+        "",
+    ]
     return out
 
 

@@ -32,8 +32,8 @@ class Row:
     psnr: float | None
     ssim: float | None
     n_images: int
-    # Per-image outcomes of a SPIC classifier, "1" right and "0" wrong in image order
-    # (evaluation.paired compares two rows image by image); None without labels or per-image data.
+    # Per-image outcomes, "1" right and "0" wrong in image order (evaluation.paired compares two
+    # rows of the same images image by image); None without labels or per-image data.
     hits: str | None = None
 
 

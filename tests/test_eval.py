@@ -102,30 +102,39 @@ def test_half_size_codecs_decode_to_the_crop_size_below_the_full_size_rate():
 def test_the_per_point_verdict_counts_every_codec_point_within_the_budget():
     from evaluation.report import point_verdicts
 
-    def row(codec, setting, classifier, bpp, top1):
-        return dict(codec=codec, setting=setting, classifier=classifier, bpp=bpp, top1=top1)
+    def row(codec, setting, classifier, bpp, top1, hits=None):
+        return dict(
+            codec=codec, setting=setting, classifier=classifier, bpp=bpp, top1=top1, hits=hits
+        )
 
     spic = [
         row("spic-rans", "QF2", "SPIC-Q", 0.04, 0.70),  # nothing that cheap: a win by default
-        row("spic-rans", "QF16", "SPIC-Q", 0.20, 0.80),
+        row("spic-rans", "QF16", "SPIC-Q", 0.20, 0.80, hits="1" * 30 + "0" * 10),
         row("spic-rans", "QF48", "SPIC-Q", 0.28, 0.82),
         row("spic-rans", "QF255", "SPIC-Q", 0.60, 0.83),  # above 0.3 bpp: not judged
     ]
     codec_rows = [
-        row("avif-half", "q0", "resnet18-half-ft", 0.21, 0.79),  # within 1.1 x 0.20: SPIC wins
+        # within 1.1 x 0.20: SPIC wins; of the same 40 images, 12 SPIC gets right and it wrong
+        row("avif-half", "q0", "resnet18-half-ft", 0.21, 0.79, hits="0" * 12 + "1" * 18 + "1" * 10),
         row("webp", "q0", "SPIC-U", 0.23, 0.95),  # 1.15 x 0.20: outside QF16's budget
         row("jpeg", "matched-QF48:q1", "resnet18-half", 0.30, 0.83),  # beats QF48 within 1.1x
     ]
     lines = point_verdicts(spic + codec_rows, spic)
     table = [line for line in lines if line.startswith("| QF")]
-    assert [line.split("|")[5].strip() for line in table] == [
+    assert [line.split("|")[6].strip() for line in table] == [
         "**SPIC wins**",
         "**SPIC wins**",
         "codec wins",
     ]
     assert "none: no codec point is that cheap" in table[0]
     assert "AVIF-HALF q0 + resnet18-half-ft" in table[1]
-    assert "SPIC-Q wins 2 of 3 points up to 0.3 bpp." in lines
+    # 12 gained, 10 lost: exact two-sided binomial p of 12 of 22 at 1/2 is 0.83
+    assert "12 gained, 10 lost, p = 0.83" in table[1]
+    assert "—" in table[2]  # rows without per-image outcomes are not paired
+    assert (
+        "SPIC-Q wins 2 of 3 points up to 0.3 bpp (1 with no codec point that cheap, "
+        "0 by McNemar p < 0.05)." in lines
+    )
 
 
 def test_a_labelled_run_without_the_ladder_still_writes_its_report(
