@@ -94,6 +94,11 @@ def pixel_classifiers(
     return found, described
 
 
+def scored(correct: np.ndarray) -> tuple[float, str]:
+    """Top-1 and the per-image outcomes (``Row.hits``) of one classifier's right/wrong array."""
+    return float(correct.mean()), hits_string(correct)
+
+
 class BaselineRows:
     """Rows of one codec at one quality: encoded, decoded and classified once, however often asked.
 
@@ -124,8 +129,7 @@ class BaselineRows:
         for name, classify in self.classifiers.items():
             top1 = hits = None
             if self.labels is not None:
-                correct = classify(decoded) == self.labels
-                top1, hits = float(correct.mean()), hits_string(correct)
+                top1, hits = scored(classify(decoded) == self.labels)
             rows.append(Row(codec, f"q{quality}", name, bpp, top1, p, s, len(self.crops), hits))
         return rows
 
@@ -184,20 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if labels is not None:
         for name, classify in classifiers.items():
-            correct = classify(crops) == labels
-            rows.append(
-                Row(
-                    "none",
-                    "uncompressed",
-                    name,
-                    None,
-                    float(correct.mean()),
-                    None,
-                    None,
-                    len(crops),
-                    hits_string(correct),
-                )
-            )
+            top1, hits = scored(classify(crops) == labels)
+            rows.append(Row("none", "uncompressed", name, None, top1, None, None, len(crops), hits))
     baseline = BaselineRows(crops, labels, classifiers)
     calib = [
         crops[i]

@@ -39,10 +39,10 @@ def resize_center_crop(im: Image.Image, short: int, size: int) -> Image.Image:
     """``center_crop(resize_short_side(im, short), size)`` in one resampling pass.
 
     Pillow resamples only the ``size``² window (``box``, in source coordinates, at the scale the
-    whole resize would have), so no work goes into columns or rows the crop throws away: 18% of
-    the camera's preprocessing on scikit-image's photos. The pixels are the two-step result's but
-    for float rounding in the filter weights: identical on all 1978 Imagenette val images; on
-    scikit-image's six photos 5 values in 10⁴ differ, by 1.
+    whole resize would have), so no work goes into columns or rows the crop throws away
+    (``bench/edge_latency.py``'s preprocess stage). The pixels are the two-step result's but for
+    float rounding in the filter weights, at most 1 apart (``tests/test_preprocess.py``); an image
+    whose short side is already ``short`` (every Imagenette image here) is only cropped, as before.
     """
     w, h = im.size
     if min(w, h) == short:  # no resampling at this size: a plain crop, as resize_short_side
