@@ -40,9 +40,11 @@ def start_cloud(
     port: int | None = None,
     log_path: Path | None = None,
     log_level: str = "warning",
+    probe: str = "/readyz",
     **settings: object,
 ) -> tuple[CloudProcess, str]:
-    """Start the service with ``SPIC_CLOUD_<NAME>`` set from ``settings``; wait until ready.
+    """Start the service with ``SPIC_CLOUD_<NAME>`` set from ``settings``; wait until ``probe``
+    answers 200 (``/healthz`` for a service expected never to be ready).
     ``bundles=None`` leaves the bundles to the service's default."""
     port = port or free_port()
     if log_path is None:
@@ -62,7 +64,7 @@ def start_cloud(
         proc = CloudProcess(command, env=env, stdout=subprocess.DEVNULL, stderr=log)
     proc.log_path = log_path
     url = f"http://127.0.0.1:{port}"
-    wait_ready(proc, url + "/readyz")
+    wait_ready(proc, url + probe)
     return proc, url
 
 
