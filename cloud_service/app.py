@@ -20,15 +20,16 @@ from fastapi import FastAPI, Request, Response
 
 from cloud_service import problems
 from cloud_service.batcher import Batcher, HeavyLane
-from cloud_service.database import open_database
-from cloud_service.idempotency import IdempotencyStore, SqlIdempotencyStore
+from cloud_service.database import StoreUnavailable, open_database
+from cloud_service.idempotency import IdempotencyStore
+from cloud_service.idempotency_sql import SqlIdempotencyStore
 from cloud_service.metrics import Metrics
 from cloud_service.results import open_store
+from cloud_service.retention import retention_loop
 from cloud_service.routes import dashboard, docs, frames, health, inference, live, models
 from cloud_service.runtime import BundleRuntime
 from cloud_service.settings import Settings, get_settings
 from cloud_service.state import ServiceState
-from cloud_service.timeutil import now_us
 from cloud_service.webhooks import WebhookSender
 
 log = logging.getLogger("spic.cloud")
@@ -63,28 +64,15 @@ async def load_models(state: ServiceState) -> None:
     state.ready = True
 
 
-async def apply_retention(state: ServiceState) -> None:
-    """Age and size retention, once; counted in /metrics."""
-    settings, store = state.settings, state.results
-    assert store is not None
-    if settings.retention_days:
-        cutoff = now_us() - int(settings.retention_days * 86400 * 1_000_000)
-        state.metrics.frames_removed.labels("age").inc(
-            await asyncio.to_thread(store.expire, cutoff)
-        )
-    if settings.retention_mb:
-        limit = int(settings.retention_mb * (1 << 20))
-        state.metrics.frames_removed.labels("size").inc(await asyncio.to_thread(store.trim, limit))
-    state.metrics.frames_stored.set(await asyncio.to_thread(store.count))
-
-
-async def retention_loop(state: ServiceState) -> None:
-    while True:
-        try:
-            await apply_retention(state)
-        except Exception:  # a database hiccup must not end retention for good
-            log.exception("retention pass failed; trying again later")
-        await asyncio.sleep(state.settings.retention_interval_s)
+async def check_store(state: ServiceState) -> None:
+    """Read the whole results store once at start (seconds for a large SQLite file): a damaged
+    file keeps the service unready instead of failing requests one by one."""
+    assert state.results is not None
+    try:
+        await asyncio.to_thread(state.results.db.check, True)
+    except StoreUnavailable as exc:
+        log.error("results store unusable: %s", exc)
+    state.store_checked = True
 
 
 @asynccontextmanager
@@ -100,6 +88,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     loader = asyncio.create_task(load_models(state))
     retention = asyncio.create_task(retention_loop(state))
+    checker = asyncio.create_task(check_store(state))
     if state.settings.webhook_url:
         s = state.settings
         state.webhooks = WebhookSender(
@@ -108,6 +97,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
     loader.cancel()
     retention.cancel()
+    checker.cancel()
     for batcher in state.batchers.values():
         await batcher.close()
     state.heavy.close()

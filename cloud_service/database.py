@@ -34,6 +34,7 @@ class StoreUnavailable(Exception):
 
 class Database:
     engine: str
+    damaged: str | None = None  # why the database's file is known to be unusable, if it is
 
     @contextmanager
     def session(self) -> Iterator[Run]:
@@ -46,6 +47,17 @@ class Database:
         """The statements in one transaction, exclusive among this database's migrators."""
         raise NotImplementedError
         yield  # pragma: no cover
+
+    def refuse_if_damaged(self) -> None:
+        if self.damaged:
+            raise StoreUnavailable(f"database damaged: {self.damaged}")
+
+    def check(self, thorough: bool = False) -> None:
+        """Raise ``StoreUnavailable`` unless the database answers a query (readiness); with
+        ``thorough``, unless its file is sound too (SQLite)."""
+        self.refuse_if_damaged()
+        with self.session() as run:
+            run("SELECT 1").fetchall()
 
     def close(self) -> None:
         raise NotImplementedError
@@ -62,19 +74,32 @@ class SqliteDatabase(Database):
         self._lock = threading.Lock()  # one connection, used from worker threads
 
     def _run(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.conn.execute(sql, params)
+
+    @contextmanager
+    def _mapped(self) -> Iterator[None]:
+        """The engine's failures as ``StoreUnavailable``, raised by a statement or by reading its
+        rows: locked past the timeout, disk I/O, and a damaged file ("database disk image is
+        malformed"), which is remembered in ``damaged`` (readiness reports it). Errors that are
+        the caller's (constraints, misuse) stay what they are."""
         try:
-            return self.conn.execute(sql, params)
-        except sqlite3.OperationalError as exc:  # locked past the timeout, disk I/O, ...
+            yield
+        except (sqlite3.OperationalError, sqlite3.InternalError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        except sqlite3.DatabaseError as exc:
+            if type(exc) is not sqlite3.DatabaseError:  # IntegrityError, DataError, ...
+                raise
+            self.damaged = str(exc)  # SQLITE_CORRUPT, SQLITE_NOTADB: retrying will not help
             raise StoreUnavailable(str(exc)) from exc
 
     @contextmanager
     def session(self) -> Iterator[Run]:
-        with self._lock:
+        with self._lock, self._mapped():
             yield self._run
 
     @contextmanager
     def transaction(self) -> Iterator[Run]:
-        with self._lock:
+        with self._lock, self._mapped():
             self.conn.execute("BEGIN IMMEDIATE")  # the write lock: other processes wait
             try:
                 yield self._run
@@ -82,6 +107,15 @@ class SqliteDatabase(Database):
                 self.conn.execute("ROLLBACK")
                 raise
             self.conn.execute("COMMIT")
+
+    def check(self, thorough: bool = False) -> None:
+        self.refuse_if_damaged()
+        if thorough:  # reads every page: seconds for a large file, so once, off the request path
+            with self.session() as run:
+                problems = [str(r[0]) for r in run("PRAGMA quick_check(5)").fetchall()]
+            if problems != ["ok"]:
+                self.damaged = "; ".join(problems)[:500]
+        super().check()
 
     def close(self) -> None:
         with self._lock:

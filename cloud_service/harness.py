@@ -44,6 +44,19 @@ def start_cloud(
 ) -> tuple[CloudProcess, str]:
     """Start the service with ``SPIC_CLOUD_<NAME>`` set from ``settings``; wait until ready.
     ``bundles=None`` leaves the bundles to the service's default."""
+    proc, url = spawn_cloud(bundles, port, log_path, log_level, **settings)
+    wait_ready(proc, url + "/readyz")
+    return proc, url
+
+
+def spawn_cloud(
+    bundles: list[Path] | None,
+    port: int | None = None,
+    log_path: Path | None = None,
+    log_level: str = "warning",
+    **settings: object,
+) -> tuple[CloudProcess, str]:
+    """``start_cloud`` without the wait: for a service that is expected not to become ready."""
     port = port or free_port()
     if log_path is None:
         fd, name = tempfile.mkstemp(prefix="spic-cloud-", suffix=".log")
@@ -61,9 +74,7 @@ def start_cloud(
     with log_path.open("wb") as log:  # the child keeps its own descriptor
         proc = CloudProcess(command, env=env, stdout=subprocess.DEVNULL, stderr=log)
     proc.log_path = log_path
-    url = f"http://127.0.0.1:{port}"
-    wait_ready(proc, url + "/readyz")
-    return proc, url
+    return proc, f"http://127.0.0.1:{port}"
 
 
 def wait_ready(proc: subprocess.Popen[bytes], probe: str, timeout: float = 60) -> None:

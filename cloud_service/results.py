@@ -54,6 +54,10 @@ COLUMNS = (
 )
 
 
+class KeyReused(Exception):
+    """The Idempotency-Key is stored with another frame."""
+
+
 @dataclass
 class FrameRecord:
     device: str
@@ -74,6 +78,9 @@ class FrameQuery:
     cursor: tuple[int, int] | None = None  # (received_us, id) of the last row already seen
 
 
+MAX_ID = (1 << 63) - 1  # ids and times are signed 64-bit integers on both engines
+
+
 def encode_cursor(received_us: int, frame_id: int) -> str:
     return base64.urlsafe_b64encode(f"{received_us}:{frame_id}".encode()).decode().rstrip("=")
 
@@ -82,7 +89,10 @@ def decode_cursor(text: str) -> tuple[int, int]:
     """Raise ValueError for anything that is not a cursor this store handed out."""
     raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
     received, _, frame_id = raw.partition(":")
-    return int(received), int(frame_id)
+    cursor = int(received), int(frame_id)
+    if not all(-MAX_ID <= v <= MAX_ID for v in cursor):  # the engines bind 64-bit integers
+        raise ValueError("cursor value outside 64 bits")
+    return cursor
 
 
 SETTLE_US = 1_000_000  # how old a row must be before live consumers see it (PostgreSQL)
@@ -108,7 +118,9 @@ class ResultsStore:
             return int(run("SELECT MAX(version) FROM spic_schema").fetchone()[0])
 
     def add(self, record: FrameRecord, frame: bytes, idem_key: str | None = None) -> int:
-        """Store a classified frame; returns its id (the first one's, for a retried key)."""
+        """Store a classified frame; returns its id (the first one's, for a retried key).
+        ``KeyReused`` if the key is stored with another frame: an idempotency store that forgot
+        the key (a restart, its TTL) must not turn the new frame into the old one's answer."""
         p = record.prediction
         values = (
             record.device,
@@ -127,8 +139,10 @@ class ResultsStore:
                 "ON CONFLICT (idem_key) DO NOTHING RETURNING id",
                 values,
             ).fetchone()
-            if row is None:  # the key was stored before: the same frame, retried
-                row = run("SELECT id FROM frames WHERE idem_key = ?", (idem_key,)).fetchone()
+            if row is None:  # the key was stored before: the same frame retried, or another
+                row = run("SELECT id, frame FROM frames WHERE idem_key = ?", (idem_key,)).fetchone()
+                if bytes(row[1]) != frame:
+                    raise KeyReused(idem_key)
         return int(row[0])
 
     def query(self, q: FrameQuery) -> tuple[list[FrameRecord], str | None]:
@@ -222,33 +236,6 @@ class ResultsStore:
         with self.db.session() as run:
             cur = run("DELETE FROM frames WHERE id = ?", (frame_id,))
         return bool(cur.rowcount)
-
-    def expire(self, before_us: int) -> int:
-        """Delete frames received before ``before_us``; how many."""
-        with self.db.session() as run:
-            cur = run("DELETE FROM frames WHERE received_us < ?", (before_us,))
-        return int(cur.rowcount)
-
-    def trim(self, max_bytes: int, batch: int = 1000) -> int:
-        """Delete the oldest frames until the stored frame bytes fit ``max_bytes``; how many."""
-        dropped = 0
-        while True:
-            with self.db.session() as run:
-                total = int(run("SELECT COALESCE(SUM(bytes), 0) FROM frames").fetchone()[0])
-                if total <= max_bytes:
-                    return dropped
-                oldest = run(
-                    "SELECT id, bytes FROM frames ORDER BY received_us, id LIMIT ?", (batch,)
-                ).fetchall()
-                doomed, freed = [], 0
-                for frame_id, size in oldest:
-                    if total - freed <= max_bytes:
-                        break
-                    doomed.append(int(frame_id))
-                    freed += int(size)
-                marks = ", ".join("?" * len(doomed))
-                run(f"DELETE FROM frames WHERE id IN ({marks})", doomed)
-            dropped += len(doomed)
 
     def count(self) -> int:
         with self.db.session() as run:

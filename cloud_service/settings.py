@@ -91,10 +91,16 @@ class Settings(BaseSettings):
         default_factory=list
     )  # DELETE /v1/frames/{id}
     # Retention, applied in the background every retention_interval_s: frames older than
-    # retention_days, then the oldest beyond retention_mb of frame bytes. 0 keeps everything.
-    retention_days: float = Field(0.0, ge=0)
-    retention_mb: float = Field(0.0, ge=0)
+    # retention_days, then the oldest beyond retention_mb of frame bytes; 0 turns a bound off.
+    # Bounded by default, so a service left with its defaults does not fill its disk: 30 days,
+    # and 4 GiB of frame bytes (the database file is larger: rows hold predictions and indexes).
+    retention_days: float = Field(30.0, ge=0)
+    retention_mb: float = Field(4096.0, ge=0)
     retention_interval_s: float = Field(60.0, gt=0)
+    # Rows deleted per statement, and the pause between statements, when uploads and queries
+    # take the database: a pass never holds it for long (see cloud_service/retention.py).
+    retention_batch: int = Field(500, ge=1)
+    retention_pause_ms: float = Field(10.0, ge=0)
     # Every stored frame is POSTed here as JSON, signed with the secret (see webhooks.py).
     webhook_url: str = ""
     webhook_secret: str = ""

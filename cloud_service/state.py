@@ -35,6 +35,7 @@ class ServiceState:
     reconstructions: OrderedDict[int, bytes] = field(default_factory=OrderedDict)
     ready: bool = False
     load_error: str | None = None
+    store_checked: bool = False  # the results store's file was read whole once since start
 
     def runtime_for(self, model_id: str) -> BundleRuntime | None:
         return self.runtimes.get(model_id)
@@ -48,6 +49,14 @@ class ServiceState:
         dead = [model_id for model_id, b in self.batchers.items() if not b.alive]
         if dead:
             return f"batch worker down for {', '.join(dead)}"
+        if not self.store_checked:
+            return "the results store is being checked"
+        for name, db in (
+            ("results", getattr(self.results, "db", None)),
+            ("idempotency", getattr(self.idempotency, "db", None)),
+        ):
+            if db is not None and db.damaged:
+                return f"{name} store damaged: {db.damaged}"
         return None
 
 

@@ -157,8 +157,8 @@ class Codebook:
         symbols = self.codec(codec_name(frame.codec), frame.qf).decode(
             frame.payload, frame.latent_shape
         )
-        if symbols.max(initial=0) > frame.qf:
-            raise BitstreamError(
-                "corrupt_payload", f"symbol {int(symbols.max())} exceeds QF {frame.qf}"
-            )
+        try:
+            self.manifest.check_symbols(symbols, frame.qf)
+        except ValueError as exc:
+            raise BitstreamError("corrupt_payload", str(exc)) from None
         return symbols

@@ -209,6 +209,22 @@ class Manifest(SealedManifest):
         e = self.enhancement
         return self.latent.channels + (e.channels if e is not None and e.on(qf) else 0)
 
+    def base_qf_at(self, qf: int) -> int:
+        """The QF of the base latent's symbols in a frame made at ``qf``: the most any of them
+        may be (an enhancement layer's own symbols go up to ``qf``)."""
+        e = self.enhancement
+        return e.base_qf_at(qf) if e is not None else qf
+
+    def check_symbols(self, symbols: np.ndarray, qf: int) -> None:
+        """ValueError unless every symbol of a frame made at ``qf`` is one ``quantize_latent``
+        can make: the base channels up to ``base_qf_at(qf)``, a layer's up to ``qf``. A larger
+        one would dequantize outside [0, 1]."""
+        c = self.latent.channels
+        for part, ceiling in ((symbols[:c], self.base_qf_at(qf)), (symbols[c:], qf)):
+            top = int(part.max(initial=0))
+            if top > ceiling:
+                raise ValueError(f"symbol {top} exceeds QF {ceiling}")
+
     def quantize_latent(self, y: np.ndarray, qf: int) -> np.ndarray:
         """The (C, h, w) symbols of a frame made at ``qf`` from an encoder's output ``y``: the
         base latent, and an enhancement layer's channels after it when ``qf`` sends them."""
@@ -216,7 +232,7 @@ class Manifest(SealedManifest):
         if e is None or not e.on(qf):
             return quantize(y[:c], qf)
         layer = y[c : c + e.channels]
-        return np.concatenate([quantize(y[:c], e.base_qf_at(qf)), quantize(layer, qf)])
+        return np.concatenate([quantize(y[:c], self.base_qf_at(qf)), quantize(layer, qf)])
 
     def dequantize_latent(self, symbols: np.ndarray, qf: int) -> np.ndarray:
         """``quantize_latent``'s inverse: a frame's symbols back to latent values, float32."""
@@ -224,7 +240,7 @@ class Manifest(SealedManifest):
         if e is None or not e.on(qf):
             return dequantize(symbols, qf)
         base, layer = symbols[:c], symbols[c:]
-        return np.concatenate([dequantize(base, e.base_qf_at(qf)), dequantize(layer, qf)])
+        return np.concatenate([dequantize(base, self.base_qf_at(qf)), dequantize(layer, qf)])
 
     def decoder_role(self, qf: int) -> str:
         """The ``files`` role of the graph that reconstructs a frame made at ``qf``."""

@@ -25,12 +25,8 @@ from PIL import Image
 from cloud_service.batcher import Batcher, Overloaded
 from cloud_service.database import SqliteDatabase
 from cloud_service.harness import ROOT, running_cloud, start_cloud, stop
-from cloud_service.idempotency import (
-    MAX_KEY_LENGTH,
-    IdempotencyStore,
-    SqlIdempotencyStore,
-    Stored,
-)
+from cloud_service.idempotency import MAX_KEY_LENGTH, IdempotencyStore, Stored
+from cloud_service.idempotency_sql import SqlIdempotencyStore
 from cloud_service.metrics import Metrics
 from cloud_service.problems import Problem
 from edge_client.encoder import EdgeEncoder

@@ -20,7 +20,8 @@ from PIL import Image
 from cloud_service.cluster import PostgresServer, nginx_config, running_cluster
 from cloud_service.database import PostgresDatabase, StoreUnavailable
 from cloud_service.harness import ROOT
-from cloud_service.idempotency import SqlIdempotencyStore, Stored
+from cloud_service.idempotency import Stored
+from cloud_service.idempotency_sql import SqlIdempotencyStore
 from cloud_service.problems import Problem
 from edge_client.client import CloudClient, frame_key
 from edge_client.encoder import EdgeEncoder

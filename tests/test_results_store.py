@@ -7,6 +7,7 @@ import threading
 import pytest
 
 from cloud_service.results import FrameQuery, FrameRecord, ResultsStore, decode_cursor, open_store
+from cloud_service.retention import drop_oldest, expire_batch, tally_chunk
 from shared.schemas import ClassScore, Prediction
 
 
@@ -105,11 +106,13 @@ def test_bad_cursors_are_refused():
             decode_cursor(bad)
 
 
-def test_delete_expire_and_trim(store: ResultsStore):
+def test_delete_and_retention_batches(store: ResultsStore):
     ids = [store.add(record(i), b"x") for i in range(1, 11)]  # 550 bytes each
     assert store.delete(ids[0]) and not store.delete(ids[0])
-    assert store.expire(before_us=1_000_000 * 4) == 2  # frames 2 and 3 (1 is already gone)
-    assert store.trim(max_bytes=3 * 550) == 4  # the oldest four of the seven left
+    assert expire_batch(store, before_us=1_000_000 * 4, batch=100) == 2  # 2, 3 (1 is gone)
+    assert tally_chunk(store, 0) == (ids[-1], 7, 7 * 550)
+    excess = (7 - 3) * 550  # keep 3 frames' bytes: the oldest four of the seven left go
+    assert drop_oldest(store, excess, batch=100) == (4, excess)
     assert [r.id for r in store.query(FrameQuery())[0]] == ids[7:][::-1]
 
 

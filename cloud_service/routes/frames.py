@@ -23,7 +23,7 @@ from cloud_service.routes.inference import (
     run_heavy,
 )
 from cloud_service.state import AdminAuthDep, ReadAuthDep, ReadyDep, ServiceState, StateDep
-from cloud_service.timeutil import format_rfc3339, parse_rfc3339
+from cloud_service.timeutil import format_rfc3339, format_rfc3339_or_none, parse_rfc3339
 from shared.schemas import FramesPage, StoredFrame
 
 router = APIRouter(prefix="/v1/frames", tags=["frames"])
@@ -43,7 +43,8 @@ def stored_frame(r: FrameRecord) -> StoredFrame:
         **r.prediction.model_dump(),
         frame_id=r.id,
         device_id=r.device,
-        captured_at=None if r.captured_us is None else format_rfc3339(r.captured_us),
+        # A camera's time, which older releases stored unchecked: unwritable reads as unknown.
+        captured_at=format_rfc3339_or_none(r.captured_us),
         received_at=format_rfc3339(r.received_us),
         bitstream=f"/v1/frames/{r.id}/bitstream",
         reconstruction=f"/v1/frames/{r.id}/reconstruction",
@@ -62,6 +63,7 @@ def query_time(name: str, value: str | None) -> int | None:
 def results_store(state: ServiceState) -> ResultsStore:
     if state.results is None:
         raise Problem(503, "not-ready", "results store not open", "retry shortly")
+    state.results.db.refuse_if_damaged()  # known unreadable: 503 without reading it again
     return state.results
 
 

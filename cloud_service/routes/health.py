@@ -1,5 +1,6 @@
-"""Probes and metrics: ``/healthz`` (the process answers), ``/readyz`` (models loaded and batch
-workers alive), ``/metrics`` (Prometheus text; behind ``SPIC_CLOUD_METRICS_KEY`` when it is set)."""
+"""Probes and metrics: ``/healthz`` (the process answers), ``/readyz`` (models loaded, batch
+workers alive, the results store answering and its file sound), ``/metrics`` (Prometheus text;
+behind ``SPIC_CLOUD_METRICS_KEY`` when it is set)."""
 
 from __future__ import annotations
 
@@ -21,11 +22,13 @@ def healthz() -> dict[str, str]:
 
 @router.get(
     "/readyz",
-    summary="Readiness: every model bundle is loaded and its batch worker alive",
+    summary="Readiness: every model bundle is loaded, its batch worker alive, the store sound",
     responses={503: ERRORS[503]},
 )
 def readyz(state: StateDep) -> dict[str, object]:
     require_ready(state)
+    if state.results is not None:  # the store answers now (503 store-unavailable if not)
+        state.results.db.check()
     return {"status": "ready", "models": sorted(state.runtimes)}
 
 

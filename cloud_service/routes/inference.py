@@ -26,9 +26,9 @@ from PIL import Image
 from starlette.requests import ClientDisconnect
 
 from cloud_service.batcher import Overloaded
-from cloud_service.idempotency import Stored, scoped_key
+from cloud_service.idempotency import Stored, reused, scoped_key
 from cloud_service.problems import Problem, problem_response
-from cloud_service.results import FrameRecord
+from cloud_service.results import FrameRecord, KeyReused
 from cloud_service.runtime import BundleRuntime
 from cloud_service.state import AuthDep, ReadyDep, ServiceState, StateDep
 from cloud_service.timeutil import now_us, parse_rfc3339
@@ -156,6 +156,14 @@ def reconstruct_png(runtime: BundleRuntime, frame: bitstream.Frame) -> bytes:
     return buf.getvalue()
 
 
+class ReusedInStore(Problem):
+    """The results store holds the key with another frame (the idempotency store forgot it)."""
+
+    def __init__(self) -> None:
+        p = reused()
+        super().__init__(p.status, p.slug, p.title, p.detail)
+
+
 async def idempotent(
     request: Request,
     state: ServiceState,
@@ -183,6 +191,10 @@ async def idempotent(
         )
     try:
         response = await handler()
+    except ReusedInStore:
+        # Kept nowhere: the key's own frame, retried, must still get its answer.
+        await asyncio.to_thread(store.abandon, key)
+        raise
     except Problem as exc:
         if exc.status in (400, 409, 413, 422):  # the same frame will always get this answer
             resp = problem_response(request, exc)
@@ -259,7 +271,10 @@ async def store_result(state: ServiceState, answer: ClassifyResponse, frame_in: 
     assert state.results is not None  # opened by the lifespan
     prediction = Prediction(**answer.model_dump(include=set(Prediction.model_fields)))
     record = FrameRecord(frame_in.device_id, frame_in.captured_us, now_us(), prediction)
-    return await asyncio.to_thread(state.results.add, record, frame_in.body, frame_in.key)
+    try:
+        return await asyncio.to_thread(state.results.add, record, frame_in.body, frame_in.key)
+    except KeyReused:
+        raise ReusedInStore() from None
 
 
 def overloaded(state: ServiceState) -> Problem:

@@ -20,7 +20,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from cloud_service.problems import Problem
-from cloud_service.results import FrameQuery
+from cloud_service.results import MAX_ID, FrameQuery
 from cloud_service.routes.frames import (
     QUERY_ERRORS,
     answers,
@@ -84,9 +84,11 @@ async def events(
 ) -> StreamingResponse:
     store = results_store(state)
     if last_event_id is not None:
-        if not last_event_id.strip().isdigit():
+        text = last_event_id.strip()
+        # ASCII digits of a 64-bit id: the engines bind nothing larger
+        if not (text.isascii() and text.isdigit() and len(text) <= 19 and int(text) <= MAX_ID):
             raise Problem(422, "bad-last-event-id", "bad Last-Event-ID", "an event id is a number")
-        position = int(last_event_id)
+        position = int(text)
     else:
         position = await asyncio.to_thread(store.last_id)
     filters.limit = 100  # per poll; a consumer far behind catches up page by page
