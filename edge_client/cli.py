@@ -1,7 +1,8 @@
-"""spic-edge: the camera side.
+"""spic-edge: the camera side (flags and examples: ``edge_client.parser``, ``spic-edge --help``).
 
     spic-edge encode IMG... --out DIR     write .spic frames; print bytes, bpp and ms per stage
-    spic-edge send IMG... --url URL       encode, upload, print each prediction
+    spic-edge send FILE... --url URL      encode images (.spic frames go as they are), upload,
+                                          print each prediction
     spic-edge watch DIR --url URL         camera mode: encode new images, queue them on disk,
                                           upload in capture order, keep going while the cloud is down
 
@@ -23,75 +24,16 @@ from typing import Any
 from pydantic import ValidationError
 
 from edge_client.client import frame_key
-from edge_client.errors import EdgeError, ImageError
+from edge_client.errors import AuthError, CloudRejectedError, EdgeError, ImageError
+from edge_client.limits import learn_limits
+from edge_client.parser import build_parser
 from edge_client.report import prediction_line
 from edge_client.settings import EdgeSettings, settings_error
+from shared import bitstream
+from shared.errors import BitstreamError
 
 log = logging.getLogger("spic.edge")
-S = argparse.SUPPRESS  # a flag not given is absent, so the environment and defaults can speak
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="spic-edge", description="SPIC camera-side encoder and uploader"
-    )
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--bundle", type=Path, default=S, help="model bundle folder")
-    common.add_argument(
-        "--qf", type=int, default=S, help="quantization factor (default: the bundle's)"
-    )
-    common.add_argument(
-        "--bpp",
-        type=float,
-        default=S,
-        help="target bits/px: the bundle's QF measured to fit it (instead of --qf)",
-    )
-    common.add_argument("--codec", default=S, choices=["rans", "huffman"])
-    common.add_argument("--threads", type=int, default=S)
-    common.add_argument(
-        "--whole-image",
-        action="store_true",
-        default=S,
-        help="encode the whole image (sides must be multiples of the stride)",
-    )
-    common.add_argument(
-        "--int8", action="store_true", default=S, help="use the bundle's INT8 encoder (spic-int8)"
-    )
-    common.add_argument("--json", action="store_true", help="print one JSON object per image")
-    common.add_argument("-v", "--verbose", action="store_true")
-    net = argparse.ArgumentParser(add_help=False)
-    net.add_argument("--url", default=S, help="cloud base URL, e.g. http://127.0.0.1:8000")
-    net.add_argument("--api-key", default=S)
-    net.add_argument("--device-id", default=S, help="this camera's id (default: the host name)")
-    net.add_argument("--timeout", type=float, default=S, help="seconds per attempt (10)")
-    net.add_argument("--retries", type=int, default=S, help="retries per frame (5)")
-    sub = p.add_subparsers(dest="command", required=True)
-    enc = sub.add_parser("encode", parents=[common], help="write .spic frames")
-    enc.add_argument("images", nargs="+", type=Path)
-    enc.add_argument("--out", type=Path, required=True)
-    snd = sub.add_parser("send", parents=[common, net], help="encode and upload")
-    snd.add_argument("images", nargs="+", type=Path)
-    w = sub.add_parser("watch", parents=[common, net], help="camera mode on a folder")
-    w.add_argument("folder", type=Path)
-    w.add_argument("--queue-dir", type=Path, default=S, help="default: FOLDER/.spic-queue")
-    w.add_argument(
-        "--done-dir", type=Path, default=S, help="encoded images go here; default FOLDER/.spic-done"
-    )
-    w.add_argument("--interval", type=float, default=S, help="seconds between scans (1)")
-    w.add_argument("--max-queue-mb", type=float, default=S, help="queue size bound (256)")
-    w.add_argument("--ttl-hours", type=float, default=S, help="undelivered frames expire (24)")
-    w.add_argument("--policy", choices=["reject_new", "drop_oldest"], default=S)
-    w.add_argument("--settle-s", type=float, default=S, help="wait until a file is unchanged (0.5)")
-    w.add_argument(
-        "--give-up-s", type=float, default=S, help="unreadable for this long: .spic-failed (30)"
-    )
-    w.add_argument(
-        "--exit-when-idle", action="store_true", help="stop once the folder and the queue are empty"
-    )
-    w.add_argument(
-        "--max-seconds", type=float, default=None, help="stop after this long (tests, demos)"
-    )
-    return p
+__all__ = ["build_parser", "main"]
 
 
 def load_settings(args: argparse.Namespace) -> EdgeSettings:
@@ -111,6 +53,7 @@ def make_encoder(settings: EdgeSettings) -> Any:
         int8=settings.int8,
         target_bpp=settings.bpp,
     )
+    encoder.limits = encoder.bundle_limits  # the cloud's, once it has been asked (learn_limits)
     target = "" if settings.bpp is None else f" (measured to fit {settings.bpp} bpp)"
     print(
         f"spic-edge: {encoder.precision.upper()} encoder, model {encoder.model_id}, "
@@ -161,17 +104,46 @@ def cmd_encode(args: argparse.Namespace, settings: EdgeSettings) -> int:
     return 1 if failures else 0
 
 
+def frame_of(path: Path, encoder: Any) -> bytes:
+    """What ``send`` uploads for a file: a .spic frame as it is (checked, not re-encoded), an
+    image encoded. Raises ``ImageError``."""
+    if path.suffix.lower() != ".spic":
+        data: bytes = encoder.encode(path)
+        return data
+    try:
+        data = path.read_bytes()
+        bitstream.unpack(data)
+    except OSError as exc:
+        raise ImageError(f"cannot read frame: {exc.strerror or exc}") from exc
+    except BitstreamError as exc:
+        raise ImageError(f"not a SPIC frame: {exc.reason}: {exc}") from exc
+    return data
+
+
 def cmd_send(args: argparse.Namespace, settings: EdgeSettings) -> int:
-    encoder, client = make_encoder(settings), make_client(settings)
+    client = make_client(settings)
+    # Frames made earlier need no encoder: only images load the model.
+    images = [p for p in args.images if p.suffix.lower() != ".spic"]
+    encoder = make_encoder(settings) if images else None
+    if encoder is not None:
+        learn_limits(encoder, client)
     failures = 0
     for path in args.images:
         try:
-            data = encoder.encode(path)
-        except ImageError as exc:
+            taken = path.stat().st_mtime  # when the camera wrote it: sent as X-Captured-At
+            data = frame_of(path, encoder)
+            key = frame_key(settings.device_id, path.name, data)
+            result = client.classify(data, key, captured_at=taken)
+        except AuthError:
+            raise  # the key is wrong for every file
+        except (ImageError, CloudRejectedError) as exc:  # this file only: say so, go on
             print(f"spic-edge: {path}: {exc}", file=sys.stderr)
             failures += 1
             continue
-        result = client.classify(data, frame_key(settings.device_id, path.name, data))
+        except OSError as exc:
+            print(f"spic-edge: {path}: {exc.strerror or exc}", file=sys.stderr)
+            failures += 1
+            continue
         print(prediction_line(str(path), result, args.json), flush=True)
     return 1 if failures else 0
 
@@ -203,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"spic-edge: error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # a folder that cannot be written, a disk that is full
-        print(f"spic-edge: error: {exc.strerror or exc}: {exc.filename or ''}", file=sys.stderr)
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"spic-edge: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -111,6 +111,17 @@ class CloudClient:
         answer: dict[str, Any] = self._post("/v1/classify", frame, idempotency_key, extra).json()
         return answer
 
+    def models(self) -> list[dict[str, Any]]:
+        """``GET /v1/models``, one attempt: the bundles the cloud serves, with their ``limits``."""
+        try:
+            resp = self.http.get(self.base_url + "/v1/models", headers=self.headers)
+        except httpx.TransportError as exc:
+            raise CloudUnavailableError(f"{type(exc).__name__}: {exc}") from exc
+        if resp.status_code >= 300:
+            raise CloudRejectedError(resp.status_code, _problem(resp), _why(resp, _problem(resp)))
+        models = _problem(resp).get("models")  # any JSON object, not only a problem
+        return models if isinstance(models, list) else []
+
     def reconstruct(self, frame: bytes, idempotency_key: str) -> bytes:
         return self._post("/v1/reconstruct", frame, idempotency_key).content
 
@@ -140,13 +151,13 @@ class CloudClient:
                     raise AuthError(
                         resp.status_code,
                         problem,
-                        f"cloud refused the API key ({resp.status_code}): {problem.get('detail', resp.text[:200])}",
+                        f"cloud refused the API key: {_why(resp, problem)}",
                     )
                 if not retryable(resp.status_code, problem):
                     raise CloudRejectedError(
                         resp.status_code,
                         problem,
-                        f"cloud rejected the frame ({resp.status_code}): {problem.get('detail', resp.text[:200])}",
+                        f"cloud rejected the frame: {_why(resp, problem)}",
                     )
                 last = f"HTTP {resp.status_code}"
                 retry_after = retry_after_seconds(resp.headers.get("Retry-After"))
@@ -157,6 +168,14 @@ class CloudClient:
         raise CloudUnavailableError(
             f"cloud unavailable after {self.max_retries + 1} attempts: {last}"
         )
+
+
+def _why(resp: httpx.Response, problem: dict[str, Any]) -> str:
+    """Status, URL and the best reason the answer gives: a 404 from a wrong URL has no detail."""
+    reason = problem.get("detail") or problem.get("title") or resp.text[:200].strip()
+    return (
+        f"{resp.status_code} {resp.reason_phrase} from {resp.request.url}: {reason or '(no body)'}"
+    )
 
 
 def _problem(resp: httpx.Response) -> dict[str, Any]:

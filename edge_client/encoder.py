@@ -16,11 +16,12 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
-from edge_client.errors import BundleError, ImageError
+from edge_client.errors import BundleError, ImageError, ImageRefusedError
 from edge_client.onnx_session import make_session
+from shared.bitstream import padded_size
 from shared.codebook import Codebook
 from shared.codecs import CODECS
-from shared.manifest import load_manifest
+from shared.manifest import ServingLimits, load_manifest
 from shared.preprocess import load_rgb, prepare
 
 STAGES = ("preprocess", "encoder", "quantize", "entropy", "pack")
@@ -51,9 +52,14 @@ class EdgeEncoder:
         whole_image: bool = False,
         int8: bool = False,
         target_bpp: float | None = None,
+        limits: ServingLimits | None = None,
     ):
         """``target_bpp`` picks the QF instead of ``qf``: the one whose rate, as measured on the
-        bundle (``manifest.measured``, for this codec and encoder), is the highest within it."""
+        bundle (``manifest.measured``, for this codec and encoder), is the highest within it.
+
+        ``limits``: the largest encoder input the cloud serves (``serving_limits``); a whole image
+        past them is refused before the network runs (``ImageRefusedError``) instead of being
+        encoded for a 413. None checks nothing (to make such frames on purpose)."""
         bundle_path = Path(bundle_path)
         try:
             self.manifest = load_manifest(bundle_path)
@@ -81,6 +87,7 @@ class EdgeEncoder:
         if whole_image:
             self.spec["mode"] = "whole"
         self.stride = self.manifest.latent.stride
+        self.limits = limits
         self.precision = "int8" if int8 else "fp32"
         role = "encoder_int8" if int8 else "encoder"
         if role not in self.manifest.files:
@@ -104,13 +111,35 @@ class EdgeEncoder:
     def model_id(self) -> str:
         return self.manifest.model_id
 
+    @property
+    def bundle_limits(self) -> ServingLimits:
+        """What the bundle says it serves (the manifest's ``limits``, else the defaults): the
+        cloud serves no more than this, and less when its settings say so."""
+        return self.manifest.limits or ServingLimits()
+
+    def check_limits(self, size: tuple[int, int]) -> None:
+        """Refuse a whole image whose padded input is over ``limits``; a crop always fits."""
+        if self.limits is None or self.spec.get("mode") != "whole":
+            return
+        w, h = padded_size(*size, self.stride)
+        lim = self.limits
+        if w * h > lim.max_input_pixels or max(w, h) > lim.max_input_side:
+            raise ImageRefusedError(
+                f"whole image {size[0]}x{size[1]} (encoder input {w}x{h}) is over what the cloud "
+                f"serves for model {self.model_id}: {lim.max_input_pixels} pixels, "
+                f"{lim.max_input_side} per side; send it without --whole-image (a center crop)"
+            )
+
     def load(self, source: str | Path | Image.Image) -> Image.Image:
         if isinstance(source, Image.Image):  # a camera's buffer: no copy when it is RGB already
             return source if source.mode == "RGB" else source.convert("RGB")
         try:
             return load_rgb(source)
-        except (OSError, ValueError, Image.DecompressionBombError) as exc:
-            # DecompressionBombError: Pillow's guard against images that claim billions of pixels.
+        except Image.DecompressionBombError as exc:
+            # Pillow's guard against images that claim billions of pixels: the size is in the
+            # header, so the file is refused for good, not retried.
+            raise ImageRefusedError(f"cannot read image {source}: {exc}") from exc
+        except (OSError, ValueError) as exc:
             raise ImageError(f"cannot read image {source}: {exc}") from exc
 
     def encode(self, image: str | Path | Image.Image) -> bytes:
@@ -143,6 +172,7 @@ class EdgeEncoder:
     def encode_timed(self, image: str | Path | Image.Image) -> EncodedFrame:
         t0 = time.perf_counter()
         im = self.load(image)
+        self.check_limits(im.size)
         try:
             x = prepare(im, self.spec, self.stride)
         except ValueError as exc:

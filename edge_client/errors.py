@@ -3,6 +3,8 @@
     EdgeError                    base class: catch this to catch everything below
     ├── BundleError              the model bundle is missing, unreadable or inconsistent
     ├── ImageError               an input image cannot be read or does not fit the model
+    │   └── ImageRefusedError    never will, as it is: a decompression bomb, or a whole image
+    │                            larger than the cloud serves (retrying does not help)
     ├── QueueError               the store-and-forward queue refused or lost track of a frame
     │   ├── QueueFullError       the queue is at its size limit and its policy rejects new frames
     │   │                        (for now: a later capture may fit once frames are delivered)
@@ -29,6 +31,10 @@ class BundleError(EdgeError):
 
 
 class ImageError(EdgeError):
+    pass
+
+
+class ImageRefusedError(ImageError):
     pass
 
 

@@ -24,6 +24,7 @@ Each queued frame is one file ``<seq:012d>.frame`` in the queue folder::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -195,12 +196,19 @@ class FrameQueue:
         self._next += 1
         path = self.root / f"{seq:012d}{SUFFIX}"
         tmp = path.with_suffix(".tmp")
-        with tmp.open("wb") as f:
-            f.write(header)
-            f.write(frame)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            with tmp.open("wb") as f:
+                f.write(header)
+                f.write(frame)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError as exc:
+            # A full disk: give back what the partial write took, and name the file (a failed
+            # write() carries no file name of its own).
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise OSError(exc.errno, exc.strerror, str(exc.filename or tmp)) from exc
         _fsync_dir(self.root)
         item = QueuedFrame(seq, key, source, captured, path, taken)
         self._items[seq], self._sizes[seq] = item, size

@@ -11,8 +11,9 @@ import re
 import socket
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.bundles import DEFAULT_BUNDLE
@@ -55,6 +56,22 @@ class EdgeSettings(BaseSettings):
     # An image that still cannot be read after it has been unchanged this long is moved to
     # .spic-failed; before that it is retried at every scan (it may still be being written).
     give_up_s: float = Field(30.0, ge=0)
+    # Originals of captured images are kept in the done folder as a ring: older than keep_hours
+    # or past keep_mb in all, the oldest go first (0 keeps none). Bounded by default, so a camera
+    # never fills its card with what it has already sent.
+    keep_hours: float = Field(24.0, ge=0)
+    keep_mb: float = Field(512.0, ge=0)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        # Refused at start: "cloud:8000" would otherwise be retried as a connection error.
+        if url is not None:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                hint = "" if "://" in url else f", e.g. http://{url}"
+                raise ValueError(f"needs http:// or https:// and a host{hint}")
+        return url
 
 
 def settings_error(exc: ValidationError) -> str:

@@ -2,23 +2,30 @@
 
 * **scan**: images in the folder, oldest first, that have *settled* (not modified for
   ``settle_s``), so a file the camera is still writing is left for a later scan.
-* **capture**: encode, then put the frame on the disk queue (fsynced) and move the image to the
-  done folder. A file that cannot be read is retried at later scans until it has been unchanged
-  for ``give_up_s``, then moved to ``.spic-failed`` (a half-written JPEG finishes; a corrupt one
-  does not). A frame larger than the whole queue is set aside the same way. When the queue is
-  full under ``reject_new`` the scan stops: the image stays for later.
-* **drain**: upload queued frames in capture order (``Uploader``).
+* **capture**: encode, then put the frame on the disk queue (fsynced) and move the image into the
+  ring of originals (``OriginalsRing``: ``--keep-hours``, ``--keep-mb``). A file that cannot be
+  read is retried at later scans until it has been unchanged for ``give_up_s``, then moved to
+  ``.spic-failed`` (a half-written JPEG finishes; a corrupt one does not). One that never will
+  be read as it is (a decompression bomb, a whole image over the cloud's limits) and a frame
+  larger than the whole queue go there at once. When the queue is full under ``reject_new``, or
+  its disk is (any ``OSError`` writing a frame), capture pauses: the image stays for later.
+* **drain**: upload queued frames in capture order (``Uploader``). It runs in every round, also
+  while capture is paused, so an edge restarted on a full disk sends what it holds.
 
-Every bad file gets one WARNING line and the stream goes on. If the watch folder cannot be
-written (a read-only mount), images stay where they are and the frames sent are remembered for
-the run instead.
+A round that moved nothing forward (every image unreadable, the queue or its disk full, the cloud
+down) is followed by a sleep of ``--interval``, so a bad file costs one retry per interval, not a
+spinning core. Every bad file gets one WARNING line when first seen and one when set aside; its
+retries in between are logged at INFO. If the watch folder cannot be written (a read-only mount),
+images stay where they are and the frames sent are remembered for the run instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -26,8 +33,16 @@ from pathlib import Path
 from typing import Any
 
 from edge_client.client import frame_key
-from edge_client.errors import EdgeError, FrameTooLargeError, ImageError, QueueFullError
+from edge_client.errors import (
+    EdgeError,
+    FrameTooLargeError,
+    ImageError,
+    ImageRefusedError,
+    QueueFullError,
+)
 from edge_client.frame_queue import FrameQueue, unique_path
+from edge_client.limits import learn_limits
+from edge_client.originals import OriginalsRing
 from edge_client.report import prediction_line
 from edge_client.settings import EdgeSettings
 from edge_client.uploader import Uploader
@@ -50,8 +65,16 @@ class Watcher:
     # be trusted (a camera clock ahead of ours): unchanged for settle_s also counts as settled.
     _seen: dict[Path, tuple[tuple[int, int], float]] = field(default_factory=dict)
     _sent: set[Path] = field(default_factory=set)  # only used when images cannot be moved
+    _warned: set[Path] = field(default_factory=set)  # unreadable files already reported
     read_only: bool = False
     device_id: str = "camera"  # part of each frame's Idempotency-Key
+    keep_bytes: int = 512 << 20  # the ring of originals in ``done`` (--keep-mb, --keep-hours)
+    keep_s: float = 24 * 3600
+    paused: str | None = None  # why capture is paused (the queue's disk), None while it runs
+    moved: int = 0  # images that left the folder (captured or set aside): the loop's progress
+
+    def __post_init__(self) -> None:
+        self.originals = OriginalsRing(self.done, self.keep_bytes, self.keep_s)
 
     def scan(self) -> list[Path]:
         """Settled images not yet captured, oldest first."""
@@ -83,13 +106,26 @@ class Watcher:
                 found.append((st.st_mtime_ns, path.name, path))
         return [p for _, _, p in sorted(found)]
 
+    def capture_all(self) -> int:
+        """Scan and capture what settled, oldest first, until the queue or its disk is full;
+        returns how many images left the folder (captured or set aside)."""
+        before = self.moved
+        for path in self.scan():
+            if not self.capture(path):
+                break
+        return self.moved - before
+
     def capture(self, path: Path) -> bool:
-        """Encode and queue one image; False when the queue is full and the scan should stop."""
+        """Encode and queue one image; False when the queue or its disk is full and the scan
+        should stop."""
         try:
             mtime = path.stat().st_mtime  # when the camera finished writing it: the capture time
             frame = self.encoder.encode(path)
         except OSError:
             return True  # gone since the scan
+        except ImageRefusedError as exc:  # never readable as it is: no point waiting
+            self._set_aside(path, str(exc))
+            return True
         except ImageError as exc:
             self._unreadable(path, exc)
             return True
@@ -102,21 +138,61 @@ class Watcher:
                 return True
             except QueueFullError:
                 return False  # logged by the queue; the image stays in the folder
+            except OSError as exc:
+                self._pause(path, exc)
+                return False
+            if self.paused is not None:
+                self.paused = None
+                log.warning("capture resumed: %s", self._space())
         self._finish(path)
         return True
+
+    def _space(self) -> str:
+        try:
+            du = shutil.disk_usage(self.queue.root)
+        except OSError:
+            return f"free space on {self.queue.root} unknown"
+        return f"{du.free} B free of {du.total} B on {self.queue.root}"
+
+    def _pause(self, path: Path, exc: OSError) -> None:
+        """The queue cannot be written (its disk is full): capture waits, draining goes on."""
+        why = f"{exc.strerror or exc} writing {exc.filename or self.queue.root}"
+        cause = exc.strerror or str(exc)  # not the file: each attempt writes another one
+        if self.paused != cause:  # once per cause, not once per round
+            self.paused = cause
+            full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            log.warning(
+                "capture paused at %s: %s (%s); %s frame(s) still queued and draining, %s",
+                path.name,
+                why,
+                self._space(),
+                len(self.queue),
+                "capture resumes when space returns" if full else "retrying every interval",
+            )
 
     def _unreadable(self, path: Path, exc: EdgeError) -> None:
         try:
             age = self.now() - path.stat().st_mtime_ns / 1e9
         except OSError:
             return  # gone
-        if age < self.give_up_s:
-            log.warning("%s: %s; retrying at the next scan", path.name, exc)
+        if age >= self.give_up_s:
+            self._set_aside(path, str(exc))
             return
-        self._set_aside(path, str(exc))
+        if path in self._warned:
+            log.info("%s: still unreadable (%s)", path.name, exc)
+        else:
+            self._warned.add(path)
+            log.warning(
+                "%s: %s; retrying until it has been unchanged for %g s",
+                path.name,
+                exc,
+                self.give_up_s,
+            )
 
     def _set_aside(self, path: Path, why: str) -> None:
         self._seen.pop(path, None)
+        self._warned.discard(path)
+        self.moved += 1
         try:
             target = unique_path(self.failed, path.name)
             os.replace(path, target)
@@ -128,9 +204,11 @@ class Watcher:
 
     def _finish(self, path: Path) -> None:
         self._seen.pop(path, None)
+        self._warned.discard(path)
+        self.moved += 1
         if not self.read_only:
             try:
-                os.replace(path, unique_path(self.done, path.name))
+                self.originals.keep(path)
                 return
             except OSError as exc:
                 self.read_only = True
@@ -168,6 +246,8 @@ def run_watch(args: argparse.Namespace, settings: EdgeSettings, encoder: Any, cl
         settle_s=settings.settle_s,
         give_up_s=settings.give_up_s,
         device_id=settings.device_id,
+        keep_bytes=int(settings.keep_mb * (1 << 20)),
+        keep_s=settings.keep_hours * 3600,
     )
     uploader = Uploader(
         queue,
@@ -175,12 +255,14 @@ def run_watch(args: argparse.Namespace, settings: EdgeSettings, encoder: Any, cl
         on_result=lambda item, r: print(prediction_line(item.source, r, args.json), flush=True),
     )
     start, was_down = time.monotonic(), False
+    limits_known = learn_limits(encoder, client)
     while True:
-        images = watcher.scan()
-        for path in images:
-            if not watcher.capture(path):
-                break
+        # Capture first: after a restart, an image whose frame is already queued is recognised
+        # (by its key) before that frame is delivered and forgotten. A full disk only pauses it.
+        captured = watcher.capture_all()
         report = uploader.drain()
+        if report.sent and not limits_known:  # the cloud was away at start: ask it now
+            limits_known = learn_limits(encoder, client)
         if report.cloud_down != was_down:
             state = "DOWN, queueing" if report.cloud_down else "back, catching up"
             print(f"spic-edge: cloud {state}; {len(queue)} frame(s) in queue", file=sys.stderr)
@@ -195,5 +277,5 @@ def run_watch(args: argparse.Namespace, settings: EdgeSettings, encoder: Any, cl
         idle = args.exit_when_idle and len(queue) == 0 and not watcher.pending_images()
         if idle or (args.max_seconds and time.monotonic() - start > args.max_seconds):
             return 0
-        if not images or report.cloud_down:
+        if report.cloud_down or not (captured or report.sent):  # nothing moved: wait, not spin
             time.sleep(settings.interval)

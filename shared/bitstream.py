@@ -25,6 +25,10 @@ are little-endian and unsigned.
     │ 30+n    4  crc32          CRC-32 (zlib/PNG polynomial) of bytes [0, 30+n)   │
     └─────────────────────────────────────────────────────────────────────────────┘
 
+A whole-image frame's encoder input is the captured image padded on the right and at the bottom
+up to the next multiple of the stride (``padded_size``), so image_width x image_height says how
+much of a reconstruction is picture and how much padding.
+
 bpp (bits per pixel) of a frame = 8 · (34 + payload_len) / (H·stride · W·stride): the whole
 frame, header included, over the pixels the encoder saw.
 
@@ -100,6 +104,11 @@ class Frame:
     @property
     def nbytes(self) -> int:
         return OVERHEAD + len(self.payload)
+
+
+def padded_size(width: int, height: int, stride: int) -> tuple[int, int]:
+    """The encoder input of a whole ``width`` x ``height`` image: each side rounded up to the stride."""
+    return -(-width // stride) * stride, -(-height // stride) * stride
 
 
 def model_id_from_hex(text: str) -> bytes:

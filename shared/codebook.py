@@ -107,8 +107,8 @@ class Codebook:
         * the QF has a table; stride and channels are the model's at that QF (an enhancement
           layer's channels come on top of the base latent's from its QF up);
         * a frame of the manifest's preprocessing has exactly the crop's latent; any other latent
-          is a whole-image frame, whose captured image is the encoder's input, pixel for pixel (so
-          a (32, 7, 28) latent cannot pass for a (32, 14, 14) one);
+          is a whole-image frame, whose encoder input is its captured image padded up to the
+          stride (so a (32, 7, 28) latent cannot pass for a (32, 14, 14) one);
         * the captured image is 1..``MAX_CAPTURED_PIXELS`` pixels;
         * the encoder's input is within ``limits`` (default: the manifest's, else the defaults).
         """
@@ -139,13 +139,27 @@ class Codebook:
                 f"encoder input {in_w}x{in_h} exceeds what model {m.model_id} serves here: "
                 f"{limits.max_input_pixels} pixels, {limits.max_input_side} per side",
             )
-        if (h, w) != self.native_shape[1:] and (iw, ih) != (in_w, in_h):
+        pw, ph = bitstream.padded_size(iw, ih, frame.stride)
+        if (h, w) != self.native_shape[1:] and (pw, ph) != (in_w, in_h):
             raise BitstreamError(
                 "geometry",
                 f"latent {frame.latent_shape} is neither the model's {m.preprocessing.size}² crop "
                 f"({h}x{w} is not {self.native_shape[1]}x{self.native_shape[2]}) nor a whole "
-                f"image: encoder input {in_w}x{in_h}, captured {iw}x{ih}",
+                f"image: encoder input {in_w}x{in_h}, captured {iw}x{ih} (padded: {pw}x{ph})",
             )
+
+    def captured_region(self, frame: bitstream.Frame) -> tuple[int, int] | None:
+        """(w, h) to crop a reconstruction to: a whole-image frame whose captured image was padded
+        to the stride (``bitstream.padded_size``) is cut back to the captured size. None
+        for a frame of the model's own crop (its latent is the crop's), whose reconstruction is
+        the crop; a whole image within a stride of the crop's side is read as a crop too."""
+        if frame.latent_shape[1:] == self.native_shape[1:]:
+            return None
+        iw, ih = frame.image_size
+        padded = bitstream.padded_size(iw, ih, frame.stride)
+        if (iw, ih) == frame.input_size or padded != frame.input_size:
+            return None
+        return iw, ih
 
     def decode_frame(
         self, frame: bitstream.Frame, limits: ServingLimits | None = None

@@ -9,10 +9,19 @@ traceback. This module imports nothing of the project's other packages itself.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import sys
 from collections.abc import Callable
 
 OWN_PACKAGES = {"shared", "edge_client", "cloud_service", "models", "evaluation", "bench"}
+
+
+def package_version() -> str:
+    """The installed spic version, what every script's ``--version`` prints."""
+    try:
+        return importlib.metadata.version("spic")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that is not installed
+        return "unknown (not installed)"
 
 
 def _missing_extra(prog: str, extras: str, exc: ModuleNotFoundError) -> int:

@@ -4,7 +4,9 @@ The same functions feed training, evaluation and the camera, so a model never se
 differently from how it was trained. Two modes:
 
 * ``center_crop``: resize the short side to ``resize_short`` (bilinear), center-crop ``size``².
-* ``whole``: keep the image as it is; its sides must be multiples of the latent stride.
+* ``whole``: the image as it is, padded on the right and at the bottom (edge pixels repeated) up to
+  the next multiple of the latent stride. The frame's header keeps the captured size, which is how
+  the cloud knows the padding and crops a reconstruction back (``shared.bitstream.padded_size``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from shared.bitstream import padded_size
 
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -89,10 +93,13 @@ def prepare(im: Image.Image, spec: dict[str, Any], stride: int) -> np.ndarray:
         im = resize_center_crop(im, spec["resize_short"], spec["size"])
     elif mode == "whole":
         w, h = im.size
-        if w % stride or h % stride or w == 0 or h == 0:
-            raise ValueError(
-                f"whole-image mode needs sides that are multiples of {stride}, got {w}x{h}"
-            )
+        if w == 0 or h == 0:
+            raise ValueError(f"whole-image mode needs a non-empty image, got {w}x{h}")
+        pw, ph = padded_size(w, h, stride)
+        if (pw, ph) != (w, h):
+            # Repeated edge pixels, not black: a black band is an edge the encoder never saw in
+            # training, and it would spend bits on it.
+            return np.pad(to_array(im), ((0, 0), (0, ph - h), (0, pw - w)), mode="edge")
     else:
         raise ValueError(f"unknown preprocessing mode {mode!r}")
     return to_array(im)

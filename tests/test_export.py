@@ -89,8 +89,8 @@ def test_whole_image_mode_and_bad_images(tiny_bundle, tmp_path):
     enc = EdgeEncoder(tiny_bundle, whole_image=True, cache_dir=False)
     frame, _ = Codebook(enc.manifest).decode(enc.encode(Image.new("RGB", (96, 48), "gray")))
     assert frame.latent_shape == (4, 3, 6)
-    with pytest.raises(ImageError, match="multiples of 16"):
-        enc.encode(Image.new("RGB", (100, 48)))
+    padded, _ = Codebook(enc.manifest).decode(enc.encode(Image.new("RGB", (100, 48))))
+    assert padded.latent_shape == (4, 3, 7) and padded.image_size == (100, 48)  # padded to 112
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not a jpeg")
     with pytest.raises(ImageError, match="bad.jpg"):

@@ -151,6 +151,9 @@ def _classify_one(runtime: BundleRuntime, frame: bitstream.Frame) -> np.ndarray:
 
 def reconstruct_png(runtime: BundleRuntime, frame: bitstream.Frame) -> bytes:
     image = runtime.reconstruct_latents(decode_latent(runtime, frame)[None], frame.qf)[0]
+    region = runtime.codebook.captured_region(frame)
+    if region is not None:  # a whole image the edge padded to the stride: back to its own size
+        image = image[: region[1], : region[0]]
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="PNG")
     return buf.getvalue()
