@@ -16,6 +16,7 @@ from pathlib import Path
 
 from evaluation.paired import paired
 from evaluation.spic_eval import evaluate_spic, labelled_images, rows_to_dicts
+from models.data import DATA_HELP, split_folder
 from shared.manifest import Measurements, OperatingPoint, load_manifest, record_measurements
 
 # The default bundle's targets (issue 11), checked on the rows by target_lines.
@@ -192,7 +193,7 @@ def measurements(rows: list[dict], command: str, dataset: str) -> Measurements:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="spic-card", description=__doc__.split("\n")[0])
     p.add_argument("--bundle", required=True)
-    p.add_argument("--data", required=True, help="labelled ImageFolder split, e.g. imagenette/val")
+    p.add_argument("--data", required=True, help=DATA_HELP.format(split="val"))
     p.add_argument("--limit", type=int, help="seeded class-balanced subset of this many images")
     p.add_argument(
         "--int8", action="store_true", help="also evaluate the bundle's INT8 encoder (rANS)"
@@ -201,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     bundle = Path(args.bundle)
     manifest = load_manifest(bundle)
-    paths, labels, classes = labelled_images(args.data, args.limit)
+    paths, labels, classes = labelled_images(split_folder(args.data, "val"), args.limit)
     if classes != [c.id for c in manifest.classes]:
         raise SystemExit(
             f"the data's classes {classes} are not the bundle's {[c.id for c in manifest.classes]}"

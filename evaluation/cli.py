@@ -35,6 +35,7 @@ from evaluation.paired import hits_string
 from evaluation.reference import ReferenceClassifier
 from evaluation.spic_eval import Row, evaluate_spic, labelled_images, psnr, ssim
 from models import baselines
+from models.data import DATA_HELP, split_folder
 from shared.manifest import load_manifest
 from shared.preprocess import (
     IMAGE_SUFFIXES,
@@ -137,7 +138,7 @@ class BaselineRows:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="spic-eval", description=__doc__.split("\n")[0])
     p.add_argument("--bundle", type=Path, required=True)
-    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--data", type=Path, required=True, help=DATA_HELP.format(split="val"))
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--limit", type=int, help="seeded, class-balanced subset of this many images")
     p.add_argument("--qf", type=int, nargs="+", help="SPIC QFs (default: the bundle's)")
@@ -165,7 +166,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     manifest = load_manifest(args.bundle)
     size = args.size or manifest.preprocessing.size
-    paths, labels = load_split(args.data, args.limit, [c.id for c in manifest.classes])
+    paths, labels = load_split(
+        split_folder(args.data, "val"), args.limit, [c.id for c in manifest.classes]
+    )
     args.out.mkdir(parents=True, exist_ok=True)
 
     runtime = BundleRuntime(args.bundle, threads=2)

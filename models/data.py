@@ -30,6 +30,21 @@ from shared.preprocess import (
 PROVENANCE_FILE = "PROVENANCE.txt"
 
 
+# Every command's ``--data`` is a dataset root holding ``train/<class>/`` and ``val/<class>/``;
+# each command reads the split it needs. A split folder given directly is still accepted, so
+# commands written before this rule (``--data imagenette/val``) keep working.
+DATA_HELP = (
+    "dataset root holding train/<class>/ and val/<class>/ (the {split} split is read; a split "
+    "folder itself is accepted too)"
+)
+
+
+def split_folder(root: str | Path, split: str) -> Path:
+    """``root/split`` when ``root`` is a dataset root, else ``root`` itself (a split folder)."""
+    root = Path(root)
+    return root / split if (root / split).is_dir() else root
+
+
 def data_provenance(root: str | Path) -> str:
     """The text of ``root``'s provenance file, or "" for original data (no such file)."""
     path = Path(root) / PROVENANCE_FILE

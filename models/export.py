@@ -24,7 +24,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from models.data import eval_arrays
+from models.data import DATA_HELP, eval_arrays, split_folder
 from models.enhancement import EnhancementDecoder, EnhancementEncoder, KLTEnhancement, fit_klt
 from models.network import SPIC, count_conv_macs
 from models.train import load_checkpoint
@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("checkpoint")
     p.add_argument("--out", required=True, help="bundle directory to write")
     p.add_argument(
-        "--data", required=True, help="training images (ImageFolder) to measure the tables on"
+        "--data", required=True, help=DATA_HELP.format(split="train") + "; tables measured on it"
     )
     p.add_argument("--name", help="bundle name (default: the output folder's name)")
     p.add_argument("--default-qf", type=int, default=48)
@@ -370,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     model, ckpt = load_checkpoint(args.checkpoint)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    images, _, _ = eval_arrays(args.data, args.size, args.table_limit)
+    images, _, _ = eval_arrays(split_folder(args.data, "train"), args.size, args.table_limit)
     pinned = None if args.pin_idle is None else pin_idle_channels(model, images, args.pin_idle)
     klt, layer = None, None
     if args.enhance_channels is not None:

@@ -24,7 +24,7 @@ import onnx
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from models.data import eval_arrays
+from models.data import DATA_HELP, eval_arrays, split_folder
 from shared.manifest import BundleFile, load_manifest, write_manifest
 
 INT8_FILE = "encoder.int8.onnx"
@@ -72,11 +72,13 @@ def make_int8(bundle: Path, data: str, n_images: int = 256, size: int = 224) -> 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="spic-int8", description=__doc__.split("\n")[0])
     p.add_argument("bundle", type=Path)
-    p.add_argument("--data", required=True, help="training images (ImageFolder) for calibration")
+    p.add_argument(
+        "--data", required=True, help=DATA_HELP.format(split="train") + "; calibration images"
+    )
     p.add_argument("--images", type=int, default=256, help="calibration images (seeded subset)")
     args = p.parse_args(argv)
     size = load_manifest(args.bundle).preprocessing.size
-    out = make_int8(args.bundle, args.data, args.images, size)
+    out = make_int8(args.bundle, split_folder(args.data, "train"), args.images, size)
     card = args.bundle / "MODEL_CARD.md"
     if card.exists():  # record this step with the others that made the bundle
         command = "spic-int8 " + " ".join(sys.argv[1:] if argv is None else argv)

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from models import baselines
 from models.config import JsonConfig, apply_overrides
-from models.data import InMemoryImages, eval_arrays, train_batches
+from models.data import DATA_HELP, InMemoryImages, eval_arrays, train_batches
 from models.ema import ema_of, ema_state, final_weights
 from models.mixing import mix_batch, mixed_cross_entropy
 from models.reference import ResNet, ResNetConfig
@@ -133,7 +133,7 @@ def match_to_spic(
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="spic-train-reference", description=__doc__.split("\n")[0])
-    p.add_argument("--data", required=True, help="dataset root with train/ and val/ ImageFolders")
+    p.add_argument("--data", required=True, help=DATA_HELP.format(split="train and val"))
     p.add_argument("--out", required=True, help="run directory (created)")
     p.add_argument(
         "--set",
