@@ -67,7 +67,11 @@ def problem(r: httpx.Response, status: int) -> dict:
 
 
 def day_start(seconds: float) -> float:
-    return datetime.fromtimestamp(seconds, UTC).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+    return (
+        datetime.fromtimestamp(seconds, UTC)
+        .replace(hour=0, minute=0, second=0, microsecond=0)
+        .timestamp()
+    )
 
 
 def iso(seconds: float) -> str:
@@ -158,10 +162,11 @@ def test_validation_errors_say_what_is_wrong_in_words(cloud):
     body = problem(read(cloud, "/v1/frames", limit=0, device="a b"), 422)
     assert not body["detail"].startswith("[") and "{'" not in body["detail"]
     assert "query limit: Input should be greater than or equal to 1" in body["detail"]
-    assert {
-        k: v for k, v in body["errors"][1].items() if k != "reason"
-    } == {"in": "query", "name": "limit"}
-    assert [e["name"] for e in body["errors"]] == ["device", "limit"]
+    assert [(e["in"], e["name"]) for e in body["errors"]] == [
+        ("query", "device"),
+        ("query", "limit"),
+    ]
+    assert all(e["reason"] for e in body["errors"])
 
 
 # --- 7. the dashboard's data: per camera, favicon -----------------------------------------------
@@ -262,7 +267,6 @@ def test_every_filter_is_answered_from_an_index(tmp_path):
     store = open_store("", tmp_path)
     for i in range(200):
         store.add(record(f"cam-{i % 4}", 1_000_000 * i), b"z")
-    plans: list[str] = []
     reader = store.db.read_session
     with reader() as run:  # open the read connection, then watch what runs on it
         conn = run.keywords["conn"]
@@ -285,7 +289,6 @@ def test_every_filter_is_answered_from_an_index(tmp_path):
     conn.set_trace_callback(None)
     for sql in statements:
         plan = [r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql)]
-        plans.append(sql)
-        assert not any(step == "SCAN frames" for step in plan), (sql, plan)
-    assert len(plans) >= 4 * len(queries)
+        assert "SCAN frames" not in plan, (sql, plan)
+    assert len(statements) >= 2 * len(queries) + 4
     store.close()
