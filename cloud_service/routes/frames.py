@@ -55,9 +55,11 @@ def query_time(name: str, value: str | None) -> int | None:
     if value is None:
         return None
     try:
-        return parse_rfc3339(value)
+        us = parse_rfc3339(value)
+        format_rfc3339(us)  # a time the API can answer with: years 1 to 9999 in UTC
     except ValueError as exc:
         raise Problem(422, "bad-query", f"bad {name}", str(exc)) from None
+    return us
 
 
 def results_store(state: ServiceState) -> ResultsStore:
