@@ -31,10 +31,10 @@ pytestmark = pytest.mark.skipif(
 UPLOAD, READ = "up-key", "read-key"
 
 
-def send(url: str, frame: bytes, device: str, key: str) -> int:
+def send(url: str, frame: bytes, device: str, key: str, ago_s: float = 0) -> int:
     client = CloudClient(url, api_key=UPLOAD, device_id=device, max_retries=0)
     try:
-        return int(client.classify(frame, key, captured_at=time.time())["frame_id"])
+        return int(client.classify(frame, key, captured_at=time.time() - ago_s)["frame_id"])
     finally:
         client.close()
 
@@ -73,7 +73,8 @@ def test_dashboard_shows_frames_live_filters_and_details(browser, tiny_bundle, t
     settings = dict(api_keys=UPLOAD, read_keys=READ, data_dir=tmp_path)
     with running_cloud([tiny_bundle], **settings) as url:
         first = send(url, frames[0], "cam-a", "k0")
-        send(url, frames[2], "cam-a", "k2")
+        send(url, frames[2], "cam-a", "k2", ago_s=60)  # stored after, captured before
+
         browser.get(url + "/")
         wait = WebDriverWait(browser, 20)
         browser.find_element(By.ID, "key").send_keys(READ)
@@ -81,7 +82,9 @@ def test_dashboard_shows_frames_live_filters_and_details(browser, tiny_bundle, t
 
         def card_ids() -> set[int]:  # read in one script: the feed may be redrawn meanwhile
             script = "return [...document.querySelectorAll('.card')].map(c => +c.dataset.frameId)"
-            return set(browser.execute_script(script))
+            ids = browser.execute_script(script)
+            assert len(ids) == len(set(ids)), ids  # no frame shown twice
+            return set(ids)
 
         def texts(selector: str) -> list[str]:
             script = f"return [...document.querySelectorAll({selector!r})].map(e => e.textContent)"

@@ -78,14 +78,23 @@ function card(frame) {
   return el;
 }
 
+function addCard(frame, first) {
+  if ($("feed").querySelector('.card[data-frame-id="' + frame.frame_id + '"]')) return;
+  if (first) $("feed").prepend(card(frame)); else $("feed").append(card(frame));
+  shown += 1;
+  $("feed-count").textContent = shown + " shown";
+}
+
 async function loadFeed(reset) {
   if (reset) { $("feed").replaceChildren(); cursor = null; shown = 0; }
   const p = filters(true);
   p.set("limit", "24");
   if (cursor) p.set("cursor", cursor);
   const page = await (await api("/v1/frames?" + p)).json();
-  for (const f of page.frames) { $("feed").append(card(f)); shown += 1; }
-  if (reset) lastEventId = page.frames.length ? String(page.frames[0].frame_id) : null;
+  for (const f of page.frames) addCard(f, false);
+  // The feed is in capture order, the live stream in storage order (frame ids): it resumes after
+  // the highest id shown, and a frame already shown is not shown twice.
+  if (reset) lastEventId = page.frames.length ? String(Math.max(...page.frames.map((f) => f.frame_id))) : null;
   cursor = page.next_cursor;
   $("more").hidden = !cursor;
   $("feed-count").textContent = shown + " shown";
@@ -273,10 +282,8 @@ async function follow() {
             const frame = JSON.parse(data);
             addChoice("f-device", frame.device_id);  // a new camera or label becomes a filter
             addChoice("f-label", frame.label);
-            $("feed").prepend(card(frame));
+            addCard(frame, true);
             soon();
-            shown += 1;
-            $("feed-count").textContent = shown + " shown";
           }
         }
       }
