@@ -262,6 +262,23 @@ def test_an_upload_never_waits_behind_a_read(store: ResultsStore):
     assert store.get(frame_id) is not None  # and reads see it once committed
 
 
+def test_a_store_of_the_previous_schema_is_upgraded_in_place(tmp_path):
+    """Frames stored before capture-time filing are found by capture time after the upgrade."""
+    from cloud_service.database import SqliteDatabase, migrate
+    from cloud_service.results import MIGRATIONS
+
+    old = ResultsStore.__new__(ResultsStore)
+    old.db, old.engine = SqliteDatabase(tmp_path / "results.sqlite"), "sqlite"
+    assert migrate(old.db, "spic_schema", MIGRATIONS[:1]) == 1
+    frame_id = old.add(record("cam-old", 5_000_000), b"x")
+    old.close()
+    store = open_store("", tmp_path)
+    assert store.schema_version == MIGRATIONS[-1][0]
+    found, _ = store.query(FrameQuery(label="CHURCH", after_us=5_000_000, before_us=5_000_001))
+    assert [r.id for r in found] == [frame_id]
+    store.close()
+
+
 def test_every_filter_is_answered_from_an_index(tmp_path):
     """SQLite's plan for each query the API runs with a filter: no step reads the whole table
     row by row. (Counting every frame of all time has to read them all, bounded by its buckets.)"""
