@@ -86,7 +86,8 @@ def timed_get(url: str, params: dict[str, str]) -> dict[str, object]:
 
 def classify_ms(url: str, frames: list[bytes], seconds: float) -> list[float]:
     headers = {"Content-Type": "application/octet-stream", "X-Device-Id": "bench"}
-    out, end = [], time.time() + seconds
+    out: list[float] = []
+    end = time.time() + seconds
     with httpx.Client(timeout=60) as client:
         while time.time() < end:
             t0 = time.perf_counter()
@@ -128,7 +129,7 @@ def main() -> None:
             result["peak_mb"] = {"before": before, "after": peak_mb(proc.pid)}
             classify_ms(url, frames, 1)  # warm-up
             result["classify_alone"] = summary(classify_ms(url, frames, args.seconds))
-            stop, reads = threading.Event(), []
+            stop, reads = threading.Event(), list[float]()
 
             def scan() -> None:
                 with httpx.Client(timeout=120) as client:
