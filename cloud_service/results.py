@@ -56,12 +56,15 @@ MIGRATIONS: list[Migration] = [
         [
             "DROP INDEX frames_device",
             "DROP INDEX frames_label",
-            "CREATE INDEX frames_at ON frames (COALESCE(captured_us, received_us) DESC, id DESC)",
+            # confidence rides along: a min_confidence page walks this index alone, not the
+            # rows (0.70 s -> 0.095 s for a threshold nothing meets, a million frames).
+            # PostgreSQL's planner has statistics and picks frames_confidence instead.
+            "CREATE INDEX frames_at ON frames "
+            "(COALESCE(captured_us, received_us) DESC, id DESC, confidence)",
             "CREATE INDEX frames_device_at ON frames "
             "(device, COALESCE(captured_us, received_us) DESC, id DESC)",
             "CREATE INDEX frames_label_at ON frames "
             "(lower(label), COALESCE(captured_us, received_us) DESC, id DESC)",
-            "CREATE INDEX frames_confidence ON frames (confidence)",
         ],
         [
             "DROP INDEX frames_device",
