@@ -57,8 +57,8 @@ MIGRATIONS: list[Migration] = [
             "DROP INDEX frames_device",
             "DROP INDEX frames_label",
             # confidence rides along: a min_confidence page walks this index alone, not the
-            # rows (0.70 s -> 0.095 s for a threshold nothing meets, a million frames).
-            # PostgreSQL's planner has statistics and picks frames_confidence instead.
+            # rows (bench/query_reads.py's "scan": a threshold nothing meets). PostgreSQL's
+            # planner has statistics and picks frames_confidence instead.
             "CREATE INDEX frames_at ON frames "
             "(COALESCE(captured_us, received_us) DESC, id DESC, confidence)",
             "CREATE INDEX frames_device_at ON frames "
@@ -187,8 +187,8 @@ class ResultsStore:
         where, params = self._filters(q)
         if q.cursor is not None:
             # (AT, id) < cursor, spelled so that SQLite takes the first term as a range of the
-            # (AT, id) index: as a row value over an expression it scanned (36 ms half-way into
-            # a million rows, against 0.1 ms).
+            # (AT, id) index: a row value over an expression made it scan from the newest row
+            # (bench/store.py's deep_cursor case).
             where.append(f"{AT} <= ? AND ({AT} < ? OR id < ?)")
             params += [q.cursor[0], q.cursor[0], q.cursor[1]]
         sql = f"SELECT {COLUMNS} FROM frames"
