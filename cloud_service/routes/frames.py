@@ -30,6 +30,7 @@ from shared.schemas import FramesPage, StoredFrame
 router = APIRouter(prefix="/v1/frames", tags=["frames"], dependencies=[strict_query])
 # Ids are positive 63-bit integers on both engines; a larger one is refused (422), not a 500.
 FrameId = Annotated[int, Path(ge=1, le=(1 << 63) - 1)]
+CAPTURED = "captured (received, for a frame sent without X-Captured-At)"
 QUERY_ERRORS: dict[int | str, dict[str, Any]] = {s: ERRORS[s] for s in (401, 403, 404, 422, 503)}
 
 
@@ -88,8 +89,8 @@ async def list_frames(
     state: StateDep,
     _auth: ReadAuthDep,
     q: Annotated[FrameQuery, frame_filters],
-    after: Annotated[str | None, Query(description="RFC 3339: captured at or after")] = None,
-    before: Annotated[str | None, Query(description="RFC 3339: captured before")] = None,
+    after: Annotated[str | None, Query(description=f"RFC 3339: {CAPTURED} at or after")] = None,
+    before: Annotated[str | None, Query(description=f"RFC 3339: {CAPTURED} before")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=100)] = None,
 ) -> FramesPage:

@@ -28,6 +28,7 @@ from pydantic import BaseModel, Field
 from cloud_service.problems import Problem
 from cloud_service.results import FrameQuery
 from cloud_service.routes.frames import (
+    CAPTURED,
     QUERY_ERRORS,
     answers,
     frame_filters,
@@ -105,8 +106,8 @@ async def stats(
     bucket: Annotated[
         BucketName, Query(description=f"auto: the finest that spans at most {MAX_BUCKETS}")
     ] = "1h",
-    after: Annotated[str | None, Query(description="RFC 3339: captured at or after")] = None,
-    before: Annotated[str | None, Query(description="RFC 3339: captured before")] = None,
+    after: Annotated[str | None, Query(description=f"RFC 3339: {CAPTURED} at or after")] = None,
+    before: Annotated[str | None, Query(description=f"RFC 3339: {CAPTURED} before")] = None,
 ) -> StatsResponse:
     q.after_us, q.before_us = query_time("after", after), query_time("before", before)
     store = results_store(state)
