@@ -26,7 +26,16 @@ from cloud_service.idempotency_sql import SqlIdempotencyStore
 from cloud_service.metrics import Metrics
 from cloud_service.results import open_store
 from cloud_service.retention import retention_loop
-from cloud_service.routes import dashboard, docs, frames, health, inference, live, models
+from cloud_service.routes import (
+    dashboard,
+    devices,
+    docs,
+    frames,
+    health,
+    inference,
+    live,
+    models,
+)
 from cloud_service.runtime import BundleRuntime
 from cloud_service.settings import Settings, get_settings
 from cloud_service.state import ServiceState
@@ -163,6 +172,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(inference.router)
     app.include_router(frames.router)
     app.include_router(live.router)
+    app.include_router(devices.router)
     docs.install(app)
     dashboard.install(app)
     document_security(app, settings)

@@ -7,6 +7,10 @@
   ``psycopg_pool`` pool of autocommit connections, each checked before it is lent, so a database
   restart costs the requests that were running at that moment and nothing after it.
 
+Queries of the stored frames go through ``read_session()``: on SQLite a second, query-only
+connection (WAL lets it read while the writer commits), on PostgreSQL a pool of its own. A slow
+read therefore never holds the lock or the connection an upload is waiting for.
+
 Both stores (results, idempotency) write SQL once, with ``?`` placeholders, and run it through
 ``Database.session()``. A driver error that says the database cannot be reached becomes
 ``StoreUnavailable``, which the service answers with 503 and Retry-After: the edge keeps the frame
@@ -16,6 +20,7 @@ replicas that start together never race to create a table.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -26,6 +31,7 @@ from typing import Any
 Run = Callable[..., Any]  # run(sql, params=()) -> cursor
 Migration = tuple[int, list[str], list[str]]  # (version, SQLite statements, PostgreSQL statements)
 MIGRATION_LOCK = 0x5350_4943  # "SPIC": the advisory lock replicas take to migrate one at a time
+READ_POOL_SIZE = 2  # PostgreSQL connections for queries, beside the writers' pool
 
 
 class StoreUnavailable(Exception):
@@ -39,6 +45,12 @@ class Database:
     @contextmanager
     def session(self) -> Iterator[Run]:
         """A connection for a few statements in a row (autocommit each)."""
+        raise NotImplementedError
+        yield  # pragma: no cover
+
+    @contextmanager
+    def read_session(self) -> Iterator[Run]:
+        """A connection for queries only, apart from the one writes use (opened on first use)."""
         raise NotImplementedError
         yield  # pragma: no cover
 
@@ -68,13 +80,18 @@ class SqliteDatabase(Database):
 
     def __init__(self, path: str | Path):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
         self.conn = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=FULL")
         self._lock = threading.Lock()  # one connection, used from worker threads
+        self.reader: sqlite3.Connection | None = None
+        self._read_lock = threading.Lock()
 
-    def _run(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        return self.conn.execute(sql, params)
+    def _run(
+        self, sql: str, params: Sequence[Any] = (), conn: sqlite3.Connection | None = None
+    ) -> Any:
+        return (conn or self.conn).execute(sql, params)
 
     @contextmanager
     def _mapped(self) -> Iterator[None]:
@@ -98,6 +115,17 @@ class SqliteDatabase(Database):
             yield self._run
 
     @contextmanager
+    def read_session(self) -> Iterator[Run]:
+        with self._read_lock, self._mapped():
+            if self.reader is None:
+                reader = sqlite3.connect(
+                    self.path, timeout=30, check_same_thread=False, isolation_level=None
+                )
+                reader.execute("PRAGMA query_only=ON")
+                self.reader = reader
+            yield functools.partial(self._run, conn=self.reader)
+
+    @contextmanager
     def transaction(self) -> Iterator[Run]:
         with self._lock, self._mapped():
             self.conn.execute("BEGIN IMMEDIATE")  # the write lock: other processes wait
@@ -118,6 +146,9 @@ class SqliteDatabase(Database):
         super().check()
 
     def close(self) -> None:
+        with self._read_lock:
+            if self.reader is not None:
+                self.reader.close()
         with self._lock:
             self.conn.close()
 
@@ -127,31 +158,41 @@ class PostgresDatabase(Database):
 
     def __init__(self, url: str, max_size: int = 4, timeout_s: float = 5.0):
         import psycopg  # the cloud extra's optional engine; imported only when asked for
-        from psycopg_pool import ConnectionPool, PoolTimeout
+        from psycopg_pool import PoolTimeout
 
         self._errors: tuple[type[BaseException], ...] = (
             psycopg.OperationalError,
             psycopg.InterfaceError,
         )
         self._pool_timeout: type[BaseException] = PoolTimeout
+        self._url, self._timeout_s = url, timeout_s
+        self.read_pool: Any = None  # opened by the first read_session()
+        self._read_pool_lock = threading.Lock()
         # open=True connects in the background; the stores' migrations at start-up wait for a
         # connection, so a replica started while the database is down exits, and its supervisor
         # (compose's restart policy, a Kubernetes Deployment) starts it again.
-        self.pool = ConnectionPool(
+        # max_size: the stores' worker threads; more would only queue in PostgreSQL
+        self.pool = self._open_pool(url, max_size, timeout_s, "spic")
+
+    @staticmethod
+    def _open_pool(url: str, max_size: int, timeout_s: float, name: str) -> Any:
+        from psycopg_pool import ConnectionPool
+
+        return ConnectionPool(
             url,
             min_size=1,
-            max_size=max_size,  # the stores' worker threads; more would only queue in PostgreSQL
+            max_size=max_size,
             kwargs={"autocommit": True},
             check=ConnectionPool.check_connection,  # a connection a restart broke is replaced
             timeout=timeout_s,  # how long a request waits for a connection before 503
             open=True,
-            name="spic",
+            name=name,
         )
 
     @contextmanager
-    def _connection(self) -> Iterator[Any]:
+    def _connection(self, pool: Any = None) -> Iterator[Any]:
         try:
-            with self.pool.connection() as conn:
+            with (pool or self.pool).connection() as conn:
                 yield conn
         except self._pool_timeout as exc:  # checked first: PoolTimeout is an OperationalError
             raise StoreUnavailable(f"no database connection: {exc}") from exc
@@ -171,12 +212,25 @@ class PostgresDatabase(Database):
             yield self._runner(conn)
 
     @contextmanager
+    def read_session(self) -> Iterator[Run]:
+        with self._read_pool_lock:
+            if self.read_pool is None:
+                self.read_pool = self._open_pool(
+                    self._url, READ_POOL_SIZE, self._timeout_s, "spic-read"
+                )
+        with self._connection(self.read_pool) as conn:
+            yield self._runner(conn)
+
+    @contextmanager
     def transaction(self) -> Iterator[Run]:
         with self._connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
             yield self._runner(conn)
 
     def close(self) -> None:
+        with self._read_pool_lock:
+            if self.read_pool is not None:
+                self.read_pool.close()
         self.pool.close()
 
 

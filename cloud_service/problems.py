@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -74,10 +75,25 @@ def allowed_methods(request: Request) -> list[str]:
     return sorted(methods)
 
 
+MAX_ERRORS = 10  # reported per request; a body can fail in many places at once
+
+
+def invalid_params(errors: Sequence[Any]) -> list[dict[str, str]]:
+    """Pydantic's errors as RFC 9457 extension members: where (query, header, path, body), which
+    parameter, and why; never the value sent, which may be large or a secret."""
+    out = []
+    for error in list(errors)[:MAX_ERRORS]:
+        where, *name = [str(part) for part in error.get("loc", ())] or ["request"]
+        out.append({"in": where, "name": ".".join(name)[:100], "reason": str(error.get("msg"))})
+    return out
+
+
 async def handle_validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    detail = str(exc.errors())[:500]
-    return problem_response(request, Problem(422, "invalid-request", "invalid request", detail))
+    params = invalid_params(exc.errors())
+    detail = "; ".join(f"{p['in']} {p['name']}: {p['reason']}".replace(" :", ":") for p in params)
+    problem = Problem(422, "invalid-request", "invalid request", detail[:500], errors=params)
+    return problem_response(request, problem)
 
 
 async def handle_unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -4,7 +4,11 @@ One schema on two engines: SQLite (WAL, a file under ``SPIC_CLOUD_DATA_DIR``; th
 default) and PostgreSQL (``SPIC_CLOUD_DATABASE_URL=postgresql://...``). The schema is created by
 numbered migrations recorded in ``spic_schema``, so a store opened by a newer release upgrades
 itself. Times are integer microseconds since the epoch (UTC), the same on both engines, so the
-keyset cursor ``(received_us, id)`` orders identically everywhere.
+keyset cursor ``(time, id)`` orders identically everywhere.
+
+A frame is filed under the time it was captured (``X-Captured-At``), or the time it was received
+when the camera sent none (``AT``): frames a camera queued through an outage land where they
+happened, not where they arrived. Queries filter, order and bucket on it, from indexes on it.
 
 A frame is stored with its bytes (a few hundred), so it can be re-rendered or re-classified later.
 A retried frame is stored once: its scoped Idempotency-Key is unique.
@@ -47,7 +51,36 @@ MIGRATIONS: list[Migration] = [
             "CREATE INDEX frames_label ON frames (label, received_us DESC, id DESC)",
         ],
     ),
+    (
+        2,  # file frames under their capture time; labels match whatever their case
+        [
+            "DROP INDEX frames_device",
+            "DROP INDEX frames_label",
+            # confidence rides along: a min_confidence page walks this index alone, not the
+            # rows (bench/query_reads.py's "scan": a threshold nothing meets). PostgreSQL's
+            # planner has statistics and picks frames_confidence instead.
+            "CREATE INDEX frames_at ON frames "
+            "(COALESCE(captured_us, received_us) DESC, id DESC, confidence)",
+            "CREATE INDEX frames_device_at ON frames "
+            "(device, COALESCE(captured_us, received_us) DESC, id DESC)",
+            "CREATE INDEX frames_label_at ON frames "
+            "(lower(label), COALESCE(captured_us, received_us) DESC, id DESC)",
+        ],
+        [
+            "DROP INDEX frames_device",
+            "DROP INDEX frames_label",
+            "CREATE INDEX frames_at ON frames ((COALESCE(captured_us, received_us)) DESC, id DESC)",
+            "CREATE INDEX frames_device_at ON frames "
+            "(device, (COALESCE(captured_us, received_us)) DESC, id DESC)",
+            "CREATE INDEX frames_label_at ON frames "
+            "((lower(label)), (COALESCE(captured_us, received_us)) DESC, id DESC)",
+            "CREATE INDEX frames_confidence ON frames (confidence)",
+        ],
+    ),
 ]
+# The time a frame is filed under; written exactly as the indexes above name it, so that both
+# engines' planners match it to them.
+AT = "COALESCE(captured_us, received_us)"
 COLUMNS = (
     "id, device, captured_us, received_us, model_id, qf, bytes, bpp, class_id, label, "
     "confidence, top_k"
@@ -66,23 +99,38 @@ class FrameRecord:
     prediction: Prediction
     id: int | None = None
 
+    @property
+    def at_us(self) -> int:
+        """The time the frame is filed under (``AT``): captured, else received."""
+        return self.received_us if self.captured_us is None else self.captured_us
+
+
+@dataclass
+class DeviceSummary:
+    device: str
+    frames: int
+    last_at_us: int
+    frames_since: int
+    unknowns_since: int
+    bytes_since: int
+
 
 @dataclass
 class FrameQuery:
     device: str | None = None
     label: str | None = None
     min_confidence: float | None = None
-    after_us: int | None = None  # received at or after
-    before_us: int | None = None  # received before
+    after_us: int | None = None  # filed (``AT``) at or after
+    before_us: int | None = None  # filed before
     limit: int = 50
-    cursor: tuple[int, int] | None = None  # (received_us, id) of the last row already seen
+    cursor: tuple[int, int] | None = None  # (AT, id) of the last row already seen
 
 
 MAX_ID = (1 << 63) - 1  # ids and times are signed 64-bit integers on both engines
 
 
-def encode_cursor(received_us: int, frame_id: int) -> str:
-    return base64.urlsafe_b64encode(f"{received_us}:{frame_id}".encode()).decode().rstrip("=")
+def encode_cursor(at_us: int, frame_id: int) -> str:
+    return base64.urlsafe_b64encode(f"{at_us}:{frame_id}".encode()).decode().rstrip("=")
 
 
 def decode_cursor(text: str) -> tuple[int, int]:
@@ -148,40 +196,41 @@ class ResultsStore:
     def query(self, q: FrameQuery) -> tuple[list[FrameRecord], str | None]:
         """Newest first, ``q.limit`` rows, and the cursor for the next page (None at the end).
 
-        Keyset pagination: a page starts strictly after the last (received_us, id) seen, so
-        frames arriving meanwhile never shift or repeat a page."""
+        Keyset pagination: a page starts strictly after the last (AT, id) seen, so frames
+        arriving meanwhile never shift or repeat a page."""
         where, params = self._filters(q)
         if q.cursor is not None:
-            # A row-value comparison, which both engines answer from the (received_us, id)
-            # index; the equivalent OR made SQLite scan (41 ms half-way into a million rows).
-            where.append("(received_us, id) < (?, ?)")
-            params += [q.cursor[0], q.cursor[1]]
+            # (AT, id) < cursor, spelled so that SQLite takes the first term as a range of the
+            # (AT, id) index: a row value over an expression made it scan from the newest row
+            # (bench/store.py's deep_cursor case).
+            where.append(f"{AT} <= ? AND ({AT} < ? OR id < ?)")
+            params += [q.cursor[0], q.cursor[0], q.cursor[1]]
         sql = f"SELECT {COLUMNS} FROM frames"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY received_us DESC, id DESC LIMIT ?"
+        sql += f" ORDER BY {AT} DESC, id DESC LIMIT ?"
         params.append(q.limit + 1)  # one more tells whether a next page exists
-        with self.db.session() as run:
+        with self.db.read_session() as run:
             rows = [_record(r) for r in run(sql, params).fetchall()]
         page = rows[: q.limit]
         more = len(rows) > q.limit
         last = page[-1] if page else None
-        cursor = encode_cursor(last.received_us, last.id or 0) if more and last else None
+        cursor = encode_cursor(last.at_us, last.id or 0) if more and last else None
         return page, cursor
 
     @staticmethod
     def _filters(q: FrameQuery) -> tuple[list[str], list[Any]]:
         where: list[str] = []
         params: list[Any] = []
-        for column, op, value in (
-            ("device", "=", q.device),
-            ("label", "=", q.label),
-            ("confidence", ">=", q.min_confidence),
-            ("received_us", ">=", q.after_us),
-            ("received_us", "<", q.before_us),
+        for condition, value in (
+            ("device = ?", q.device),
+            ("lower(label) = lower(?)", q.label),  # `Church` finds `church`
+            ("confidence >= ?", q.min_confidence),
+            (f"{AT} >= ?", q.after_us),
+            (f"{AT} < ?", q.before_us),
         ):
             if value is not None:
-                where.append(f"{column} {op} ?")
+                where.append(condition)
                 params.append(value)
         return where, params
 
@@ -201,34 +250,71 @@ class ResultsStore:
             params.append(now_us() - SETTLE_US)
         params.append(q.limit)
         sql = f"SELECT {COLUMNS} FROM frames WHERE {' AND '.join(where)} ORDER BY id LIMIT ?"
-        with self.db.session() as run:
+        with self.db.read_session() as run:
             return [_record(r) for r in run(sql, params).fetchall()]
 
     def last_id(self) -> int:
-        with self.db.session() as run:
+        with self.db.read_session() as run:
             row = run("SELECT MAX(id) FROM frames").fetchone()
         return int(row[0]) if row and row[0] is not None else 0
 
-    def stats(self, group_by: str, bucket_us: int, q: FrameQuery) -> list[tuple[str, int, int]]:
+    def stats(
+        self, group_by: str, bucket_us: int, q: FrameQuery, max_rows: int
+    ) -> list[tuple[str, int, int]]:
         """(group, bucket start in µs, count) per ``group_by`` (label or device) and time
-        bucket of ``bucket_us``, oldest bucket first."""
+        bucket of ``bucket_us`` (of ``AT``), oldest bucket first; at most ``max_rows`` + 1 rows
+        (one more tells the caller there were too many)."""
         column = {"label": "label", "device": "device"}[group_by]  # never user text in SQL
         where, params = self._filters(q)
-        sql = f"SELECT {column}, (received_us / ?) * ? AS bucket, COUNT(*) FROM frames"
+        # Integer division rounds toward zero; bucket starts are taken for times after 1970.
+        sql = f"SELECT {column}, ({AT} / ?) * ? AS bucket, COUNT(*) FROM frames"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += f" GROUP BY {column}, bucket ORDER BY bucket, {column}"
-        with self.db.session() as run:
-            rows = run(sql, [bucket_us, bucket_us, *params]).fetchall()
+        sql += f" GROUP BY {column}, bucket ORDER BY bucket, {column} LIMIT ?"
+        with self.db.read_session() as run:
+            rows = run(sql, [bucket_us, bucket_us, *params, max_rows + 1]).fetchall()
         return [(str(g), int(b), int(n)) for g, b, n in rows]
 
+    def span(self, q: FrameQuery) -> tuple[int, int] | None:
+        """The first and last ``AT`` of the frames ``q``'s filters match (None if none): two
+        index lookups, so a caller can bound an aggregate before running it."""
+        where, params = self._filters(q)
+        sql = f"SELECT {AT} FROM frames"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        with self.db.read_session() as run:
+            first = run(sql + f" ORDER BY {AT} LIMIT 1", params).fetchone()
+            last = run(sql + f" ORDER BY {AT} DESC LIMIT 1", params).fetchone()
+        return None if first is None or last is None else (int(first[0]), int(last[0]))
+
+    def devices(self, since_us: int, limit: int) -> list[DeviceSummary]:
+        """Per camera (at most ``limit``, by name): frames stored and the newest one's ``AT``
+        (from the device index alone), then frames, unknowns (stored without a label) and bytes
+        filed since ``since_us``."""
+        with self.db.read_session() as run:
+            totals = run(
+                f"SELECT device, COUNT(*), MAX({AT}) FROM frames GROUP BY device "
+                "ORDER BY device LIMIT ?",
+                (limit,),
+            ).fetchall()
+            recent = run(
+                "SELECT device, COUNT(*), SUM(CASE WHEN label IS NULL THEN 1 ELSE 0 END), "
+                f"SUM(bytes) FROM frames WHERE {AT} >= ? GROUP BY device",
+                (since_us,),
+            ).fetchall()
+        since = {str(r[0]): tuple(int(v) for v in r[1:]) for r in recent}
+        return [
+            DeviceSummary(str(d), int(n), int(last), *since.get(str(d), (0, 0, 0)))
+            for d, n, last in totals
+        ]
+
     def get(self, frame_id: int) -> FrameRecord | None:
-        with self.db.session() as run:
+        with self.db.read_session() as run:
             row = run(f"SELECT {COLUMNS} FROM frames WHERE id = ?", (frame_id,)).fetchone()
         return _record(row) if row else None
 
     def frame_bytes(self, frame_id: int) -> bytes | None:
-        with self.db.session() as run:
+        with self.db.read_session() as run:
             row = run("SELECT frame FROM frames WHERE id = ?", (frame_id,)).fetchone()
         return bytes(row[0]) if row else None
 

@@ -6,7 +6,14 @@ import threading
 
 import pytest
 
-from cloud_service.results import FrameQuery, FrameRecord, ResultsStore, decode_cursor, open_store
+from cloud_service.results import (
+    MIGRATIONS,
+    FrameQuery,
+    FrameRecord,
+    ResultsStore,
+    decode_cursor,
+    open_store,
+)
 from cloud_service.retention import drop_oldest, expire_batch, tally_chunk
 from shared.schemas import ClassScore, Prediction
 
@@ -37,11 +44,11 @@ def record(i: int, device: str = "cam-1", label: str = "tench", conf: float = 0.
 
 def test_schema_is_migrated_once_and_reopens(tmp_path):
     s = open_store("", tmp_path)
-    assert s.schema_version == 1
+    assert s.schema_version == MIGRATIONS[-1][0]
     s.add(record(1), b"frame-1")
     s.close()
     again = open_store("", tmp_path)
-    assert again.schema_version == 1 and again.count() == 1
+    assert again.schema_version == MIGRATIONS[-1][0] and again.count() == 1
     again.close()
 
 

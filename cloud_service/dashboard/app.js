@@ -24,6 +24,7 @@ function filters(withTime) {
   const p = new URLSearchParams();
   if ($("f-device").value) p.set("device", $("f-device").value);
   if ($("f-label").value) p.set("label", $("f-label").value);
+  if ($("f-confidence").value) p.set("min_confidence", String(+$("f-confidence").value / 100));
   if (withTime) {
     if ($("f-after").value) p.set("after", isoFromLocal($("f-after").value));
     if ($("f-before").value) p.set("before", isoFromLocal($("f-before").value));
@@ -77,48 +78,95 @@ function card(frame) {
   return el;
 }
 
+function addCard(frame, first) {
+  if ($("feed").querySelector('.card[data-frame-id="' + frame.frame_id + '"]')) return;
+  if (first) $("feed").prepend(card(frame)); else $("feed").append(card(frame));
+  shown += 1;
+  $("feed-count").textContent = shown + " shown";
+}
+
 async function loadFeed(reset) {
   if (reset) { $("feed").replaceChildren(); cursor = null; shown = 0; }
   const p = filters(true);
   p.set("limit", "24");
   if (cursor) p.set("cursor", cursor);
   const page = await (await api("/v1/frames?" + p)).json();
-  for (const f of page.frames) { $("feed").append(card(f)); shown += 1; }
-  if (reset) lastEventId = page.frames.length ? String(page.frames[0].frame_id) : null;
+  for (const f of page.frames) addCard(f, false);
+  // The feed is in capture order, the live stream in storage order (frame ids): it resumes after
+  // the highest id shown, and a frame already shown is not shown twice.
+  if (reset) lastEventId = page.frames.length ? String(Math.max(...page.frames.map((f) => f.frame_id))) : null;
   cursor = page.next_cursor;
   $("more").hidden = !cursor;
   $("feed-count").textContent = shown + " shown";
 }
 
+const SVG = "http://www.w3.org/2000/svg";
+function svgEl(name, attrs, text) {
+  const el = document.createElementNS(SVG, name);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+  if (text !== undefined) el.textContent = text;
+  return el;
+}
+function bucketLabel(iso, bucket) {
+  const d = new Date(iso);
+  if (/d$/.test(bucket)) return d.toLocaleDateString();
+  return d.toLocaleDateString(undefined, { month: "short", day: "numeric" }) + " " +
+    d.toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" });
+}
+function niceTop(n) {  // 1, 2, 5, 10, 20, 50, ... at or above n
+  for (let p = 1; ; p *= 10) for (const m of [1, 2, 5]) if (m * p >= n) return m * p;
+}
+
+// Stacked bars per time bucket with a count axis, bucket times and each bar's total: one bucket
+// or a thousand, the chart says what it counts.
 async function loadChart() {
   const p = filters(true);
   p.set("group_by", "label");
   p.set("bucket", $("f-bucket").value);
-  const stats = await (await api("/v1/stats?" + p)).json();
-  const buckets = [...new Set(stats.rows.map((r) => r.bucket_start))].sort();
-  const labels = [...new Set(stats.rows.map((r) => r.group))].sort();
   const svg = $("chart");
   svg.replaceChildren();
-  const W = 800, H = 200, n = Math.max(buckets.length, 1);
+  const r = await fetch("/v1/stats?" + p, { headers: headers() });
+  const stats = await r.json();
+  const W = 800, H = 240, L = 44, R = 10, T = 18, B = 28, plotW = W - L - R, plotH = H - T - B;
+  if (!r.ok) {  // e.g. too many buckets: say so where the chart would be
+    svg.append(svgEl("text", { x: W / 2, y: H / 2, "text-anchor": "middle", class: "empty" }, stats.detail || stats.title));
+    $("chart-note").textContent = "";
+    $("legend").replaceChildren();
+    return;
+  }
+  $("chart-note").textContent = "per " + stats.bucket + (p.get("device") ? " · " + p.get("device") : "");
+  const buckets = [...new Set(stats.rows.map((r) => r.bucket_start))].sort();
+  const labels = [...new Set(stats.rows.map((r) => r.group))].sort();
   const totals = buckets.map((b) => stats.rows.filter((r) => r.bucket_start === b).reduce((s, r) => s + r.count, 0));
-  const top = Math.max(1, ...totals);
-  const bw = W / n;
+  const top = niceTop(Math.max(1, ...totals));
+  const y = (v) => T + plotH - (v / top) * plotH;
+  for (const v of [0, top / 2, top].filter(Number.isInteger)) {  // count axis, grid lines
+    svg.append(svgEl("line", { x1: L, x2: W - R, y1: y(v), y2: y(v), class: v ? "grid" : "axis" }));
+    svg.append(svgEl("text", { x: L - 6, y: y(v) + 4, "text-anchor": "end", class: "tick" }, String(v)));
+  }
+  svg.append(svgEl("line", { x1: L, x2: L, y1: T, y2: T + plotH, class: "axis" }));
+  if (!buckets.length) {
+    svg.append(svgEl("text", { x: L + plotW / 2, y: T + plotH / 2, "text-anchor": "middle", class: "empty" }, "no frames match"));
+  }
+  const slot = plotW / Math.max(buckets.length, 1);
+  const bw = Math.min(slot * 0.8, 60);
+  const every = Math.ceil(buckets.length / 8);  // at most 8 time labels
   buckets.forEach((b, i) => {
-    let y = H;
+    const cx = L + slot * (i + 0.5);
+    let acc = 0;
     labels.forEach((label, j) => {
       const row = stats.rows.find((r) => r.bucket_start === b && r.group === label);
       if (!row) return;
-      const h = (row.count / top) * (H - 10);
-      y -= h;
-      const rect = document.createElementNS("http://www.w3.org/2000/svg", "rect");
-      rect.setAttribute("x", i * bw + bw * 0.1); rect.setAttribute("width", bw * 0.8);
-      rect.setAttribute("y", y); rect.setAttribute("height", h);
-      rect.setAttribute("fill", PALETTE[j % PALETTE.length]);
-      const tip = document.createElementNS("http://www.w3.org/2000/svg", "title");
-      tip.textContent = label + ": " + row.count + " at " + new Date(b).toLocaleString();
-      rect.append(tip);
+      const rect = svgEl("rect", {
+        x: cx - bw / 2, width: bw, y: y(acc + row.count), height: y(acc) - y(acc + row.count),
+        fill: PALETTE[j % PALETTE.length],
+      });
+      rect.append(svgEl("title", {}, label + ": " + row.count + " at " + new Date(b).toLocaleString()));
       svg.append(rect);
+      acc += row.count;
     });
+    if (bw >= 14) svg.append(svgEl("text", { x: cx, y: y(acc) - 4, "text-anchor": "middle", class: "count" }, String(acc)));
+    if (i % every === 0) svg.append(svgEl("text", { x: cx, y: H - 8, "text-anchor": "middle", class: "tick time" }, bucketLabel(b, stats.bucket)));
   });
   $("legend").replaceChildren(...labels.map((label, j) => {
     const s = document.createElement("span");
@@ -129,11 +177,35 @@ async function loadChart() {
   }));
 }
 
+function localMidnight() { const d = new Date(); d.setHours(0, 0, 0, 0); return d.toISOString(); }
+
+// One line per camera (GET /v1/devices); its names are the camera filter's choices too.
+async function loadDevices() {
+  const body = await (await api("/v1/devices?since=" + encodeURIComponent(localMidnight()))).json();
+  const chosen = $("f-device").value;
+  $("devices").tBodies[0].replaceChildren(...body.devices.map((d) => {
+    const tr = document.createElement("tr");
+    tr.dataset.device = d.device_id;
+    if (d.device_id === chosen) tr.className = "selected";
+    tr.addEventListener("click", () => { $("f-device").value = d.device_id; refresh(); });
+    for (const v of [d.device_id, new Date(d.last_seen).toLocaleString(), d.frames_since, d.unknowns_since, d.bytes_since.toLocaleString() + " B"]) {
+      const td = document.createElement("td");
+      td.textContent = v;
+      tr.append(td);
+    }
+    return tr;
+  }));
+  return body.devices.map((d) => d.device_id);
+}
+
 async function loadChoices() {
-  for (const [group, select] of [["device", "f-device"], ["label", "f-label"]]) {
-    const stats = await (await api("/v1/stats?group_by=" + group + "&bucket=1d")).json();
+  const devices = await loadDevices();
+  // the labels a frame can carry: every class of every bundle served (GET /v1/models)
+  let models = [];
+  try { models = (await (await api("/v1/models")).json()).models; } catch (e) { /* loading: 503 */ }
+  const labels = [...new Set(models.flatMap((m) => m.classes.map((c) => c.label)))];
+  for (const [select, names] of [["f-device", devices.sort()], ["f-label", labels.sort()]]) {
     const current = $(select).value;
-    const names = [...new Set(stats.rows.map((r) => r.group))].sort();
     $(select).replaceChildren(new Option("all", ""), ...names.map((n) => new Option(n, n)));
     $(select).value = names.includes(current) ? current : "";
   }
@@ -210,9 +282,8 @@ async function follow() {
             const frame = JSON.parse(data);
             addChoice("f-device", frame.device_id);  // a new camera or label becomes a filter
             addChoice("f-label", frame.label);
-            $("feed").prepend(card(frame));
-            shown += 1;
-            $("feed-count").textContent = shown + " shown";
+            addCard(frame, true);
+            soon();
           }
         }
       }
@@ -222,6 +293,16 @@ async function follow() {
     }
     await new Promise((done) => setTimeout(done, 2000));
   }
+}
+
+// The chart and the camera lines follow the live feed, redrawn at most every 2 s.
+let pending = null;
+function soon() {
+  if (pending) return;
+  pending = setTimeout(async () => {
+    pending = null;
+    try { await Promise.all([loadChart(), loadDevices()]); } catch (e) { /* the next frame retries */ }
+  }, 2000);
 }
 
 async function refresh() {

@@ -1,6 +1,6 @@
 """The query API over the results store, for read keys: what the cameras saw.
 
-GET /v1/frames                       newest first, filtered, keyset-paginated
+GET /v1/frames                       newest capture first, filtered, keyset-paginated
 GET /v1/frames/{frame_id}            one stored frame
 GET /v1/frames/{frame_id}/bitstream  the frame's bytes, as the camera sent them
 GET /v1/frames/{frame_id}/reconstruction   the frame re-rendered as PNG (cached)
@@ -22,13 +22,15 @@ from cloud_service.routes.inference import (
     reconstruct_png,
     run_heavy,
 )
+from cloud_service.routes.query_params import strict_query
 from cloud_service.state import AdminAuthDep, ReadAuthDep, ReadyDep, ServiceState, StateDep
 from cloud_service.timeutil import format_rfc3339, format_rfc3339_or_none, parse_rfc3339
 from shared.schemas import FramesPage, StoredFrame
 
-router = APIRouter(prefix="/v1/frames", tags=["frames"])
+router = APIRouter(prefix="/v1/frames", tags=["frames"], dependencies=[strict_query])
 # Ids are positive 63-bit integers on both engines; a larger one is refused (422), not a 500.
 FrameId = Annotated[int, Path(ge=1, le=(1 << 63) - 1)]
+CAPTURED = "captured (received, for a frame sent without X-Captured-At)"
 QUERY_ERRORS: dict[int | str, dict[str, Any]] = {s: ERRORS[s] for s in (401, 403, 404, 422, 503)}
 
 
@@ -55,9 +57,11 @@ def query_time(name: str, value: str | None) -> int | None:
     if value is None:
         return None
     try:
-        return parse_rfc3339(value)
+        us = parse_rfc3339(value)
+        format_rfc3339(us)  # a time the API can answer with: years 1 to 9999 in UTC
     except ValueError as exc:
         raise Problem(422, "bad-query", f"bad {name}", str(exc)) from None
+    return us
 
 
 def results_store(state: ServiceState) -> ResultsStore:
@@ -69,10 +73,13 @@ def results_store(state: ServiceState) -> ResultsStore:
 
 def _filters(
     device: Annotated[str | None, Query(pattern=DEVICE_ID.pattern)] = None,
-    label: Annotated[str | None, Query(pattern=r"^[^\x00-\x1f\x7f]{1,200}$")] = None,
+    label: Annotated[
+        str | None,
+        Query(pattern=r"^[^\x00-\x1f\x7f]{1,200}$", description="any case: Church finds church"),
+    ] = None,
     min_confidence: Annotated[float | None, Query(ge=0, le=1)] = None,
 ) -> FrameQuery:
-    """The filters /v1/frames and /v1/events share."""
+    """The filters /v1/frames, /v1/stats and /v1/events share."""
     return FrameQuery(device=device, label=label, min_confidence=min_confidence)
 
 
@@ -84,8 +91,8 @@ async def list_frames(
     state: StateDep,
     _auth: ReadAuthDep,
     q: Annotated[FrameQuery, frame_filters],
-    after: Annotated[str | None, Query(description="RFC 3339: received at or after")] = None,
-    before: Annotated[str | None, Query(description="RFC 3339: received before")] = None,
+    after: Annotated[str | None, Query(description=f"RFC 3339: {CAPTURED} at or after")] = None,
+    before: Annotated[str | None, Query(description=f"RFC 3339: {CAPTURED} before")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=100)] = None,
 ) -> FramesPage:

@@ -1,7 +1,13 @@
 """Aggregates and live events over the results store, for read keys.
 
-    GET /v1/stats?group_by=label|device&after=&before=&bucket=1h   counts per group and bucket
+    GET /v1/stats?group_by=label|device&bucket=1h|auto&after=&before=&device=&label=&min_confidence=
+        counts per group and bucket of capture time (``AT``: received time when none was sent)
     GET /v1/events?device=&label=&min_confidence=                   Server-Sent Events
+
+A stats answer is bounded before it is computed: the buckets between the first and last matching
+frame may number ``MAX_BUCKETS`` at most (else 422 naming the smallest bucket that fits; or ask
+``bucket=auto`` for it), and the rows ``MAX_ROWS``. Both come from indexes, and every read runs on
+the store's read connection, apart from the uploads' writes.
 
 Each event is one stored frame: ``id:`` is its frame id, ``event: frame``, ``data:`` the stored
 record as JSON. A consumer that reconnects with ``Last-Event-ID`` (browsers' EventSource does it
@@ -17,11 +23,12 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from cloud_service.problems import Problem
 from cloud_service.results import MAX_ID, FrameQuery
 from cloud_service.routes.frames import (
+    CAPTURED,
     QUERY_ERRORS,
     answers,
     frame_filters,
@@ -29,11 +36,25 @@ from cloud_service.routes.frames import (
     results_store,
     stored_frame,
 )
+from cloud_service.routes.query_params import strict_query
 from cloud_service.state import ReadAuthDep, StateDep
 from cloud_service.timeutil import format_rfc3339
 
-router = APIRouter(prefix="/v1", tags=["frames"])
-BUCKETS = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "6h": 21600, "1d": 86400}
+router = APIRouter(prefix="/v1", tags=["frames"], dependencies=[strict_query])
+BUCKETS = {
+    "1m": 60,
+    "5m": 300,
+    "15m": 900,
+    "1h": 3600,
+    "6h": 21600,
+    "1d": 86400,
+    "7d": 7 * 86400,
+    "30d": 30 * 86400,
+}
+BucketName = Literal["auto", "1m", "5m", "15m", "1h", "6h", "1d", "7d", "30d"]
+# 1h buckets over 41 days, 1d over 2.7 years; ten years of 1m buckets had answered 70 MB of JSON.
+MAX_BUCKETS = 1000
+MAX_ROWS = 20_000  # buckets x groups
 HEARTBEAT_S = 15.0  # a comment line keeps proxies from closing a quiet stream
 
 
@@ -45,24 +66,64 @@ class StatsRow(BaseModel):
 
 class StatsResponse(BaseModel):
     group_by: str
-    bucket: str
+    bucket: str = Field(description="the bucket counted in (bucket=auto: the one chosen)")
+    max_buckets: int = Field(description="the most buckets one answer may span")
     rows: list[StatsRow]
+
+
+def slots(span: tuple[int, int], bucket_s: int) -> int:
+    """How many buckets of ``bucket_s`` the times from ``span[0]`` to ``span[1]`` (µs) touch."""
+    size = bucket_s * 1_000_000
+    return span[1] // size - span[0] // size + 1
+
+
+def choose_bucket(bucket: str, span: tuple[int, int] | None) -> str:
+    """``bucket``, or for ``auto`` the finest that fits; 422 if the span needs too many."""
+    fitting = [n for n, s in BUCKETS.items() if span is None or slots(span, s) <= MAX_BUCKETS]
+    if bucket == "auto" and fitting:
+        return fitting[0]
+    if bucket in fitting:
+        return bucket
+    assert span is not None  # every bucket fits an empty answer
+    asked = "30d" if bucket == "auto" else bucket
+    hint = f"bucket={fitting[0]} (or bucket=auto), or " if fitting else ""
+    raise Problem(
+        422,
+        "too-many-buckets",
+        "too many buckets",
+        f"the matching frames span {slots(span, BUCKETS[asked])} buckets of {asked}; an answer "
+        f"may span {MAX_BUCKETS} at most: ask for {hint}narrow after/before",
+        max_buckets=MAX_BUCKETS,
+    )
 
 
 @router.get("/stats", response_model=StatsResponse, responses=QUERY_ERRORS, summary="Counts")
 async def stats(
     state: StateDep,
     _auth: ReadAuthDep,
+    q: Annotated[FrameQuery, frame_filters],
     group_by: Literal["label", "device"] = "label",
-    bucket: Literal["1m", "5m", "15m", "1h", "6h", "1d"] = "1h",
-    after: Annotated[str | None, Query(description="RFC 3339: received at or after")] = None,
-    before: Annotated[str | None, Query(description="RFC 3339: received before")] = None,
+    bucket: Annotated[
+        BucketName, Query(description=f"auto: the finest that spans at most {MAX_BUCKETS}")
+    ] = "1h",
+    after: Annotated[str | None, Query(description=f"RFC 3339: {CAPTURED} at or after")] = None,
+    before: Annotated[str | None, Query(description=f"RFC 3339: {CAPTURED} before")] = None,
 ) -> StatsResponse:
-    q = FrameQuery(after_us=query_time("after", after), before_us=query_time("before", before))
-    bucket_us = BUCKETS[bucket] * 1_000_000
-    rows = await asyncio.to_thread(results_store(state).stats, group_by, bucket_us, q)
+    q.after_us, q.before_us = query_time("after", after), query_time("before", before)
+    store = results_store(state)
+    chosen = choose_bucket(bucket, await asyncio.to_thread(store.span, q))
+    rows = await asyncio.to_thread(store.stats, group_by, BUCKETS[chosen] * 1_000_000, q, MAX_ROWS)
+    if len(rows) > MAX_ROWS:
+        raise Problem(
+            422,
+            "too-many-rows",
+            "too many rows",
+            f"more than {MAX_ROWS} (group, bucket) rows: filter by device or label, widen the "
+            "bucket, or narrow after/before",
+            max_rows=MAX_ROWS,
+        )
     out = [StatsRow(group=g, bucket_start=format_rfc3339(b), count=n) for g, b, n in rows]
-    return StatsResponse(group_by=group_by, bucket=bucket, rows=out)
+    return StatsResponse(group_by=group_by, bucket=chosen, max_buckets=MAX_BUCKETS, rows=out)
 
 
 def _sse(event_id: int, data: str) -> bytes:

@@ -1,12 +1,32 @@
+"""``GET /v1/models``: the bundles served, for any key the service accepts.
+
+Cameras (upload keys) read it for the QFs and limits; consumers (read keys) and operators (admin
+keys) for the classes their frames are labelled with.
+"""
+
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
 
 from cloud_service.routes.inference import ERRORS
-from cloud_service.state import AuthDep, ReadyDep, StateDep
+from cloud_service.routes.query_params import strict_query
+from cloud_service.state import BearerDep, ReadyDep, StateDep, check_bearer
 from shared.schemas import ModelInfo, ModelsResponse
 
-router = APIRouter(prefix="/v1", tags=["models"])
+router = APIRouter(prefix="/v1", tags=["models"], dependencies=[strict_query])
+
+
+def require_any_key(request: Request, state: StateDep, _bearer: BearerDep) -> None:
+    """A key of any kind, whenever the service has keys at all."""
+    s = state.settings
+    keys = s.api_keys + s.read_keys + s.admin_keys
+    if keys:
+        check_bearer(request, keys)
+
+
+AnyKeyDep = Annotated[None, Depends(require_any_key)]
 
 
 @router.get(
@@ -15,7 +35,7 @@ router = APIRouter(prefix="/v1", tags=["models"])
     summary="The model bundles this service serves",
     responses={s: ERRORS[s] for s in (401, 403, 503)},
 )
-def list_models(state: StateDep, _caller: AuthDep, _ready: ReadyDep) -> ModelsResponse:
+def list_models(state: StateDep, _caller: AnyKeyDep, _ready: ReadyDep) -> ModelsResponse:
     infos = []
     for runtime in state.runtimes.values():
         m = runtime.manifest
