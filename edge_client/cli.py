@@ -62,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     net = argparse.ArgumentParser(add_help=False)
     net.add_argument("--url", default=S, help="cloud base URL, e.g. http://127.0.0.1:8000")
     net.add_argument("--api-key", default=S)
+    net.add_argument(
+        "--ca-cert",
+        type=Path,
+        default=S,
+        help="CA bundle or certificate to trust for https:// (env SPIC_EDGE_CA_CERT)",
+    )
     net.add_argument("--device-id", default=S, help="this camera's id (default: the host name)")
     net.add_argument("--timeout", type=float, default=S, help="seconds per attempt (10)")
     net.add_argument("--retries", type=int, default=S, help="retries per frame (5)")
@@ -132,6 +138,7 @@ def make_client(settings: EdgeSettings) -> Any:
         timeout=settings.timeout,
         max_retries=settings.retries,
         device_id=settings.device_id,
+        ca_cert=str(settings.ca_cert) if settings.ca_cert else None,
     )
 
 

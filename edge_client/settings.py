@@ -12,7 +12,7 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, FilePath, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.bundles import DEFAULT_BUNDLE
@@ -41,6 +41,7 @@ class EdgeSettings(BaseSettings):
         default_factory=default_device_id, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
     )
     api_key: str | None = None
+    ca_cert: FilePath | None = None  # CA bundle or pinned certificate for an https:// URL
     timeout: float = Field(10.0, gt=0)  # seconds per HTTP attempt
     retries: int = Field(5, ge=0, le=100)  # attempts after the first, per frame and drain
     queue_dir: Path | None = None  # default: FOLDER/.spic-queue
