@@ -15,6 +15,7 @@ import sys
 from importlib import metadata
 from typing import Any
 
+import uvicorn  # at the top: without the cloud extra, spic-cloud says which to install
 from pydantic import ValidationError
 
 from cloud_service.database import StoreUnavailable
@@ -227,8 +228,6 @@ def keys(args: argparse.Namespace) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     flags = {"BUNDLES": ",".join(args.bundle) if args.bundle else None}
     flags |= {"HOST": args.host, "PORT": args.port, "WORKERS": args.workers}
     for name, value in flags.items():
