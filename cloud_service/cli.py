@@ -131,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument(
         "--device",
         metavar="ID",
-        help="the camera this upload key may send as (its X-Device-Id); needed for upload keys",
+        help="the camera the key belongs to: an upload key may send only as it (its "
+        "X-Device-Id); needed for upload keys, a label on read and admin keys",
     )
     add.add_argument(
         "--scope",

@@ -57,13 +57,16 @@ class ApiKey:
     key_hash: str
     hint: str  # the key's first characters: enough to recognise it, far too few to use it
     scope: Scope
-    device: str | None  # the only device an upload key may send as
+    device: str | None  # the only device an upload key may send as; a label on other keys
     created_us: int
     revoked_us: int | None = None
 
     @property
     def namespace(self) -> str:
-        """The caller's idempotency namespace: the same digest an environment key gets."""
+        """The caller's idempotency namespace. A camera's, whichever of its keys it uses: a frame
+        retried across a key rotation is still answered once."""
+        if self.scope == "upload" and self.device:
+            return hashlib.sha256(f"device\0{self.device}".encode()).hexdigest()[:16]
         return self.key_hash[:16]
 
 
@@ -98,8 +101,8 @@ class KeyStore:
         """A new key: its row and the key itself, which is not kept anywhere."""
         if scope not in SCOPES:
             raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
-        if (scope == "upload") != (device is not None):
-            raise ValueError("an upload key needs --device; read and admin keys take none")
+        if scope == "upload" and device is None:
+            raise ValueError("an upload key needs --device: the camera it may send as")
         if device is not None and not DEVICE_ID.match(device):
             raise ValueError("a device id is a slug: letters, digits, . _ -, up to 64")
         secret = KEY_PREFIX + secrets.token_urlsafe(32)

@@ -42,11 +42,13 @@ def keys(capsys, *args: str) -> str:
     return capsys.readouterr().out.strip()
 
 
-def post(url: str, frame: bytes, key: str, device: str | None, **kw) -> httpx.Response:
-    headers = {**OCTET, "Authorization": f"Bearer {key}"}
+def post(
+    url: str, frame: bytes, key: str, device: str | None, headers_extra: dict | None = None
+) -> httpx.Response:
+    headers = {**OCTET, "Authorization": f"Bearer {key}", **(headers_extra or {})}
     if device:
         headers["X-Device-Id"] = device
-    return httpx.post(url + "/v1/classify", content=frame, headers=headers, **kw)
+    return httpx.post(url + "/v1/classify", content=frame, headers=headers)
 
 
 def problem(r: httpx.Response, status: int) -> str:
@@ -107,8 +109,12 @@ def test_per_device_keys_bind_the_device_and_revoke_without_restart(
         wait_until(lambda: post(cloud, frame, cam1, "cam-1").status_code == 403)
         assert problem(post(cloud, frame, cam1, "cam-1"), 403) == "wrong-api-key"
         cam2_id = next(k["id"] for k in listed if k["device"] == "cam-2")
+        first = post(cloud, frame, cam2, "cam-2", headers_extra={"Idempotency-Key": "f-1"})
         new_cam2 = keys(capsys, "rotate", str(cam2_id), *store)
-        assert post(cloud, frame, new_cam2, "cam-2").status_code == 200
+        # A frame retried across the rotation is the camera's same frame: replayed, stored once.
+        again = post(cloud, frame, new_cam2, "cam-2", headers_extra={"Idempotency-Key": "f-1"})
+        assert again.headers["idempotent-replayed"] == "true"
+        assert again.json()["frame_id"] == first.json()["frame_id"]
         wait_until(lambda: post(cloud, frame, cam2, "cam-2").status_code == 403)
         # Every key revoked: authentication stays on, it does not fall back to open.
         for k in listed + [json.loads(keys(capsys, "list", "--json", *store).split("\n")[-1])]:
@@ -160,7 +166,10 @@ def test_keys_cli_refuses_bad_requests(tmp_path, capsys):
     store = ["--data-dir", str(tmp_path)]
     assert main(["keys", "add", *store]) == 2  # an upload key needs its device
     assert main(["keys", "add", "--device", "cam 1", *store]) == 2
-    assert main(["keys", "add", "--scope", "read", "--device", "cam-1", *store]) == 2
+    with pytest.raises(SystemExit):
+        main(["keys", "add", "--scope", "bogus", *store])
+    capsys.readouterr()
+    assert main(["keys", "add", "--scope", "read", "--device", "dashboard-1", *store]) == 0
     assert main(["keys", "revoke", "42", *store]) == 1
     assert main(["keys", "rotate", "42", *store]) == 2
     assert "spic-cloud:" in capsys.readouterr().err
