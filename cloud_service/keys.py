@@ -141,8 +141,9 @@ class KeyStore:
         """Whether any key was ever made: authentication is on from then on, even once every key
         is revoked (revoking the last key must not open the service)."""
         now = time.monotonic()
-        if self._any is not None and self._any[0] > now and self._any[1]:
-            return True
+        # Rows are never deleted, so a yes is final; a no is asked again after cache_s.
+        if self._any is not None and (self._any[1] or self._any[0] > now):
+            return self._any[1]
         with self.db.session() as run:
             found = run("SELECT 1 FROM api_keys LIMIT 1").fetchone() is not None
         self._any = (now + self.cache_s, found)

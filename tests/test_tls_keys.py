@@ -138,6 +138,14 @@ def test_environment_keys_keep_any_device_with_a_warning(tiny_bundle, tmp_path, 
         assert "may send as ANY device" in proc.log_text()
 
 
+def test_the_first_stored_key_turns_authentication_on(tiny_bundle, tmp_path, frame, capsys):
+    with running_cloud([tiny_bundle], data_dir=tmp_path, key_cache_s=0.2) as cloud:
+        open_post = lambda: httpx.post(cloud + "/v1/classify", content=frame, headers=OCTET)  # noqa: E731
+        assert open_post().status_code == 200  # no key anywhere: open, with a warning
+        keys(capsys, "add", "--device", "cam-1", "--data-dir", str(tmp_path))
+        wait_until(lambda: open_post().status_code == 401)
+
+
 def test_require_keys_refuses_everything_before_the_first_key(tiny_bundle, tmp_path, frame):
     with running_cloud([tiny_bundle], require_keys=1, data_dir=tmp_path) as cloud:
         assert problem(httpx.post(cloud + "/v1/classify", content=frame, headers=OCTET), 401)
