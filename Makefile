@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install postgres browser test lint bench demo docker-engine wheelhouse base-image e2e-compose clean
+.PHONY: install postgres browser test lint bench demo certs docker-engine wheelhouse base-image e2e-compose clean
 
 install: $(STAMP)
 
@@ -49,6 +49,13 @@ bench: install
 # The main job: cloud + edge on the shipped model. IMAGES=folder adds your own photos.
 demo: install
 	$(PY) scripts/demo.py $(if $(IMAGES),--images $(IMAGES))
+
+# TLS for compose's load balancer: a throwaway CA and a server certificate it signs (for the host
+# names lb, localhost and 127.0.0.1) in docker/certs, made once; delete the folder to make new ones.
+certs: docker/certs/server.pem
+
+docker/certs/server.pem:
+	sh docker/make-certs.sh docker/certs
 
 # A Docker engine: docker.io, compose and mmdebstrap from the system's packages where missing, and
 # dockerd started in the background where none answers (its log: /tmp/spic-dockerd.log).

@@ -23,6 +23,7 @@ from cloud_service.batcher import Batcher, HeavyLane
 from cloud_service.database import StoreUnavailable, open_database
 from cloud_service.idempotency import IdempotencyStore
 from cloud_service.idempotency_sql import SqlIdempotencyStore
+from cloud_service.keys import open_keys
 from cloud_service.metrics import Metrics
 from cloud_service.results import open_store
 from cloud_service.retention import retention_loop
@@ -38,7 +39,7 @@ from cloud_service.routes import (
 )
 from cloud_service.runtime import BundleRuntime
 from cloud_service.settings import Settings, get_settings
-from cloud_service.state import ServiceState
+from cloud_service.state import ServiceState, auth_enabled
 from cloud_service.webhooks import WebhookSender
 
 log = logging.getLogger("spic.cloud")
@@ -90,11 +91,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state.heavy = HeavyLane(
         state.settings.heavy_concurrency, state.settings.heavy_queue_size, state.metrics
     )
-    if not state.settings.api_keys:
-        log.warning("SPIC_CLOUD_API_KEYS is empty: authentication is OFF")
-    state.results = await asyncio.to_thread(
-        open_store, state.settings.database_url, state.settings.data_dir
-    )
+    s = state.settings
+    state.results = await asyncio.to_thread(open_store, s.database_url, s.data_dir)
+    state.keys = await asyncio.to_thread(open_keys, s.database_url, s.data_dir, s.key_cache_s)
+    if s.api_keys:
+        log.warning(
+            "SPIC_CLOUD_API_KEYS: %d upload key(s) that may send as ANY device; give each camera "
+            "its own key instead (spic-cloud keys add --device ID)",
+            len(s.api_keys),
+        )
+    if not await asyncio.to_thread(auth_enabled, state):
+        log.warning("no API keys (spic-cloud keys add, SPIC_CLOUD_API_KEYS): authentication is OFF")
     loader = asyncio.create_task(load_models(state))
     retention = asyncio.create_task(retention_loop(state))
     checker = asyncio.create_task(check_store(state))
@@ -113,12 +120,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if state.webhooks is not None:
         await state.webhooks.close()
     state.results.close()
+    state.keys.close()
     state.idempotency.close()
 
 
 def document_security(app: FastAPI, settings: Settings) -> None:
     """The OpenAPI document declares the Bearer scheme only on routes that really check a key:
-    with no keys configured (authentication off) it declares none."""
+    with no keys configured (authentication off) it declares none. Written once, at the first
+    request for it: keys added to the key store later show from the next start."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -127,7 +136,7 @@ def document_security(app: FastAPI, settings: Settings) -> None:
         schema = build()
         keyed = {
             "/metrics": bool(settings.metrics_key),
-            "/v1/": bool(settings.api_keys or settings.read_keys or settings.admin_keys),
+            "/v1/": auth_enabled(app.state.spic),
         }
         for path, operations in schema.get("paths", {}).items():
             for operation in operations.values():

@@ -112,8 +112,13 @@ class PostgresServer:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def nginx_config(upstreams: list[str], listen: str, prefix: str = "/tmp/nginx") -> str:
-    """nginx in front of the replicas.
+def nginx_config(
+    upstreams: list[str],
+    listen: str,
+    prefix: str = "/tmp/nginx",
+    tls: tuple[str, str] | None = None,
+) -> str:
+    """nginx in front of the replicas; with ``tls`` (certificate, key), HTTPS only.
 
     * Passive health checks: an upstream that refuses or resets a connection is skipped for
       ``fail_timeout`` (open-source nginx has no active probes; compose adds container health).
@@ -123,6 +128,16 @@ def nginx_config(upstreams: list[str], listen: str, prefix: str = "/tmp/nginx") 
     * When no replica answers, a problem+json 503 with Retry-After, as the replicas' own 503.
     """
     servers = "\n".join(f"        server {u} max_fails=1 fail_timeout=5s;" for u in upstreams)
+    # Bearer keys must not cross the network in clear: TLS ends here, in front of the replicas.
+    ssl = (
+        f""" ssl;
+        ssl_certificate {tls[0]};
+        ssl_certificate_key {tls[1]};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_cache shared:spic_tls:1m;"""
+        if tls
+        else ";"
+    )
     return f"""# Written by cloud_service/cluster.py:nginx_config; docker-compose uses the same rules.
 worker_processes 1;
 pid {prefix}/nginx.pid;
@@ -141,7 +156,7 @@ http {{
         keepalive 32;
     }}
     server {{
-        listen {listen};
+        listen {listen}{ssl}
         proxy_http_version 1.1;
         proxy_set_header Connection "";
         proxy_set_header Host $host;
@@ -174,12 +189,15 @@ http {{
 
 
 class Nginx:
-    def __init__(self, upstreams: list[str]):
+    """nginx on 127.0.0.1; with ``tls`` = (certificate, key, CA bundle), HTTPS only."""
+
+    def __init__(self, upstreams: list[str], tls: tuple[str, str, str] | None = None):
         self.root = Path(tempfile.mkdtemp(prefix="spic-nginx-"))
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         conf = self.root / "nginx.conf"
-        conf.write_text(nginx_config(upstreams, f"127.0.0.1:{self.port}", str(self.root)))
+        listen = f"127.0.0.1:{self.port}"
+        conf.write_text(nginx_config(upstreams, listen, str(self.root), tls[:2] if tls else None))
         binary = shutil.which("nginx") or "/usr/sbin/nginx"
         with (self.root / "stderr.log").open("wb") as log:
             self.proc = subprocess.Popen(
@@ -187,7 +205,7 @@ class Nginx:
                 stdout=subprocess.DEVNULL,
                 stderr=log,
             )
-        wait_ready(self.proc, self.url + "/healthz", timeout=30)
+        wait_ready(self.proc, self.url + "/healthz", timeout=30, ca_cert=tls[2] if tls else None)
 
     def close(self) -> None:
         stop(self.proc)
@@ -228,8 +246,9 @@ def running_cluster(
 
 def compose_nginx_config() -> str:
     """docker/nginx.conf: the same rules in front of the compose service ``cloud``. Its name
-    resolves, when nginx starts, to every replica of ``--scale cloud=N``: one server each."""
-    return nginx_config(["cloud:8000"], "8080", "/tmp")
+    resolves, when nginx starts, to every replica of ``--scale cloud=N``: one server each. TLS
+    with the certificate of the certs volume (`make certs` makes a test one)."""
+    return nginx_config(["cloud:8000"], "8443", "/tmp", ("/certs/server.pem", "/certs/server.key"))
 
 
 if __name__ == "__main__":  # python -m cloud_service.cluster > docker/nginx.conf

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -77,15 +78,19 @@ def spawn_cloud(
     return proc, f"http://127.0.0.1:{port}"
 
 
-def wait_ready(proc: subprocess.Popen[bytes], probe: str, timeout: float = 60) -> None:
-    """Poll ``probe`` until it answers 200; raise with the process's log if it dies first."""
+def wait_ready(
+    proc: subprocess.Popen[bytes], probe: str, timeout: float = 60, ca_cert: str | None = None
+) -> None:
+    """Poll ``probe`` until it answers 200; raise with the process's log if it dies first.
+    ``ca_cert``: what an https:// probe's certificate must chain to."""
+    verify = ssl.create_default_context(cafile=ca_cert) if ca_cert else True
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
             log = proc.log_text()[-2000:] if isinstance(proc, CloudProcess) else ""
             raise RuntimeError(f"server exited ({proc.returncode}): {log}")
         try:
-            if httpx.get(probe, timeout=1).status_code == 200:
+            if httpx.get(probe, timeout=1, verify=verify).status_code == 200:
                 return
         except httpx.TransportError:
             pass

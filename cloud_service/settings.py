@@ -18,6 +18,7 @@ from shared.bundles import DEFAULT_BUNDLE, shipped_bundles
 from shared.manifest import ServingLimits
 
 _DEFAULT_LIMITS = ServingLimits()
+PLACEHOLDER = "change-me"  # .env.example's keys, refused unless SPIC_CLOUD_DEMO=1
 
 
 class Settings(BaseSettings):
@@ -28,8 +29,17 @@ class Settings(BaseSettings):
     bundles: Annotated[list[Path], NoDecode] = Field(
         default_factory=lambda: shipped_bundles() or [DEFAULT_BUNDLE]
     )
-    # Comma-separated keys; empty means authentication is off (a warning is logged at start-up).
+    # Comma-separated upload keys that may send as any device (a warning at start: prefer the
+    # per-device keys of `spic-cloud keys add`). With no key here, in READ_KEYS, ADMIN_KEYS or in
+    # the key store, and require_keys off, authentication is off (a warning at start too).
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # On: every /v1 request needs a key even before the first one exists (compose sets it).
+    require_keys: bool = False
+    # How long a key looked up in the key store is trusted: a revocation takes this long to reach
+    # every replica; 0 looks every request's key up.
+    key_cache_s: float = Field(2.0, ge=0)
+    # Accept the placeholder keys of .env.example (change-me...): for a demo on one's own machine.
+    demo: bool = False
     # Bearer key for GET /metrics; empty leaves /metrics open (the usual Prometheus set-up inside a
     # private network). Set it when the service port is reachable from outside.
     metrics_key: str = ""
@@ -133,9 +143,20 @@ class Settings(BaseSettings):
             raise ValueError("a key can be only one of upload, read and admin key")
         if self.webhook_url and not self.webhook_secret:
             raise ValueError("SPIC_CLOUD_WEBHOOK_URL needs SPIC_CLOUD_WEBHOOK_SECRET to sign with")
-        if self.read_keys and not self.api_keys:
-            raise ValueError("read keys without upload keys would leave uploads open")
+        placeholders = [k for k in self.all_keys if k.lower().startswith(PLACEHOLDER)]
+        if placeholders and not self.demo:
+            raise ValueError(
+                f"a key is still the placeholder {placeholders[0]!r}: set real keys (spic-cloud "
+                "keys add) or SPIC_CLOUD_DEMO=1 for a demo"
+            )
         return self
+
+    @property
+    def all_keys(self) -> list[str]:
+        """Every key given in the environment, of any kind."""
+        return [
+            k for k in (*self.api_keys, *self.read_keys, *self.admin_keys, self.metrics_key) if k
+        ]
 
     @property
     def limits(self) -> ServingLimits:

@@ -13,6 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from cloud_service.batcher import Batcher, HeavyLane
 from cloud_service.idempotency import IdempotencyStore
+from cloud_service.keys import KeyStore, Scope
 from cloud_service.metrics import Metrics
 from cloud_service.problems import Problem
 from cloud_service.results import ResultsStore
@@ -30,6 +31,7 @@ class ServiceState:
     batchers: dict[str, Batcher] = field(default_factory=dict)
     heavy: HeavyLane | None = None
     results: ResultsStore | None = None
+    keys: KeyStore | None = None  # per-device keys; opened by the lifespan
     webhooks: WebhookSender | None = None
     # frame id -> PNG of its reconstruction, most recently used last
     reconstructions: OrderedDict[int, bytes] = field(default_factory=OrderedDict)
@@ -70,22 +72,34 @@ StateDep = Annotated[ServiceState, Depends(get_state)]
 
 # Declared for the OpenAPI document (the Bearer security scheme); the checks below are our own so
 # every refusal is problem+json with a reason.
-bearer = HTTPBearer(auto_error=False, description="an upload key from SPIC_CLOUD_API_KEYS")
+bearer = HTTPBearer(
+    auto_error=False,
+    description="a key from `spic-cloud keys add` (or SPIC_CLOUD_API_KEYS / READ_KEYS / ADMIN_KEYS)",
+)
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ANONYMOUS = "anonymous"
 
 
-def _matches(given: bytes, keys: list[str]) -> str | None:
-    found = None
-    for key in keys:  # compare with every key, in constant time, whatever matches
-        if hmac.compare_digest(given, key.encode()):
-            found = key
-    return found
+@dataclass(frozen=True)
+class Caller:
+    """Who a request's key says it is."""
+
+    namespace: str  # its idempotency namespace: a digest of its key
+    scope: Scope
+    device: str | None = None  # the only device it may send as; None: any
 
 
-def check_bearer(request: Request, keys: list[str], other_scope: list[str] | None = None) -> str:
-    """The matching key of ``keys`` named by the request's Bearer token; 401/403 otherwise
-    (403 ``wrong-key-scope`` when it is one of ``other_scope``: a valid key of another kind)."""
+def auth_enabled(state: ServiceState) -> bool:
+    """Keys are checked once any exists, in the environment or the key store, or when
+    SPIC_CLOUD_REQUIRE_KEYS says so."""
+    s = state.settings
+    if s.require_keys or s.api_keys or s.read_keys or s.admin_keys:
+        return True
+    return state.keys is not None and state.keys.has_keys()
+
+
+def bearer_token(request: Request) -> str:
+    """The request's Bearer token; 401 when there is none."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if not header:
@@ -104,43 +118,66 @@ def check_bearer(request: Request, keys: list[str], other_scope: list[str] | Non
             "expected: Bearer <key>",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    given = token.strip().encode()
-    found = _matches(given, keys)
-    if found is None and other_scope and _matches(given, other_scope) is not None:
+    return token.strip()
+
+
+def _matches(given: bytes, keys: list[str]) -> str | None:
+    found = None
+    for key in keys:  # compare with every key, in constant time, whatever matches
+        if hmac.compare_digest(given, key.encode()):
+            found = key
+    return found
+
+
+def not_accepted() -> Problem:
+    return Problem(
+        403, "wrong-api-key", "API key not accepted", "the key is not one this service accepts"
+    )
+
+
+def identify(state: ServiceState, token: str) -> Caller | None:
+    """The caller ``token`` names: an environment key (any device) or a stored one."""
+    s, given = state.settings, token.encode()
+    kinds: tuple[tuple[Scope, list[str]], ...] = (
+        ("upload", s.api_keys),
+        ("read", s.read_keys),
+        ("admin", s.admin_keys),
+    )
+    for scope, keys in kinds:
+        found = _matches(given, keys)
+        if found is not None:
+            return Caller(hashlib.sha256(found.encode()).hexdigest()[:16], scope)
+    stored = state.keys.find(token) if state.keys is not None else None
+    return None if stored is None else Caller(stored.namespace, stored.scope, stored.device)
+
+
+def authorize(request: Request, state: ServiceState, scope: Scope) -> Caller:
+    """The caller, when its key is of ``scope``; 401/403 otherwise (403 ``wrong-key-scope`` for a
+    valid key of another kind)."""
+    caller = identify(state, bearer_token(request))
+    if caller is None:
+        raise not_accepted()
+    if caller.scope != scope:
         raise Problem(
             403,
             "wrong-key-scope",
             "key of the wrong kind",
             "upload keys may only send frames, read keys only query, admin keys only delete",
         )
-    if found is None:
-        raise Problem(
-            403, "wrong-api-key", "API key not accepted", "the key is not one this service accepts"
-        )
-    return found
+    return caller
 
 
-def other_keys(settings: Settings, kind: list[str]) -> list[str]:
-    """Every configured key that is not of ``kind`` (the keys sent to the wrong route)."""
-    return [
-        k for k in settings.api_keys + settings.read_keys + settings.admin_keys if k not in kind
-    ]
-
-
-def require_api_key(request: Request, state: StateDep, _bearer: BearerDep) -> str:
-    """The caller's scope: a digest of its upload key (idempotency keys live in it)."""
-    keys = state.settings.api_keys
-    if not keys:
-        return ANONYMOUS
-    key = check_bearer(request, keys, other_keys(state.settings, keys))
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
+def require_api_key(request: Request, state: StateDep, _bearer: BearerDep) -> Caller:
+    """The caller of an upload route: its idempotency namespace and the device it may send as."""
+    if not auth_enabled(state):
+        return Caller(ANONYMOUS, "upload")
+    return authorize(request, state, "upload")
 
 
 def require_read_key(request: Request, state: StateDep, _bearer: BearerDep) -> None:
     """Queries need a read key whenever the service has keys at all."""
-    settings = state.settings
-    if settings.api_keys or settings.read_keys or settings.admin_keys:
-        check_bearer(request, settings.read_keys, other_keys(settings, settings.read_keys))
+    if auth_enabled(state):
+        authorize(request, state, "read")
 
 
 ReadAuthDep = Annotated[None, Depends(require_read_key)]
@@ -148,20 +185,20 @@ ReadAuthDep = Annotated[None, Depends(require_read_key)]
 
 def require_admin_key(request: Request, state: StateDep, _bearer: BearerDep) -> None:
     """Deleting frames needs an admin key whenever the service has keys at all."""
-    s = state.settings
-    if s.api_keys or s.read_keys or s.admin_keys:
-        check_bearer(request, s.admin_keys, other_keys(s, s.admin_keys))
+    if auth_enabled(state):
+        authorize(request, state, "admin")
 
 
 AdminAuthDep = Annotated[None, Depends(require_admin_key)]
 
 
-AuthDep = Annotated[str, Depends(require_api_key)]
+AuthDep = Annotated[Caller, Depends(require_api_key)]
 
 
 def require_metrics_key(request: Request, state: StateDep, _bearer: BearerDep) -> None:
-    if state.settings.metrics_key:
-        check_bearer(request, [state.settings.metrics_key])
+    key = state.settings.metrics_key
+    if key and _matches(bearer_token(request).encode(), [key]) is None:
+        raise not_accepted()
 
 
 def require_ready(state: StateDep) -> None:

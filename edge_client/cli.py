@@ -75,6 +75,7 @@ def make_client(settings: EdgeSettings) -> Any:
         timeout=settings.timeout,
         max_retries=settings.retries,
         device_id=settings.device_id,
+        ca_cert=str(settings.ca_cert) if settings.ca_cert else None,
     )
 
 

@@ -16,6 +16,7 @@ import email.utils
 import hashlib
 import logging
 import random
+import ssl
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -79,9 +80,13 @@ class CloudClient:
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
         device_id: str | None = None,
+        ca_cert: str | None = None,
     ):
         self.base_url = base_url.rstrip("/")
-        self.http = client or httpx.Client(timeout=timeout)
+        # ca_cert: the CA bundle (or the pinned self-signed certificate) an https:// cloud's
+        # certificate must chain to; None trusts the system's CAs.
+        verify = ssl.create_default_context(cafile=ca_cert) if ca_cert else True
+        self.http = client or httpx.Client(timeout=timeout, verify=verify)
         self.timeout = timeout
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         if device_id:  # who sent the frame, recorded by the cloud's results store

@@ -100,6 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument(
         "--api-key", default=S, help="upload key, sent as Authorization: Bearer (none: auth off)"
     )
+    net.add_argument(
+        "--ca-cert",
+        type=Path,
+        default=S,
+        metavar="FILE",
+        help="CA bundle or pinned certificate an https:// cloud must present",
+    )
     net.add_argument("--device-id", default=S, help="this camera's id, sent as X-Device-Id")
     net.add_argument("--timeout", type=float, default=S, help="seconds per HTTP attempt")
     net.add_argument("--retries", type=int, default=S, help="retries per frame after the first")

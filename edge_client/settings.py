@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, FilePath, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.bundles import DEFAULT_BUNDLE
@@ -42,6 +42,7 @@ class EdgeSettings(BaseSettings):
         default_factory=default_device_id, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
     )
     api_key: str | None = None
+    ca_cert: FilePath | None = None  # CA bundle or pinned certificate for an https:// URL
     timeout: float = Field(10.0, gt=0)  # seconds per HTTP attempt
     retries: int = Field(5, ge=0, le=100)  # attempts after the first, per frame and drain
     queue_dir: Path | None = None  # default: FOLDER/.spic-queue

@@ -47,7 +47,7 @@ def float_tail_nodes(model: onnx.ModelProto) -> list[str]:
     return [n.name for n in model.graph.node[convs[-1] :]]
 
 
-def make_int8(bundle: Path, data: str, n_images: int = 256, size: int = 224) -> Path:
+def make_int8(bundle: Path, data: str | Path, n_images: int = 256, size: int = 224) -> Path:
     manifest = load_manifest(bundle)
     src = bundle / manifest.files["encoder"].path
     images, _, _ = eval_arrays(data, size, n_images)

@@ -45,9 +45,17 @@ def test_ports_healthcheck_and_load_balancer_match_the_app():
     assert path in routes and path == "/readyz"
     conf = (ROOT / "docker" / "nginx.conf").read_text()
     assert f"server cloud:{args.port} " in conf
-    listen = re.search(r"listen (\d+);", conf).group(1)
-    assert any(p.endswith(f":{listen}") for p in lb["ports"])
-    assert f"http://lb:{listen}" in edge["command"]
+    listen = re.search(r"listen (\d+) ssl;", conf).group(1)  # HTTPS only: keys never in clear
+    assert lb["ports"] == [f"${{SPIC_BIND_ADDRESS:-127.0.0.1}}:${{SPIC_PORT:-8443}}:{listen}"]
+    assert f"https://lb:{listen}" in edge["command"]
+    certs = "${SPIC_CERTS:-./docker/certs}:/certs:ro"
+    assert certs in lb["volumes"] and certs in edge["volumes"]
+    for name in ("server.pem", "server.key"):
+        assert f"/certs/{name};" in conf
+    args_edge = edge_parser().parse_args(edge["command"][1:])
+    assert str(args_edge.ca_cert) == "/certs/ca.pem"
+    make = (ROOT / "Makefile").read_text()
+    assert "sh docker/make-certs.sh docker/certs" in make and "./docker/certs" in certs
     assert cloud["depends_on"]["db"]["condition"] == "service_healthy"
     assert lb["depends_on"]["cloud"]["condition"] == "service_healthy"
     assert "@db:5432/" in cloud["environment"]["SPIC_CLOUD_DATABASE_URL"]
@@ -99,3 +107,21 @@ def test_dockerfiles_are_non_root_exec_form_offline(dockerfile):
 def test_the_build_context_is_the_wheelhouse_only():
     lines = (ROOT / ".dockerignore").read_text().split()
     assert lines[lines.index("*") :] == ["*", "!build/wheelhouse"]
+
+
+def test_no_placeholder_keys_and_field_settings_are_exposed():
+    """Compose starts with no key at all (the service then refuses every /v1 request until
+    `spic-cloud keys add`), never a change-me placeholder, and passes on admin keys, webhooks and
+    retention, which keeps 30 days unless told otherwise."""
+    text = (ROOT / "docker-compose.yml").read_text() + (ROOT / ".env.example").read_text()
+    assert not re.search(r"(:-|=)\s*change-me", text, re.I)  # no placeholder as a value
+    env = COMPOSE["services"]["cloud"]["environment"]
+    assert env["SPIC_CLOUD_REQUIRE_KEYS"] == "1"
+    assert env["SPIC_CLOUD_API_KEYS"] == "${SPIC_API_KEY:-}"
+    assert env["SPIC_CLOUD_DEMO"] == "${SPIC_DEMO:-0}"
+    assert env["SPIC_CLOUD_RETENTION_DAYS"] == "${SPIC_RETENTION_DAYS:-30}"
+    for var in ("ADMIN_KEYS", "WEBHOOK_URL", "WEBHOOK_SECRET", "RETENTION_MB"):
+        assert f"SPIC_CLOUD_{var}" in env, var
+    edge = COMPOSE["services"]["edge"]["environment"]
+    assert edge["SPIC_EDGE_API_KEY"] == "${SPIC_EDGE_KEY:-}"
+    assert edge["SPIC_EDGE_DEVICE_ID"] == "${SPIC_EDGE_DEVICE:-cam-1}"

@@ -1,5 +1,7 @@
 """End to end: the cloud and the edge as real processes on 127.0.0.1, started with the commands
 and environment of docker-compose.yml (hosts, ports and paths substituted), and broken on purpose.
+As in compose, the edges reach the cloud through nginx over TLS (a certificate by `make certs`'s
+script, verified with --ca-cert) with a per-device key made by `spic-cloud keys add`.
 
 Deliveries are counted from the cloud's access log: every frame must be classified (a 200 that is
 not an idempotent replay) exactly once, whatever crashes in between.
@@ -23,6 +25,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from cloud_service.cluster import Nginx
 from cloud_service.harness import free_port
 from edge_client.encoder import EdgeEncoder
 
@@ -41,6 +44,17 @@ class System:
         self.frames.mkdir()
         self.cloud_env = cloud_env
         self.cloud: subprocess.Popen | None = None
+        self.lb: Nginx | None = None
+        self.certs = tmp / "certs"
+        subprocess.run(["sh", str(ROOT / "docker" / "make-certs.sh"), str(self.certs)], check=True)
+        self.edge_key = subprocess.run(
+            [sys.executable, "-m", "cloud_service.cli", "keys", "add", "--device", "cam-1"]
+            + ["--data-dir", str(tmp / "cloud-data")],
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
         self.edges: list[subprocess.Popen] = []
         self.logs: list[Path] = []
 
@@ -51,7 +65,7 @@ class System:
         env = {
             k: re.sub(
                 r"\$\{(\w+):-([^}]*)\}",
-                lambda m: API_KEY if m[1] == "SPIC_API_KEY" else m[2],
+                lambda m: {"SPIC_API_KEY": API_KEY, "SPIC_EDGE_KEY": self.edge_key}.get(m[1], m[2]),
                 str(v),
             )
             for k, v in COMPOSE["services"][service]["environment"].items()
@@ -71,7 +85,8 @@ class System:
         cmd = [
             c.replace("0.0.0.0", "127.0.0.1")
             .replace("8000", str(self.port))
-            .replace("http://lb:8080", f"http://127.0.0.1:{self.port}")
+            .replace("https://lb:8443", self.lb.url if self.lb else "")
+            .replace("/certs", str(self.certs))
             .replace("/frames", str(self.frames))
             .replace("/queue", str(self.queue))
             for c in cmd
@@ -94,10 +109,14 @@ class System:
         while time.time() < deadline:
             try:
                 if httpx.get(f"http://127.0.0.1:{self.port}/readyz", timeout=1).status_code == 200:
-                    return
+                    break
             except httpx.TransportError:
                 time.sleep(0.1)
-        raise RuntimeError("cloud not ready")
+        else:
+            raise RuntimeError("cloud not ready")
+        if self.lb is None:  # the load balancer of compose, TLS included, in front of the cloud
+            tls = tuple(str(self.certs / n) for n in ("server.pem", "server.key", "ca.pem"))
+            self.lb = Nginx([f"127.0.0.1:{self.port}"], tls=tls)  # type: ignore[arg-type]
 
     def start_edge(self, frames: Path | None = None, queue: Path | None = None) -> subprocess.Popen:
         cmd = self._command("edge")
@@ -158,6 +177,8 @@ class System:
                     p.wait(10)
                 except subprocess.TimeoutExpired:
                     p.kill()
+        if self.lb is not None:
+            self.lb.close()
 
 
 def drop_images(folder: Path, n: int, start: int = 0) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
@@ -27,10 +26,11 @@ from starlette.requests import ClientDisconnect
 
 from cloud_service.batcher import Overloaded
 from cloud_service.idempotency import Stored, reused, scoped_key
+from cloud_service.keys import DEVICE_ID as DEVICE_ID  # frames.py filters by it too
 from cloud_service.problems import Problem, problem_response
 from cloud_service.results import FrameRecord, KeyReused
 from cloud_service.runtime import BundleRuntime
-from cloud_service.state import AuthDep, ReadyDep, ServiceState, StateDep
+from cloud_service.state import AuthDep, Caller, ReadyDep, ServiceState, StateDep
 from cloud_service.timeutil import now_us, parse_rfc3339
 from shared import bitstream
 from shared.codecs import CODEC_IDS
@@ -224,7 +224,6 @@ class FrameIn:
     captured_us: int | None
 
 
-DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 DeviceId = Annotated[
     str | None,
     Header(alias="X-Device-Id", description="the camera's id: a slug of 1 to 64 characters"),
@@ -235,11 +234,21 @@ CapturedAt = Annotated[
 ]
 
 
-def _who_and_when(device_id: str | None, captured_at: str | None) -> tuple[str, int | None]:
-    device = device_id or "unknown"
+def _who_and_when(
+    caller: Caller, device_id: str | None, captured_at: str | None
+) -> tuple[str, int | None]:
+    device = device_id or caller.device or "unknown"
     if not DEVICE_ID.match(device):
         raise Problem(
             422, "bad-device-id", "bad X-Device-Id", "a slug: letters, digits, . _ -, up to 64"
+        )
+    if caller.device is not None and device != caller.device:
+        # A camera's key is bound to its id: one camera cannot write as another.
+        raise Problem(
+            403,
+            "device-mismatch",
+            "X-Device-Id is not this key's device",
+            f"this key belongs to device {caller.device!r}",
         )
     if captured_at is None:
         return device, None
@@ -261,8 +270,8 @@ async def frame_in(
     """What both routes take: an authorised, ready request's frame bytes, its scoped key, and
     who sent it when."""
     route = request.url.path.rsplit("/", 1)[-1]
-    key = None if idempotency_key is None else scoped_key(caller, route, idempotency_key)
-    device, captured_us = _who_and_when(device_id, captured_at)
+    device, captured_us = _who_and_when(caller, device_id, captured_at)
+    key = None if idempotency_key is None else scoped_key(caller.namespace, route, idempotency_key)
     return FrameIn(await read_frame(request, state), key, device, captured_us)
 
 

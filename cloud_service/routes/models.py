@@ -12,18 +12,24 @@ from fastapi import APIRouter, Depends, Request
 
 from cloud_service.routes.inference import ERRORS
 from cloud_service.routes.query_params import strict_query
-from cloud_service.state import BearerDep, ReadyDep, StateDep, check_bearer
+from cloud_service.state import (
+    BearerDep,
+    ReadyDep,
+    StateDep,
+    auth_enabled,
+    bearer_token,
+    identify,
+    not_accepted,
+)
 from shared.schemas import ModelInfo, ModelsResponse
 
 router = APIRouter(prefix="/v1", tags=["models"], dependencies=[strict_query])
 
 
 def require_any_key(request: Request, state: StateDep, _bearer: BearerDep) -> None:
-    """A key of any kind, whenever the service has keys at all."""
-    s = state.settings
-    keys = s.api_keys + s.read_keys + s.admin_keys
-    if keys:
-        check_bearer(request, keys)
+    """A key of any kind (from the environment or the key store), whenever keys are on."""
+    if auth_enabled(state) and identify(state, bearer_token(request)) is None:
+        raise not_accepted()
 
 
 AnyKeyDep = Annotated[None, Depends(require_any_key)]
