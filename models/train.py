@@ -1,7 +1,9 @@
 """spic-train: multi-task training of SPIC, L = w(QF)·MSE + α·rate + β·cross-entropy.
 
-One readable loop. Runs on CPU by default; ``--device cuda`` for a GPU; under ``torchrun`` it
-trains data-parallel with DDP (gloo on CPU, NCCL on CUDA). A run directory holds:
+The loop is models/trainer.py's, which spic-train-reference shares; this module is the recipe:
+the loss, the batches, the dual update of alpha and what a checkpoint records. Runs on CPU by
+default; ``--device cuda`` for a GPU; under ``torchrun`` it trains data-parallel with DDP (gloo on
+CPU, NCCL on CUDA). A run directory holds:
 
     config.json        the full training config (also inside every checkpoint)
     log.jsonl          one JSON object per logged step and per validation pass
@@ -191,17 +193,29 @@ class SPICTrainer(Trainer):
             bpp_t /= self.world
         target_bpp = rate_target(cfg, self.step, self.total_steps)
         self.log_alpha = update_alpha(self.log_alpha, bpp_t.item(), target_bpp, cfg)
+        s.update(bpp_t=bpp_t, target_bpp=target_bpp)
+        return {
+            "loss": s["loss"].item(),
+            "acc": (s["res"]["logits"].argmax(1) == s["target"]).float().mean().item(),
+            "bpp": s["bpp"].item(),
+            "qf": s["qf"],
+            "alpha": s["alpha"],
+        }
+
+    @torch.no_grad()
+    def log_record(self, shown: dict[str, Any]) -> dict[str, Any]:
+        s = self.s
         return {
             "qf": s["qf"],
-            "loss": s["loss"].item(),
+            "loss": shown["loss"],
             "mse": s["mse"].item(),
             "latent_logit_ms": s["res"]["z"].pow(2).mean().item(),
-            "bpp": s["bpp"].item(),
-            "bpp_target_qf": bpp_t.item(),
-            "target_bpp": target_bpp,
+            "bpp": shown["bpp"],
+            "bpp_target_qf": s["bpp_t"].item(),
+            "target_bpp": s["target_bpp"],
             "ce": s["ce"].item(),
             "feature_distill": s["feat"].item(),
-            "acc": (s["res"]["logits"].argmax(1) == s["target"]).float().mean().item(),
+            "acc": shown["acc"],
             "alpha": s["alpha"],
             "crop": self.crop,
         }

@@ -123,8 +123,13 @@ class Trainer:
         raise NotImplementedError
 
     def after_step(self, epoch: int) -> dict[str, Any]:
-        """Work after the optimizer step (``self.step`` counts it) and the step's log record."""
+        """Work after the optimizer step (``self.step`` counts it); returns what the progress bar
+        shows (``postfix``'s keys)."""
         raise NotImplementedError
+
+    def log_record(self, shown: dict[str, Any]) -> dict[str, Any]:
+        """The step's log line (every ``log_every`` steps only: it may cost device syncs)."""
+        return shown
 
     def describe(self) -> dict[str, Any]:
         """The checkpoint's entries that say what the run is: config, classes, commands..."""
@@ -199,12 +204,12 @@ class Trainer:
                 if self.ema is not None:
                     self.ema.update_parameters(self.model)
                 self.step += 1
-                record = self.after_step(epoch)
+                shown = self.after_step(epoch)
                 bar.set_postfix(
-                    {k: format(record[k], spec) for k, spec in self.postfix.items()},
-                    refresh=False,
+                    {k: format(shown[k], spec) for k, spec in self.postfix.items()}, refresh=False
                 )
                 if self.step % self.log_every == 0:
+                    record = self.log_record(shown)
                     lr = self.scheduler.get_last_lr()[0]
                     self.write_log({"step": self.step, "epoch": epoch, **record, "lr": lr})
             self.epoch = epoch + 1
