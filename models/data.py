@@ -30,6 +30,21 @@ from shared.preprocess import (
 PROVENANCE_FILE = "PROVENANCE.txt"
 
 
+# Names of the ImageNet classes in Imagenette; other datasets fall back to their folder names.
+WNID_NAMES = {
+    "n01440764": "tench",
+    "n02102040": "English springer",
+    "n02979186": "cassette player",
+    "n03000684": "chain saw",
+    "n03028079": "church",
+    "n03394916": "French horn",
+    "n03417042": "garbage truck",
+    "n03425413": "gas pump",
+    "n03445777": "golf ball",
+    "n03888257": "parachute",
+}
+
+
 # Every command's ``--data`` is a dataset root holding ``train/<class>/`` and ``val/<class>/``;
 # each command reads the split it needs. A split folder given directly is still accepted, so
 # commands written before this rule (``--data imagenette/val``) keep working.

@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from models.export import WNID_NAMES
+from models.data import WNID_NAMES
 from models.reference import ResNet
 from models.reference_bundle import ONNX_FILE, FineTune, ReferenceManifest, write_reference_manifest
 from shared.manifest import BundleFile, ClassInfo, Preprocessing

@@ -20,28 +20,30 @@ import argparse
 import json
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 import torch
 from tqdm import tqdm
 
-from models import baselines
 from models.config import JsonConfig, apply_overrides
 from models.data import DATA_HELP, InMemoryImages, eval_arrays, train_batches
-from models.ema import ema_of, ema_state, final_weights
 from models.mixing import mix_batch, mixed_cross_entropy
-from models.reference import ResNet, ResNetConfig
+from models.reference import ResNet
 from models.reference_bundle import FineTune
+from models.reference_decoded import decode_all, match_to_spic, top1
 from models.reference_export import export_bundle, reference_card
-from models.train import param_groups, save_checkpoint, to_tensor
-from models.zoo import create_model, display_name
-from shared.codebook import Codebook
-from shared.manifest import load_manifest
-from shared.preprocess import batch_input
+from models.trainer import (
+    Trainer,
+    load_checkpoint_file,
+    progressive_crop,
+    save_checkpoint,
+    to_tensor,
+)
+from models.zoo import create_model, display_name, load_reference
 
 
 @dataclass
@@ -80,55 +82,73 @@ class ReferenceConfig(JsonConfig):
     threads: int = 0  # torch intra-op threads; 0 = all cores
 
 
-@torch.no_grad()
-def top1(model: ResNet, images: np.ndarray, labels: np.ndarray, device, batch: int = 100) -> float:
-    model.eval()
-    correct = 0
-    for i in range(0, len(images), batch):
-        logits = model(to_tensor(images[i : i + batch], device))
-        correct += (logits.argmax(1).cpu().numpy() == labels[i : i + batch]).sum()
-    model.train()
-    return float(correct / max(1, len(images)))
+class ReferenceTrainer(Trainer):
+    """spic-train-reference's recipe on the shared loop: label-smoothed cross-entropy, with
+    Mixup/CutMix when the config asks, on the batches the run passes in (clean crops from scratch,
+    codec-decoded images in a fine-tune)."""
 
-
-def decode_all(codec: str, quality: int, crops: np.ndarray, threads: int = 2) -> np.ndarray:
-    """Every crop through ``codec`` at ``quality`` and back, as one uint8 array."""
-
-    def run(c: np.ndarray) -> np.ndarray:
-        return baselines.round_trip(codec, c, quality)[1]
-
-    with ThreadPoolExecutor(threads) as pool:
-        return np.stack(list(pool.map(run, crops)))
-
-
-def match_to_spic(
-    spic_bundle: Path, crops: np.ndarray, codecs
-) -> tuple[float, dict[str, int], str]:
-    """SPIC's mean bpp on ``crops`` at the bundle's default QF (real frames: the bundle's
-    encoder.onnx, and its enhancement layer's graph when that QF sends it, quantized and
-    rANS-coded by ``shared``), and each codec's matched quality."""
-
-    manifest = load_manifest(spic_bundle)
-    codebook, qf = Codebook(manifest), manifest.default_qf
-    roles = ["encoder"]
-    if manifest.enhancement is not None and manifest.enhancement.on(qf):
-        roles.append(manifest.enhancement.encoder)
-    sessions = [
-        ort.InferenceSession(
-            str(Path(spic_bundle) / manifest.files[r].path), providers=["CPUExecutionProvider"]
+    def __init__(
+        self,
+        model: ResNet,
+        out: Path,
+        cfg: ReferenceConfig,
+        batches: Callable[[int], Iterable[tuple[np.ndarray, np.ndarray]]],
+        **run: Any,
+    ):
+        self.cfg, self.resnet, self.epoch_batches = cfg, model, batches
+        self.device, self.classes = run["device"], run["classes"]
+        self.val: tuple[np.ndarray, np.ndarray] = run["val"]
+        self.finetune: FineTune | None = run["finetune"]
+        self.command: str = run["command"]
+        super().__init__(
+            model,
+            out,
+            lr=run["lr"],
+            weight_decay=cfg.weight_decay,
+            warmup_frac=cfg.warmup_frac,
+            ema_decay=cfg.ema_decay,
+            epochs=run["epochs"],
+            steps_per_epoch=run["n_train"] // cfg.batch_size,
+            log_every=cfg.log_every,
         )
-        for r in roles
-    ]
-    bits = []
-    for c in crops:
-        x = batch_input([c])
-        y = np.concatenate([s.run(None, {"image": x})[0][0] for s in sessions])
-        symbols = manifest.quantize_latent(y, qf)
-        frame = codebook.encode(symbols, qf, "rans", (c.shape[1], c.shape[0]))
-        bits.append(8 * len(frame))
-    target = float(np.mean(bits)) / (crops.shape[1] * crops.shape[2])
-    qualities = {c: baselines.match_quality(c, list(crops), target) for c in codecs}
-    return target, qualities, f"bundle {manifest.model_id} at QF{qf}"
+
+    def batches(self, epoch: int) -> Iterable[tuple[np.ndarray, np.ndarray]]:
+        self.mix_rng = np.random.default_rng([self.cfg.seed, epoch, 2])
+        return self.epoch_batches(epoch)
+
+    def loss(self, batch: tuple[np.ndarray, np.ndarray], epoch: int) -> torch.Tensor:
+        x = to_tensor(batch[0], self.device)
+        self.y = torch.from_numpy(batch[1]).to(self.device)
+        mixed = mix_batch(x, self.y, self.mix_rng, self.cfg.mixup_alpha, self.cfg.cutmix_alpha)
+        self.logits = self.model(mixed.x)
+        self.last_loss = mixed_cross_entropy(self.logits, mixed, self.cfg.label_smoothing)
+        return self.last_loss
+
+    def after_step(self, epoch: int) -> dict[str, Any]:
+        acc = (self.logits.argmax(1) == self.y).float().mean().item()
+        return {"loss": self.last_loss.item(), "acc": acc}
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "config": self.cfg.to_dict(),
+            "arch": self.resnet.cfg.to_dict(),
+            "model_name": self.cfg.model,
+            "classes": self.classes,
+            "finetune": self.finetune.model_dump() if self.finetune else None,
+            "command": self.command,
+        }
+
+    def validate(self, epoch: int, started: float) -> dict[str, Any] | None:
+        # The last epoch is validated once, by finish(), together with the decoded-image scores.
+        if epoch == self.epochs or epoch % self.cfg.eval_every:
+            return None
+        images, labels = self.val
+        return {
+            "epoch": epoch,
+            "step": self.step,
+            "epoch_seconds": time.time() - started,
+            "val_top1_clean": top1(self.scored, images, labels, self.device),  # type: ignore[arg-type]
+        }
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -175,7 +195,7 @@ def resume_checkpoint(out: Path) -> dict:
     path = out / "checkpoint.pt"
     if not path.is_file():
         raise SystemExit(f"--resume: no checkpoint at {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint_file(path)
     if ckpt.get("finetune") or "optimizer" not in ckpt:
         # A fine-tune is two short epochs (rerun it); older checkpoints kept no optimizer state.
         raise SystemExit(f"--resume: {path} is not a resumable from-scratch run")
@@ -195,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     base_ckpt, resumed = None, None
     if args.finetune_from:
-        base_ckpt = torch.load(args.finetune_from, map_location="cpu", weights_only=False)
+        base_ckpt = load_checkpoint_file(args.finetune_from)
     if args.resume:
         resumed = resume_checkpoint(out)
         # One line per run, as spic-train keeps them: the card shows every command that ran.
@@ -214,8 +234,7 @@ def main(argv: list[str] | None = None) -> int:
 
     val_images, val_labels, val_classes = eval_arrays(data / "val", cfg.eval_size, args.val_limit)
     if base_ckpt:
-        model = ResNet(ResNetConfig.from_dict(base_ckpt["arch"]))
-        model.load_state_dict(final_weights(base_ckpt))
+        model = load_reference(base_ckpt)
         classes = base_ckpt["classes"]
     else:
         classes = val_classes
@@ -223,7 +242,6 @@ def main(argv: list[str] | None = None) -> int:
     if val_classes != classes:
         raise SystemExit(f"val classes {val_classes} differ from the model's {classes}")
     model = model.to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # the stubs lack memory_format
-    log = (out / "log.jsonl").open("a")
     finetune = None
 
     if base_ckpt is None:
@@ -237,10 +255,9 @@ def main(argv: list[str] | None = None) -> int:
         epochs, lr = cfg.epochs, cfg.lr
         n_train = len(train)
 
-        def batches(epoch: int):
-            crop = cfg.final_crop if epoch >= cfg.epochs - cfg.final_crop_epochs else cfg.crop
+        def batches(epoch: int) -> Iterable[tuple[np.ndarray, np.ndarray]]:
             rng = np.random.default_rng([cfg.seed, epoch])  # per-epoch seed: reruns replay exactly
-            return train_batches(train, cfg.batch_size, crop, rng)
+            return train_batches(train, cfg.batch_size, progressive_crop(cfg, epoch), rng)
     else:
         # Decoded train images: each epoch every image comes through one codec, drawn at random.
         crops, labels, _ = eval_arrays(data / "train", cfg.eval_size, args.train_limit)
@@ -263,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         del crops
         epochs, lr, n_train = cfg.finetune_epochs, cfg.finetune_lr, len(labels)
 
-        def batches(epoch: int):
+        def batches(epoch: int) -> Iterable[tuple[np.ndarray, np.ndarray]]:
             rng = np.random.default_rng([cfg.seed, epoch, 7])
             order = rng.permutation(n_train)
             variant = rng.integers(0, len(decoded), size=n_train)
@@ -274,111 +291,28 @@ def main(argv: list[str] | None = None) -> int:
                 x[flip[idx]] = x[flip[idx], :, ::-1]
                 yield x, labels[idx]
 
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=lr)
-    steps_per_epoch = n_train // cfg.batch_size
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=cfg.warmup_frac
-    )
-    ema = ema_of(model, cfg.ema_decay)
-    scored: ResNet = model if ema is None else ema.module  # type: ignore[assignment]  # what validation and export read
-    step, start_epoch = 0, 0
+    run = dict(device=device, classes=classes, val=(val_images, val_labels), finetune=finetune)
+    run.update(command=command, lr=lr, epochs=epochs, n_train=n_train)
+    trainer = ReferenceTrainer(model, out, cfg, batches, **run)
     if resumed:
-        model.load_state_dict(resumed["model"])
-        optimizer.load_state_dict(resumed["optimizer"])
-        scheduler.load_state_dict(resumed["scheduler"])
-        if ema is not None:
-            ema.load_state_dict(resumed["ema_state"])
-        step, start_epoch = resumed["step"], resumed["epoch"]
-        print(f"resumed at epoch {start_epoch}, step {step}", file=sys.stderr)
-    last_epoch = (
-        epochs if args.epochs_this_run is None else min(epochs, start_epoch + args.epochs_this_run)
-    )
-    for epoch in range(start_epoch, last_epoch):
-        t0 = time.time()
-        mix_rng = np.random.default_rng([cfg.seed, epoch, 2])
-        bar = tqdm(
-            batches(epoch),
-            total=steps_per_epoch,
-            desc=f"epoch {epoch + 1}/{epochs}",
-            file=sys.stderr,
-            dynamic_ncols=True,
-            mininterval=1 if sys.stderr.isatty() else 30,
-        )
-        for images, target in bar:
-            x = to_tensor(images, device)
-            y = torch.from_numpy(target).to(device)
-            mixed = mix_batch(x, y, mix_rng, cfg.mixup_alpha, cfg.cutmix_alpha)
-            logits = model(mixed.x)
-            loss = mixed_cross_entropy(logits, mixed, cfg.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            if ema is not None:
-                ema.update_parameters(model)
-            step += 1
-            acc = (logits.argmax(1) == y).float().mean().item()
-            bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc:.2f}", refresh=False)
-            if step % cfg.log_every == 0:
-                log.write(
-                    json.dumps(
-                        {
-                            "step": step,
-                            "epoch": epoch,
-                            "loss": loss.item(),
-                            "acc": acc,
-                            "lr": scheduler.get_last_lr()[0],
-                        }
-                    )
-                    + "\n"
-                )
-                log.flush()
-        state = {
-            "config": cfg.to_dict(),
-            "arch": model.cfg.to_dict(),
-            "model_name": cfg.model,
-            "classes": classes,
-            "model": model.state_dict(),
-            # Batches and mixing are seeded per epoch, so these make --resume replay the run exactly.
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "step": step,
-            "epoch": epoch + 1,
-            "finetune": finetune.model_dump() if finetune else None,
-            "command": command,
-            **ema_state(ema),
-        }
-        save_checkpoint(out / "checkpoint.pt", **state)
-        # The last epoch is validated once, by finish(), together with the decoded-image scores.
-        if epoch + 1 < epochs and (epoch + 1) % cfg.eval_every == 0:
-            record = {
-                "epoch": epoch + 1,
-                "step": step,
-                "epoch_seconds": time.time() - t0,
-                "val_top1_clean": top1(scored, val_images, val_labels, device),
-            }
-            log.write(json.dumps({"val": record}) + "\n")
-            log.flush()
-            print(json.dumps({"val": record}), file=sys.stderr)
-
+        trainer.resume(resumed)
+    last_epoch = trainer.fit(args.epochs_this_run)
     if last_epoch < epochs:
         print(
             f"stopped after epoch {last_epoch} of {epochs}; continue with --resume", file=sys.stderr
         )
         return 0
-    return finish(
-        scored, cfg, classes, finetune, state, out, args, (val_images, val_labels), device
-    )
+    val = (val_images, val_labels)
+    return finish(trainer.scored, cfg, classes, finetune, trainer.state(), out, args, val, device)
 
 
 def export_only(args: argparse.Namespace, command: str) -> int:
     """Re-export the bundle of a finished run (e.g. one trained on another machine)."""
     out = Path(args.out)
-    ckpt = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint_file(out / "checkpoint.pt")
     ckpt.pop("bundle_id", None)
     cfg = ReferenceConfig.from_dict(ckpt["config"])
-    model = ResNet(ResNetConfig.from_dict(ckpt["arch"]))
-    model.load_state_dict(final_weights(ckpt))
+    model = load_reference(ckpt)
     finetune = FineTune(**ckpt["finetune"]) if ckpt.get("finetune") else None
     val = eval_arrays(Path(args.data) / "val", cfg.eval_size, args.val_limit)[:2]
     ckpt.setdefault("command", f"spic-train-reference --data {args.data} --out {out}")

@@ -1,4 +1,5 @@
-"""Every registered network, SPIC and reference alike: ``list_models`` and ``create_model``.
+"""Every registered network, SPIC and reference alike: ``list_models`` and ``create_model``, and
+the networks a checkpoint describes: ``load_checkpoint`` and ``load_reference``.
 
 Tests iterate over ``list_models()``, so a newly registered architecture is exercised (forward,
 shapes, ONNX export, torch/onnxruntime parity) without anyone remembering to add it to a test.
@@ -6,10 +7,15 @@ shapes, ONNX export, torch/onnxruntime parity) without anyone remembering to add
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from models import network, reference  # noqa: F401  (importing a family registers it)
+from models.ema import final_weights
+from models.network import SPIC, SPICConfig
+from models.reference import ResNet, ResNetConfig
 from models.registry import REGISTRY, Kind
+from models.trainer import load_checkpoint_file
 
 
 def list_models(kind: Kind | None = None) -> list[str]:
@@ -30,3 +36,19 @@ def create_model(name: str, kind: Kind | None = None, **kwargs: Any) -> Any:
 def display_name(name: str) -> str:
     """How reports write a registered name: ``resnet18-half`` -> ``ResNet18-half``."""
     return "ResNet" + name.removeprefix("resnet") if name.startswith("resnet") else name
+
+
+def load_checkpoint(path: str | Path) -> tuple[SPIC, dict]:
+    """Rebuild the SPIC model a spic-train checkpoint describes (used by export and evaluation)."""
+    ckpt = load_checkpoint_file(path)
+    model = SPIC(SPICConfig.from_dict(ckpt["config"]["arch"]))
+    model.load_state_dict(final_weights(ckpt))
+    model.eval()
+    return model, ckpt
+
+
+def load_reference(ckpt: dict) -> ResNet:
+    """The reference classifier a spic-train-reference checkpoint stands for (its final weights)."""
+    model = ResNet(ResNetConfig.from_dict(ckpt["arch"]))
+    model.load_state_dict(final_weights(ckpt))
+    return model

@@ -21,7 +21,8 @@ import torch
 
 from models.data import eval_arrays
 from models.network import SPIC, quantize
-from models.train import load_checkpoint, to_tensor
+from models.trainer import to_tensor
+from models.zoo import load_checkpoint
 
 CPU = torch.device("cpu")
 

@@ -23,7 +23,9 @@ import torch.nn.functional as F
 
 from models.data import InMemoryImages, eval_arrays, train_batches
 from models.network import quantize
-from models.train import evaluate, load_checkpoint, to_tensor
+from models.objective import evaluate
+from models.trainer import to_tensor
+from models.zoo import load_checkpoint
 
 CPU = torch.device("cpu")
 

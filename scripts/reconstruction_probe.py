@@ -41,7 +41,9 @@ sys.path.insert(0, str(ROOT))
 from models.blocks import BasicBlock  # noqa: E402
 from models.data import InMemoryImages, eval_arrays, train_batches  # noqa: E402
 from models.network import SPIC, quantize  # noqa: E402
-from models.train import load_checkpoint, psnr_db, to_tensor  # noqa: E402
+from models.objective import psnr_db  # noqa: E402
+from models.trainer import to_tensor  # noqa: E402
+from models.zoo import load_checkpoint  # noqa: E402
 from shared.manifest import load_manifest  # noqa: E402
 from shared.preprocess import batch_input  # noqa: E402
 from shared.quantize import quantize as quantize_np  # noqa: E402

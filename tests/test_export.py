@@ -14,7 +14,7 @@ from edge_client.encoder import EdgeEncoder
 from edge_client.errors import BundleError, ImageError
 from models.config import TrainConfig
 from models.export import main as export_main
-from models.export import what_it_is
+from models.model_card import what_it_is
 from shared.codebook import Codebook, ModelMismatchError
 from shared.errors import BitstreamError
 from shared.manifest import load_manifest
@@ -309,7 +309,7 @@ def test_two_cards_are_compared_image_by_image(tmp_path, capsys):
 
 
 def test_the_card_says_when_no_channel_was_idle_enough_to_pin():
-    from models.export import pinned_line
+    from models.model_card import pinned_line
 
     assert "none; every channel varies" in pinned_line([])
     assert "was not given" in pinned_line(None) and ": 2 [5, 9]." in pinned_line([5, 9])

@@ -75,7 +75,8 @@ def test_the_average_follows_the_ema_recursion():
 
 
 def test_spic_train_keeps_an_average_that_export_reads_and_resume_continues(tiny_data, tmp_path):
-    from models.train import load_checkpoint, main
+    from models.train import main
+    from models.zoo import load_checkpoint
 
     extra = set_args(ema_decay=0.5, cutmix_alpha=1.0, mixup_alpha=0.2)
     straight = tmp_path / "straight"

@@ -17,8 +17,8 @@ from models.split_resnet import (
     reference_network,
     reference_trunk,
 )
-from models.train import load_checkpoint, main
-from models.zoo import create_model
+from models.train import main
+from models.zoo import create_model, load_checkpoint
 from tests.conftest import TINY_REFERENCE_ARGS, TINY_TRAIN_ARGS, set_args
 
 REFERENCE = Path(__file__).resolve().parent.parent / "models" / "bundles" / "reference-imagenette"

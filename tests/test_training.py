@@ -87,7 +87,7 @@ def test_ddp_on_two_cpu_processes(tiny_data, tmp_path):
 
 def test_the_reconstruction_weight_grows_with_qf_only_when_asked():
     from models.config import TrainConfig
-    from models.train import mse_weight
+    from models.objective import mse_weight
 
     v1 = TrainConfig()  # exponent 0: every QF weighs the same (v1's recipe)
     assert {mse_weight(q, v1) for q in (2, 16, 255)} == {1.0}
@@ -145,7 +145,8 @@ def test_distillation_loss_is_zero_only_when_the_student_agrees():
 
 def test_training_distils_from_a_reference_bundle(tiny_data, tiny_reference, tmp_path):
     from models.distill import Teacher
-    from models.train import load_checkpoint, main
+    from models.train import main
+    from models.zoo import load_checkpoint
 
     bundle = tiny_reference / "bundle"
     args = ["--data", str(tiny_data), "--out", str(tmp_path / "kd"), *TINY_TRAIN_ARGS]
@@ -157,7 +158,7 @@ def test_training_distils_from_a_reference_bundle(tiny_data, tiny_reference, tmp
 
 
 def test_the_saturation_penalty_spares_logits_inside_its_margin():
-    from models.train import saturation_penalty
+    from models.objective import saturation_penalty
 
     z = torch.tensor([0.0, 1.0, -2.5, 4.0, -5.0])
     assert saturation_penalty(z, 0.0).item() == pytest.approx((0 + 1 + 6.25 + 16 + 25) / 5)
