@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 import tempfile
 import threading
@@ -32,39 +31,12 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 
+from bench.store_rows import fill  # noqa: E402
 from cloud_service.harness import cloud_process  # noqa: E402
 from cloud_service.results import open_store  # noqa: E402
 from edge_client.encoder import EdgeEncoder  # noqa: E402
 from evaluation.samples import sample_images  # noqa: E402
 from shared.bundles import DEFAULT_BUNDLE  # noqa: E402
-
-LABELS = ["tench", "English springer", "cassette player", "chain saw", "church",
-          "French horn", "garbage truck", "gas pump", "golf ball", "parachute"]  # fmt: skip
-
-
-def fill(data_dir: Path, rows: int, years: float, frame: bytes) -> None:
-    """Bulk insert, evenly spread over ``years`` ending now; received up to 100 s after capture."""
-    store = open_store("", data_dir)
-    conn = store.db.conn  # type: ignore[attr-defined]
-    end = int(time.time() * 1e6)
-    step = int(years * 365 * 86400 * 1e6) // rows
-    rng = random.Random(0)
-    top_k = json.dumps([{"class_id": 0, "label": "tench", "confidence": 0.9}])
-    sql = (
-        "INSERT INTO frames (device, captured_us, received_us, model_id, qf, bytes, bpp, "
-        "class_id, label, confidence, top_k, frame) VALUES (" + ", ".join(["?"] * 12) + ")"
-    )
-    for start in range(0, rows, 50_000):
-        values = []
-        for i in range(start, min(rows, start + 50_000)):
-            at = end - (rows - i) * step
-            values.append((f"cam-{i % 20}", at, at + rng.randint(0, 100_000_000), "bench", 16,
-                           len(frame), 0.09, i % 10, LABELS[i % 10], rng.random() * 0.99, top_k,
-                           frame))  # fmt: skip
-        conn.execute("BEGIN")
-        conn.executemany(sql, values)
-        conn.execute("COMMIT")
-    store.close()
 
 
 def peak_mb(pid: int) -> float:
@@ -119,7 +91,10 @@ def main() -> None:
     result: dict[str, object] = {"benchmark": "query_reads", "rows": args.rows, "years": args.years}
     with tempfile.TemporaryDirectory(prefix="spic-bench-reads-") as data:
         t0 = time.perf_counter()
-        fill(Path(data), args.rows, args.years, frames[0])
+        store = open_store("", Path(data))
+        step_s = args.years * 365 * 86400 / args.rows  # evenly over the years, ending now
+        fill(store.db, args.rows, frames[0], step_s, cameras=20, model_id="bench", jitter_s=100)
+        store.close()
         result["fill_s"] = round(time.perf_counter() - t0, 1)
         with cloud_process([DEFAULT_BUNDLE], data_dir=data) as (url, proc):
             before = peak_mb(proc.pid)

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bench.store import fill  # noqa: E402
+from bench.store_rows import fill  # noqa: E402
 from cloud_service.harness import running_cloud  # noqa: E402
 from cloud_service.results import open_store  # noqa: E402
 from edge_client.encoder import EdgeEncoder  # noqa: E402

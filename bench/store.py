@@ -33,16 +33,13 @@ import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench.loadgen import closed_loop  # noqa: E402
+from bench.store_rows import fill  # noqa: E402
 from cloud_service.cluster import PostgresServer  # noqa: E402
-from cloud_service.database import Database, PostgresDatabase, SqliteDatabase  # noqa: E402
 from cloud_service.harness import running_cloud  # noqa: E402
 from cloud_service.results import encode_cursor, open_store  # noqa: E402
 from edge_client.encoder import EdgeEncoder  # noqa: E402
 from evaluation.samples import sample_images  # noqa: E402
 from shared.bundles import DEFAULT_BUNDLE  # noqa: E402
-
-LABELS = ["tench", "English springer", "cassette player", "chain saw", "church",
-          "French horn", "garbage truck", "gas pump", "golf ball", "parachute"]  # fmt: skip
 
 
 def classify_cost(frames: list[bytes], seconds: float) -> dict[str, object]:
@@ -60,32 +57,6 @@ def classify_cost(frames: list[bytes], seconds: float) -> dict[str, object]:
     assert isinstance(on, dict) and isinstance(off, dict)
     out["store_cost"] = round(1 - float(on["req_s"]) / float(off["req_s"]), 3)
     return out
-
-
-def fill(db: Database, rows: int, frame: bytes) -> None:
-    """Bulk insert: 10 cameras, 10 labels, one frame a second, ending now."""
-    end = int(time.time() * 1e6)
-    top_k = json.dumps([{"class_id": 0, "label": "tench", "confidence": 0.9}])
-    batch = 50_000
-    for start in range(0, rows, batch):
-        values = [
-            (f"cam-{i % 10}", end - (rows - i) * 1_000_000, end - (rows - i) * 1_000_000 + 500,
-             "2290519bfc38c845", 16, len(frame), 0.09, i % 10, LABELS[i % 10], 0.5 + (i % 50) / 100,
-             top_k, frame)
-            for i in range(start, min(rows, start + batch))
-        ]  # fmt: skip
-        sql = (
-            "INSERT INTO frames (device, captured_us, received_us, model_id, qf, bytes, bpp, "
-            "class_id, label, confidence, top_k, frame) VALUES (" + ", ".join(["?"] * 12) + ")"
-        )
-        if isinstance(db, PostgresDatabase):
-            with db.pool.connection() as conn, conn.cursor() as cur:
-                cur.executemany(sql.replace("?", "%s"), values)
-        else:
-            assert isinstance(db, SqliteDatabase)
-            db.conn.execute("BEGIN")
-            db.conn.executemany(sql, values)
-            db.conn.execute("COMMIT")
 
 
 def query_latency(url: str, rows: int, queries: int) -> dict[str, object]:

@@ -249,7 +249,3 @@ def compose_nginx_config() -> str:
     resolves, when nginx starts, to every replica of ``--scale cloud=N``: one server each. TLS
     with the certificate of the certs volume (`make certs` makes a test one)."""
     return nginx_config(["cloud:8000"], "8443", "/tmp", ("/certs/server.pem", "/certs/server.key"))
-
-
-if __name__ == "__main__":  # python -m cloud_service.cluster > docker/nginx.conf
-    print(compose_nginx_config(), end="")

@@ -14,7 +14,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from evaluation.paired import paired
+from evaluation.pairs import paired
 from evaluation.spic_eval import evaluate_spic, labelled_images, rows_to_dicts
 from models.data import DATA_HELP, split_folder
 from shared.manifest import Measurements, OperatingPoint, load_manifest, record_measurements

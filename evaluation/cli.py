@@ -31,7 +31,7 @@ from tqdm import tqdm
 from cloud_service.runtime import BundleRuntime
 from edge_client.encoder import EdgeEncoder
 from evaluation import plots, report
-from evaluation.paired import hits_string
+from evaluation.pairs import hits_string
 from evaluation.reference import ReferenceClassifier
 from evaluation.spic_eval import Row, evaluate_spic, labelled_images, psnr, ssim
 from models import baselines

@@ -3,7 +3,7 @@ reach SPIC, and a verdict computed from the rows."""
 
 from __future__ import annotations
 
-from evaluation.paired import paired
+from evaluation.pairs import paired
 from evaluation.spic_eval import ON_RECONSTRUCTION
 from models import baselines
 

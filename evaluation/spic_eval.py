@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from cloud_service.runtime import BundleRuntime
 from edge_client.encoder import EdgeEncoder
-from evaluation.paired import hits_string
+from evaluation.pairs import hits_string
 from shared.preprocess import IMAGE_SUFFIXES, load_rgb, prepare, to_uint8_image
 
 # How rows name a pixel classifier reading SPIC's decoded images (the report and plots match it).

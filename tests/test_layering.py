@@ -140,15 +140,6 @@ def test_entry_points_are_found():
     assert "shared.entrypoints" not in found  # the launcher, not a program
 
 
-# Programs that other modules still import, outside models/, each waiting for its library part to
-# move out (issue 33). The list only shrinks: test_not_yet_is_current fails once one is fixed.
-NOT_YET = {
-    "evaluation.paired": "McNemar's test (paired, hits_string) used by spic-eval and spic-card",
-    "cloud_service.cluster": "PostgresServer and running_cluster used by bench/store, replicas",
-    "bench.store": "fill() used by bench/retention",
-}
-
-
 def entry_point_imports() -> dict[str, list[str]]:
     """entry point -> the project modules (tests aside) that import it."""
     programs = entry_points()
@@ -165,23 +156,17 @@ def test_nothing_imports_an_entry_point():
     wrong = [
         f"{module} imports the entry point {name}"
         for name, modules in entry_point_imports().items()
-        if name not in NOT_YET
         for module in modules
     ]
     assert not wrong, "\n".join(sorted(wrong))
 
 
-def test_not_yet_is_current():
-    assert not any(name.startswith("models.") for name in NOT_YET)  # models/ has no exception
-    fixed = set(NOT_YET) - set(entry_point_imports())
-    assert not fixed, f"no longer imported, drop from NOT_YET: {sorted(fixed)}"
-
-
-def test_models_modules_stay_short():
-    """Each module of ``models/`` one concern, under 400 lines (the project's bar)."""
+def test_modules_stay_short():
+    """Each module one concern, under 400 lines (the project's bar), in every package."""
     long = {
         str(p.relative_to(ROOT)): n
-        for p in (ROOT / "models").rglob("*.py")
+        for package in PACKAGES
+        for p in (ROOT / package).rglob("*.py")
         if (n := len(p.read_text().splitlines())) > 400
     }
     assert not long, long

@@ -100,7 +100,7 @@ def test_a_database_restart_costs_a_503_then_nothing():
 
 def test_the_compose_load_balancer_uses_the_same_rules():
     """docker/nginx.conf is nginx_config for the compose service names; regenerate it with
-    ``python -m cloud_service.cluster``, never by hand."""
+    ``python scripts/nginx_conf.py``, never by hand."""
     from cloud_service.cluster import compose_nginx_config
 
     assert (ROOT / "docker" / "nginx.conf").read_text() == compose_nginx_config()
