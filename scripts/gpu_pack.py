@@ -26,11 +26,13 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]  # run as a file or imported as scripts.gpu_pack
+
+import old_codecs  # noqa: E402
+import webp_copy  # noqa: E402
 
 from models.config import TrainConfig  # noqa: E402
 from models.data import PROVENANCE_FILE  # noqa: E402
-from scripts import old_codecs, webp_copy  # noqa: E402
 
 DATA_DIR = "gpu-data"  # where the zip's images unpack, relative to the repository root
 MIB = 1 << 20
