@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install postgres browser test lint bench demo certs docker-engine wheelhouse base-image e2e-compose clean
+.PHONY: install postgres browser test lint bench demo certs docker-engine wheelhouse base-image e2e-compose old-codecs gpu-pack clean
 
 install: $(STAMP)
 
@@ -80,6 +80,19 @@ base-image: docker-engine
 # The failure scenario through a real Docker engine; its last line is JSON. Not in `make test`.
 e2e-compose: docker-engine wheelhouse
 	$(PY) scripts/e2e_compose.py
+
+# The bundles that left the tree (models/bundles/retired.json: codecs older than the last three,
+# and the reference classifiers), written out of git history; nothing is downloaded. The default
+# DEST puts them back where the training configs name them; SPIC_CLOUD_MODEL_DIR=DEST serves them.
+DEST ?= models/bundles
+old-codecs:
+	$(PYTHON) scripts/old_codecs.py --dest $(DEST)
+
+# A training copy of DATA (WebP, small enough to travel with the tree to a lent GPU) and the
+# teacher it needs, in .gpu-pack/data.zip; it prints the command that trains from it.
+DATA ?= ../shared/data/imagenette
+gpu-pack: install
+	$(PY) scripts/gpu_pack.py --data $(DATA) --out .gpu-pack
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info demo_out

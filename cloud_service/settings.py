@@ -14,7 +14,7 @@ from typing import Annotated
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from shared.bundles import DEFAULT_BUNDLE, shipped_bundles
+from shared.bundles import DEFAULT_BUNDLE, bundles_in, shipped_bundles
 from shared.manifest import ServingLimits
 
 _DEFAULT_LIMITS = ServingLimits()
@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     bundles: Annotated[list[Path], NoDecode] = Field(
         default_factory=lambda: shipped_bundles() or [DEFAULT_BUNDLE]
     )
+    # A folder of bundle folders served beside BUNDLES: codecs older than the shipped three
+    # (`make old-codecs DEST=dir` writes them), or one's own. Empty: none.
+    model_dir: Path | None = None
     # Comma-separated upload keys that may send as any device (a warning at start: prefer the
     # per-device keys of `spic-cloud keys add`). With no key here, in READ_KEYS, ADMIN_KEYS or in
     # the key store, and require_keys off, authentication is off (a warning at start too).
@@ -126,6 +129,15 @@ class Settings(BaseSettings):
         if isinstance(v, str):
             return [s.strip() for s in v.split(",") if s.strip()]
         return v
+
+    @model_validator(mode="after")
+    def _add_model_dir(self) -> Settings:
+        if self.model_dir is not None:
+            if not self.model_dir.is_dir():
+                raise ValueError(f"SPIC_CLOUD_MODEL_DIR {self.model_dir} is not a folder")
+            listed = {p.resolve() for p in self.bundles}
+            self.bundles += [p for p in bundles_in(self.model_dir) if p.resolve() not in listed]
+        return self
 
     @model_validator(mode="after")
     def _safe(self) -> Settings:

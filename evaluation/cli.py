@@ -12,7 +12,8 @@ or on any folder of images (rate and reconstruction only), at ``--size``² cente
   by ``spic-train-reference``, one of them fine-tuned on images decoded at the matched quality.
   The references also classify SPIC's own reconstructions.
 
-Writes ``OUT/results.json``, ``OUT/report.md`` and PNG plots.
+Writes ``OUT/results.json``, ``OUT/report.md`` and one plot (top-1 against bpp; ``--all-plots``:
+PSNR and SSIM too, and a grid of the same crops by each codec).
 """
 
 from __future__ import annotations
@@ -158,10 +159,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--rerender", action="store_true", help="rewrite report.md and plots from OUT/results.json"
     )
+    p.add_argument("--all-plots", action="store_true", help="PSNR and SSIM plots and crops.png too")
     args = p.parse_args(argv)
     if args.rerender:
         result = json.loads((args.out / "results.json").read_text())
-        plots.rate_plots(result, args.out)
+        plots.rate_plots(result, args.out, args.all_plots)
         (args.out / "report.md").write_text(report.report(result))
         return 0
     manifest = load_manifest(args.bundle)
@@ -222,8 +224,9 @@ def main(argv: list[str] | None = None) -> int:
         "rows": [asdict(r) for r in rows],
     }
     (args.out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
-    plots.rate_plots(result, args.out)
-    plots.crop_grid(args.bundle, paths[:4], size, result, args.out / "crops.png")
+    plots.rate_plots(result, args.out, args.all_plots)
+    if args.all_plots:
+        plots.crop_grid(args.bundle, paths[:4], size, result, args.out / "crops.png")
     (args.out / "report.md").write_text(report.report(result))
     print(json.dumps({"out": str(args.out), "rows": len(rows)}))
     return 0

@@ -54,10 +54,14 @@ def _series(rows: list[dict], codec: str, key: str, classifier: str | None = Non
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
-def rate_plots(result: dict, out: Path) -> None:
+def rate_plots(result: dict, out: Path, every: bool = False) -> None:
+    """The first metric's plot against bpp (top-1 where labelled), or all of them with ``every``:
+    the committed reports keep one plot, the rest is a rerun away."""
     metrics = [("psnr", "PSNR (dB)"), ("ssim", "SSIM")]
     if result["labelled"]:
         metrics.insert(0, ("top1", "top-1 accuracy"))
+    if not every:
+        metrics = metrics[:1]
     rows = result["rows"]
     styles = classifier_styles(rows)
     for key, label in metrics:

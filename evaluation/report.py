@@ -99,7 +99,9 @@ def report(result: dict) -> str:
         )
     lines += [
         "",
-        "Plots: `top1_vs_bpp.png`, `psnr_vs_bpp.png`, `ssim_vs_bpp.png`; the same crops by each codec: `crops.png`.",
+        f"Plot: `{'top1' if result['labelled'] else 'psnr'}_vs_bpp.png`. The command above with "
+        "`--all-plots` also draws PSNR and SSIM against bpp and the same crops by each codec "
+        "(`crops.png`).",
         "",
     ]
     return "\n".join(lines)

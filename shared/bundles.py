@@ -14,8 +14,13 @@ def shipped_bundles() -> list[Path]:
     """Every SPIC bundle shipped under ``BUNDLES_DIR`` (reference classifiers are not SPIC
     bundles), sorted by name: what the cloud serves unless told otherwise, so a frame from a
     camera still running an older bundle is classified after the default changes."""
+    return bundles_in(BUNDLES_DIR)
+
+
+def bundles_in(folder: Path) -> list[Path]:
+    """Every SPIC bundle folder directly inside ``folder``, sorted by name."""
     found = []
-    for manifest in sorted(BUNDLES_DIR.glob("*/manifest.json")):
+    for manifest in sorted(folder.glob("*/manifest.json")):
         try:
             if json.loads(manifest.read_text()).get("format") == "spic-bundle":
                 found.append(manifest.parent)

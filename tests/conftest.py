@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -104,6 +105,35 @@ def tiny_reference(tiny_data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("reference")
     assert main(["--data", str(tiny_data), "--out", str(out), *TINY_REFERENCE_ARGS]) == 0
     return out
+
+
+def find_retired(name: str) -> Path | None:
+    """A bundle that left the tree (models/bundles/retired.json), where one was written back:
+    models/bundles (``make old-codecs``), SPIC_RETIRED_CODECS or SPIC_CLOUD_MODEL_DIR."""
+    dirs = [ROOT / "models" / "bundles"]
+    dirs += [
+        Path(os.environ[v])
+        for v in ("SPIC_RETIRED_CODECS", "SPIC_CLOUD_MODEL_DIR")
+        if v in os.environ
+    ]
+    return next((d / name for d in dirs if (d / name / "manifest.json").is_file()), None)
+
+
+@pytest.fixture(scope="session")
+def retired_bundle(tmp_path_factory):
+    """name -> a retired bundle's folder: one written back, else one read out of git history (as
+    ``make old-codecs`` does); skipped in a clone without that commit."""
+    from scripts.old_codecs import in_history, write_bundles
+
+    def get(name: str) -> Path:
+        found = find_retired(name)
+        if found is not None:
+            return found
+        if not in_history():
+            pytest.skip(f"{name} is not in this clone's history: make old-codecs needs it")
+        return write_bundles(tmp_path_factory.getbasetemp() / "retired", [name])[0]
+
+    return get
 
 
 @pytest.fixture(scope="session")

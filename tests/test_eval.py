@@ -53,8 +53,13 @@ def test_eval_writes_results_report_and_plots(
     report = (tmp_path / "report.md").read_text()
     assert "reconstructions classified in pixels" in report and labels[1] in report
     assert all(r["n_images"] == 8 for r in rows)
-    for name in ("report.md", "top1_vs_bpp.png", "psnr_vs_bpp.png", "ssim_vs_bpp.png", "crops.png"):
-        assert (tmp_path / name).stat().st_size > 0
+    # What a committed report keeps: its JSON, its markdown and one plot; the rest is a rerun away.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "report.md",
+        "results.json",
+        "top1_vs_bpp.png",
+    ]
+    assert "`--all-plots`" in (tmp_path / "report.md").read_text()
     assert "spic-eval --bundle" in (tmp_path / "report.md").read_text()
 
 
@@ -143,6 +148,13 @@ def test_a_labelled_run_without_the_ladder_still_writes_its_report(
     args = ["--bundle", str(tiny_bundle), "--data", str(tiny_data / "val"), "--out", str(tmp_path)]
     assert main([*args, "--limit", "4", "--codecs", "jpeg", "--no-ladder", "--qf", "16"]) == 0
     assert "no ladder was run (--no-ladder)" in (tmp_path / "report.md").read_text()
+
+
+def test_all_plots_draws_psnr_ssim_and_the_crops_too(tiny_bundle, tiny_data, tmp_path):
+    args = ["--bundle", str(tiny_bundle), "--data", str(tiny_data / "val"), "--out", str(tmp_path)]
+    assert main([*args, "--limit", "4", "--codecs", "jpeg", "--no-ladder", "--all-plots"]) == 0
+    for name in ("top1_vs_bpp.png", "psnr_vs_bpp.png", "ssim_vs_bpp.png", "crops.png"):
+        assert (tmp_path / name).stat().st_size > 0
 
 
 def test_a_reader_keeps_its_line_style_on_every_codec_and_spic_q_stands_out():

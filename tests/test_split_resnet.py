@@ -21,7 +21,11 @@ from models.train import main
 from models.zoo import create_model, load_checkpoint
 from tests.conftest import TINY_REFERENCE_ARGS, TINY_TRAIN_ARGS, set_args
 
-REFERENCE = Path(__file__).resolve().parent.parent / "models" / "bundles" / "reference-imagenette"
+
+@pytest.fixture(scope="module")
+def reference(retired_bundle) -> Path:
+    """The shipped recipes' first reference classifier; it left the tree (make old-codecs)."""
+    return retired_bundle("reference-imagenette")  # type: ignore[no-any-return]
 
 
 def joined(model, x: torch.Tensor) -> torch.Tensor:
@@ -32,24 +36,24 @@ def joined(model, x: torch.Tensor) -> torch.Tensor:
     return h_c.head[-1](features.mean((2, 3)))  # type: ignore[no-any-return]
 
 
-def test_the_halves_joined_without_the_bottleneck_are_the_reference():
+def test_the_halves_joined_without_the_bottleneck_are_the_reference(reference):
     model = create_model("spic-rn18h").eval()
-    model_id = init_from_reference(model, REFERENCE)
-    reference = ReferenceModel(REFERENCE)
-    assert model_id == reference.manifest.model_id
+    model_id = init_from_reference(model, reference)
+    ref_model = ReferenceModel(reference)
+    assert model_id == ref_model.manifest.model_id
     x = torch.rand(2, 3, 96, 128)
     with torch.no_grad():
         ours = joined(model, x).numpy()
-    np.testing.assert_allclose(ours, reference.logits(x.numpy()), atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(ours, ref_model.logits(x.numpy()), atol=1e-4, rtol=1e-4)
 
 
-def test_the_torch_teacher_is_the_bundles_classifier():
+def test_the_torch_teacher_is_the_bundles_classifier(reference):
     """A GPU run's teacher (the bundle in torch) gives the logits a CPU run's (ONNX Runtime) does."""
     x = torch.rand(3, 3, 128, 96)
     with torch.no_grad():
-        ours = reference_network(REFERENCE)(x).numpy()
+        ours = reference_network(reference)(x).numpy()
     np.testing.assert_allclose(
-        ours, ReferenceModel(REFERENCE).logits(x.numpy()), atol=1e-4, rtol=1e-4
+        ours, ReferenceModel(reference).logits(x.numpy()), atol=1e-4, rtol=1e-4
     )
 
 
@@ -65,11 +69,11 @@ def test_the_camera_half_fits_the_budget(name, gflop, stride):
     assert model.cfg.latent_channels * (224 // stride) ** 2 == 6272
 
 
-def test_a_reference_of_other_widths_or_classes_is_refused_by_name():
+def test_a_reference_of_other_widths_or_classes_is_refused_by_name(reference):
     with pytest.raises(ValueError, match="has convolutions"):
-        init_from_reference(create_model("spic-rn-tiny"), REFERENCE)
+        init_from_reference(create_model("spic-rn-tiny"), reference)
     with pytest.raises(ValueError, match="has classes"):
-        init_from_reference(create_model("spic-rn18h"), REFERENCE, ["n00000000"])
+        init_from_reference(create_model("spic-rn18h"), reference, ["n00000000"])
 
 
 def test_training_starts_from_the_reference(tiny_data, tiny_reference, tmp_path):
@@ -96,12 +100,12 @@ def test_training_starts_from_the_reference(tiny_data, tiny_reference, tmp_path)
     ],
 )
 def test_the_feature_teacher_is_the_reference_where_the_cloud_first_stage_ends(
-    name, stages_after, shape
+    name, stages_after, shape, reference
 ):
     full = create_model("spic-rn18h").eval()
-    init_from_reference(full, REFERENCE)
+    init_from_reference(full, reference)
     model = create_model(name)
-    trunk = reference_trunk(model.cfg, REFERENCE)
+    trunk = reference_trunk(model.cfg, reference)
     x = torch.rand(2, 3, 64, 96)
     with torch.no_grad():
         theirs = trunk((x - full.g_a.mean) / full.g_a.std)
