@@ -60,7 +60,7 @@ class TrainConfig(JsonConfig):
     # How often each QF is drawn, relative weights in qfs' order; () draws them uniformly. Run
     # 11's QF 1-2 ended 12 points under its QF 16 with an eighth of the draws each. Drawing them
     # 4x as often, in a fine-tune and from the start (runs 11-ft and 12 in
-    # models/configs/README.md), moved them by a point at most: kept for such experiments, the
+    # docs/research/training-log.md), moved them by a point at most: kept for such experiments, the
     # default stays uniform.
     qf_weights: tuple[float, ...] = ()
     # Loss = mse + alpha * bpp + beta * cross-entropy (mse on [0,1] pixels, bpp in bits/pixel).
@@ -69,7 +69,7 @@ class TrainConfig(JsonConfig):
     # The reconstruction term's weight at QF q is w·(q / rate_target_qf)^e, w = mse_weight and
     # e = mse_qf_exponent. w = 1 is v1's recipe: beside the 0.1-weighted cross-entropy, MSE on [0,1]
     # pixels (~0.01) weighs little. 10 was no better after 3 short epochs (probe 9 in
-    # models/configs/README.md); what squeezed the latent was the saturation penalty (below).
+    # docs/research/training-log.md); what squeezed the latent was the saturation penalty (below).
     mse_weight: float = 1.0
     # At e = 0 (v1's recipe) every QF weighs the same, and nothing rewards detail a coarse QF cannot
     # carry: v1's latent went nearly binary and QF 16/48/128 gave the same rate and quality (issue
@@ -79,12 +79,12 @@ class TrainConfig(JsonConfig):
     # Weight of mean(z²), z the latent before its sigmoid. The sigmoid's flat ends made a saturated,
     # {0, 1} latent free under rate pressure at every QF; this pulls z back into the sigmoid's slope,
     # so values stay spread and each QF doubling costs about one more bit per symbol. 0 is v1's
-    # recipe. The probes behind 0.01 are in models/configs/README.md.
+    # recipe. The probes behind 0.01 are in docs/research/training-log.md.
     latent_logit_l2: float = 0.0
     # The penalty reads max(|z| - margin, 0)² instead of z². At 0 (run 7) it pulls every z to 0:
     # the classifier, behind a BatchNorm, is blind to the latent's scale, so the rate term and
     # this pull shrank run 7's latent: its active channels' median standard deviation is 0.024,
-    # less than one QF 16 step ("What caps reconstruction" in models/configs/README.md). A margin
+    # less than one QF 16 step ("What caps reconstruction" in docs/research/training-log.md). A margin
     # leaves the sigmoid's slope free and still stops saturation: |z| = 3 is y = 0.047 or 0.953.
     latent_logit_margin: float = 0.0
     # How the rate term and the decoder see the latent in training: "ste" (v1: rounded, identity

@@ -2,7 +2,7 @@
 
 SPIC's latent serves the classifier: at QF 255 the shipped model still reconstructs at about
 21 dB, because its channels carry what the classifier needs, not the pixels (issue 11; "What caps
-reconstruction" in ``models/configs/README.md``). This layer adds channels that only a decoder
+reconstruction" in ``docs/research/training-log.md``). This layer adds channels that only a decoder
 reads, from a QF up (``shared.manifest.Enhancement``):
 
     camera:  x ─── g_a ────────────────────────────► base latent (C channels)  ─┐ every QF

@@ -261,7 +261,7 @@ def spic_s16_c64(**overrides) -> SPIC:
     """The rate-ladder experiment (issue 11): spic-s16 with 64 latent channels and a wider decoder.
 
     It tested whether capacity capped reconstruction near 20 dB at every QF in the 32-channel
-    probes. It did not (run 7 in models/configs/README.md): quality still stopped at QF 8-16, and
+    probes. It did not (run 7 in docs/research/training-log.md): quality still stopped at QF 8-16, and
     the 35 channels the rate term left idle still cost bits at fine QFs. The extra channels cost
     the camera ~0.015 GFLOP; the wider decoder runs only in the cloud."""
     base = dict(latent_channels=64, dec_channels=(192, 96, 48))
@@ -298,7 +298,7 @@ def spic_rn18h_lite(**overrides) -> SPIC:
 def spic_rn18h_s16(**overrides) -> SPIC:
     """ResNet18-half cut after its second stage, the latent conv taking the third stage's stride:
     32 x 14 x 14, v1's latent grid, instead of the 8 x 28 x 28 of the other cuts. Runs 11 and 12
-    kept only 71-78% at QF 1 on the 28 x 28 grid (models/configs/README.md), where v1's 14 x 14
+    kept only 71-78% at QF 1 on the 28 x 28 grid (docs/research/training-log.md), where v1's 14 x 14
     keeps 80.5% at 0.08 bpp: a coarse QF spends its bits on fewer, richer symbols. The camera runs
     the stem and two stages, about 0.56 GFLOP at 224²; the cloud runs stage three at 14 x 14."""
     base = dict(

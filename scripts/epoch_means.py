@@ -1,4 +1,4 @@
-"""Per-epoch means of a training run's logged steps: the figures models/configs/README.md quotes
+"""Per-epoch means of a training run's logged steps: the figures docs/research/training-log.md quotes
 from runs' logs (α, the rate at the target QF, cross-entropy, batch accuracy, feature term).
 
     python scripts/epoch_means.py runs/split-fd [--from 8]

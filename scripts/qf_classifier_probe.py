@@ -6,7 +6,7 @@ at that QF (and at QF 16) before and after on a seeded subset of val.
         --data ../shared/data/imagenette --qf 1 --steps 300
 
 If the specialised classifier gains little, the quantized latent itself lacks the information,
-and only a change to the encoder (its training) can raise that QF (models/configs/README.md).
+and only a change to the encoder (its training) can raise that QF (docs/research/training-log.md).
 The last line is a JSON summary.
 """
 

@@ -1,4 +1,4 @@
-"""What caps a trained SPIC model's reconstruction? Probes behind models/configs/README.md.
+"""What caps a trained SPIC model's reconstruction? Probes behind docs/research/training-log.md.
 
     .venv/bin/python scripts/reconstruction_probe.py pca --data ../shared/data/imagenette
     .venv/bin/python scripts/reconstruction_probe.py finetune --checkpoint C --minutes 15

@@ -2,7 +2,7 @@
 
 The lent GPU machine (the workplace's ``device`` tool) takes at most 64 MiB of files per call,
 the repository included, and Imagenette's JPEGs are 138 MB. Runs marked "GPU" in
-``models/configs/README.md`` trained on such a copy, and their cards name it in their
+``docs/research/training-log.md`` trained on such a copy, and their cards name it in their
 ``--data``. The copy is lossy, so its validation figures compare with each other, never with
 runs on the original JPEGs: the shipped cards are measured on the original val JPEGs. Each copy
 holds a ``PROVENANCE.txt`` at its root saying what it is and the command that made it;
