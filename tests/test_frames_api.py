@@ -8,13 +8,12 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-import numpy as np
 import pytest
 from PIL import Image
 
 from cloud_service.harness import running_cloud
 from edge_client.client import CloudClient
-from edge_client.encoder import EdgeEncoder
+from tests.conftest import on_engine
 
 UPLOAD, READ = "up-key", "read-key"
 OCTET = {"Content-Type": "application/octet-stream"}
@@ -22,21 +21,14 @@ OCTET = {"Content-Type": "application/octet-stream"}
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def cloud(request, tiny_bundle, tmp_path):
-    settings: dict[str, object] = dict(api_keys=UPLOAD, read_keys=READ, data_dir=tmp_path / "d")
-    if request.param == "postgresql":
-        settings["database_url"] = request.getfixturevalue("postgres_server")()
+    settings = on_engine(request, dict(api_keys=UPLOAD, read_keys=READ, data_dir=tmp_path / "d"))
     with running_cloud([tiny_bundle], **settings) as url:
         yield url
 
 
 @pytest.fixture(scope="module")
-def frames(tiny_bundle) -> list[bytes]:
-    rng = np.random.default_rng(0)
-    encoder = EdgeEncoder(tiny_bundle, cache_dir=False)
-    return [
-        encoder.encode(Image.fromarray(rng.integers(0, 255, (80, 96, 3), dtype=np.uint8)))
-        for _ in range(6)
-    ]
+def frames(noise_frames) -> list[bytes]:
+    return noise_frames(6, seed=0)
 
 
 def upload(url: str, frame: bytes, device: str, key: str | None = None, **headers: str) -> dict:

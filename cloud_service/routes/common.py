@@ -3,9 +3,11 @@ filters, and its time parameters. No routes here."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
+from fastapi.types import DecoratedCallable
 
 from cloud_service.problems import Problem
 from cloud_service.services.frames import FrameQuery
@@ -20,9 +22,21 @@ QUERY_ERRORS: dict[int | str, dict[str, Any]] = {s: ERRORS[s] for s in (401, 403
 CAPTURED = "captured (received, for a frame sent without X-Captured-At)"
 
 
-def answers(media_type: str) -> dict[int | str, dict[str, Any]]:
-    """The OpenAPI answers of a query route whose success is ``media_type`` bytes."""
-    return {200: {"content": {media_type: {}}}, **QUERY_ERRORS}
+def get_bytes(
+    router: APIRouter,
+    path: str,
+    media_type: str,
+    summary: str,
+    response_class: type[Response] = Response,
+) -> Callable[[DecoratedCallable], DecoratedCallable]:
+    """``router.get`` for a query route whose success is ``media_type`` bytes, not JSON: its
+    OpenAPI answers say so."""
+    return router.get(
+        path,
+        response_class=response_class,
+        responses={200: {"content": {media_type: {}}}, **QUERY_ERRORS},
+        summary=summary,
+    )
 
 
 def query_time(name: str, value: str | None) -> int | None:

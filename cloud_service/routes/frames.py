@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response
 
 from cloud_service.problems import Problem
-from cloud_service.routes.common import CAPTURED, QUERY_ERRORS, answers, frame_filters, query_time
+from cloud_service.routes.common import CAPTURED, QUERY_ERRORS, frame_filters, get_bytes, query_time
 from cloud_service.routes.query_params import strict_query
 from cloud_service.services import frames
 from cloud_service.services.frames import FrameQuery, decode_cursor
@@ -75,11 +75,11 @@ async def delete_frame(frame_id: FrameId, state: StateDep, _auth: AdminAuthDep) 
     return Response(status_code=204)
 
 
-@router.get(
+@get_bytes(
+    router,
     "/{frame_id}/bitstream",
-    response_class=Response,
-    responses=answers("application/octet-stream"),
-    summary="The frame's bytes, as the camera sent them",
+    "application/octet-stream",
+    "The frame's bytes, as the camera sent them",
 )
 async def get_bitstream(frame_id: FrameId, state: StateDep, _auth: ReadAuthDep) -> Response:
     data = await frames.frame_bytes(frames.store(state), frame_id)
@@ -88,11 +88,11 @@ async def get_bitstream(frame_id: FrameId, state: StateDep, _auth: ReadAuthDep) 
     return Response(data, media_type="application/octet-stream")
 
 
-@router.get(
+@get_bytes(
+    router,
     "/{frame_id}/reconstruction",
-    response_class=Response,
-    responses=answers("image/png"),
-    summary="The frame re-rendered by its bundle's decoder (PNG, cached)",
+    "image/png",
+    "The frame re-rendered by its bundle's decoder (PNG, cached)",
 )
 async def get_reconstruction(
     frame_id: FrameId, state: StateDep, _auth: ReadAuthDep, _ready: ReadyDep

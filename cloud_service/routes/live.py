@@ -26,7 +26,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from cloud_service.problems import Problem
-from cloud_service.routes.common import CAPTURED, QUERY_ERRORS, answers, frame_filters, query_time
+from cloud_service.routes.common import CAPTURED, QUERY_ERRORS, frame_filters, get_bytes, query_time
 from cloud_service.routes.query_params import strict_query
 from cloud_service.services import frames
 from cloud_service.services.frames import MAX_ID, FrameQuery
@@ -123,11 +123,12 @@ def _sse(event_id: int, data: str) -> bytes:
     return f"id: {event_id}\nevent: frame\ndata: {data}\n\n".encode()
 
 
-@router.get(
+@get_bytes(
+    router,
     "/events",
-    response_class=StreamingResponse,
-    responses=answers("text/event-stream"),
-    summary="Live stream of stored frames (Server-Sent Events; resume with Last-Event-ID)",
+    "text/event-stream",
+    "Live stream of stored frames (Server-Sent Events; resume with Last-Event-ID)",
+    StreamingResponse,
 )
 async def events(
     request: Request,
