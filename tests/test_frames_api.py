@@ -14,6 +14,7 @@ from PIL import Image
 from cloud_service.harness import running_cloud
 from edge_client.client import CloudClient
 from tests.conftest import on_engine
+from tests.test_cloud import _metric
 
 UPLOAD, READ = "up-key", "read-key"
 OCTET = {"Content-Type": "application/octet-stream"}
@@ -61,6 +62,10 @@ def test_frames_are_stored_with_who_and_when_and_queried(cloud, frames):
     assert read(cloud, one["bitstream"]).content == frames[2]
     png = read(cloud, one["reconstruction"])
     assert png.headers["content-type"] == "image/png" and Image.open(io.BytesIO(png.content))
+    assert read(cloud, one["reconstruction"]).content == png.content  # from the cache
+    cache = "spic_reconstruction_cache_total"
+    counted = {o: _metric(cloud, f'{cache}{{outcome="{o}"}}') for o in ("hit", "miss")}
+    assert counted == {"hit": 1.0, "miss": 1.0}
 
 
 def test_pages_are_stable_while_frames_keep_arriving(cloud, frames):
