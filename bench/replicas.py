@@ -40,6 +40,7 @@ import numpy as np  # noqa: E402
 import psycopg  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from bench import store_rows  # noqa: E402
 from bench.loadgen import closed_loop  # noqa: E402
 from cloud_service.cluster import PostgresServer, running_cluster  # noqa: E402
 from cloud_service.harness import cloud_process  # noqa: E402
@@ -47,7 +48,6 @@ from cloud_service.results import FrameRecord, open_store  # noqa: E402
 from edge_client.encoder import EdgeEncoder  # noqa: E402
 from evaluation.samples import sample_images  # noqa: E402
 from shared.bundles import DEFAULT_BUNDLE  # noqa: E402
-from shared.schemas import ClassScore, Prediction  # noqa: E402
 
 HEADERS = {"Content-Type": "application/octet-stream"}
 
@@ -92,16 +92,7 @@ def frames_for_bench(count: int = 12) -> list[bytes]:
 def store_write_rate(database_url: str, threads: int, seconds: float) -> float:
     """Rows/s that ``ResultsStore.add`` reaches from ``threads`` writers (one store, its pool)."""
     store = open_store(database_url, "unused")
-    prediction = Prediction(
-        model_id="0" * 16,
-        qf=16,
-        bytes=500,
-        bpp=0.08,
-        class_id=0,
-        label="tench",
-        confidence=0.9,
-        top_k=[ClassScore(class_id=c, label=f"class {c}", confidence=0.1) for c in range(5)],
-    )
+    prediction = store_rows.prediction(500, 0.08, scores=5)
     frame = bytes(500)
     counts = [0] * threads
     deadline = time.perf_counter() + seconds

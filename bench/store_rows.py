@@ -12,6 +12,7 @@ import random
 import time
 
 from cloud_service.database import Database, PostgresDatabase, SqliteDatabase
+from shared.schemas import ClassScore, Prediction
 
 LABELS = ["tench", "English springer", "cassette player", "chain saw", "church",
           "French horn", "garbage truck", "gas pump", "golf ball", "parachute"]  # fmt: skip
@@ -20,6 +21,25 @@ INSERT = (
     "INSERT INTO frames (device, captured_us, received_us, model_id, qf, bytes, bpp, "
     "class_id, label, confidence, top_k, frame) VALUES (" + ", ".join(["?"] * 12) + ")"
 )
+
+
+def prediction(nbytes: int = 500, bpp: float = 0.08, scores: int = 1) -> Prediction:
+    """One frame's prediction as a bench or a test stores it: tench at 0.9, ``scores`` top-k
+    entries, a frame of ``nbytes``."""
+    top = [
+        ClassScore(class_id=c, label=LABELS[c], confidence=0.9 if c == 0 else 0.02)
+        for c in range(scores)
+    ]
+    return Prediction(
+        model_id="0" * 16,
+        qf=16,
+        bytes=nbytes,
+        bpp=bpp,
+        class_id=0,
+        label="tench",
+        confidence=0.9,
+        top_k=top,
+    )
 
 
 def fill(

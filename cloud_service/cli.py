@@ -65,6 +65,17 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
     return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
 
 
+def _command(summary: str, examples: str, description: str | None = None) -> dict[str, Any]:
+    """A subcommand's help: ``summary`` in the list, and atop its own --help ``description``
+    (by default the summary as a sentence)."""
+    return {
+        "help": summary,
+        "description": description or summary[0].upper() + summary[1:] + ".",
+        "epilog": examples,
+        "formatter_class": _formatter,
+    }
+
+
 def _store_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data-dir",
@@ -89,13 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="{serve,keys}")
-    s = sub.add_parser(
-        "serve",
-        help="run the HTTP service with uvicorn",
-        description="Run the HTTP service with uvicorn.",
-        epilog=SERVE_EXAMPLES,
-        formatter_class=_formatter,
-    )
+    s = sub.add_parser("serve", **_command("run the HTTP service with uvicorn", SERVE_EXAMPLES))
     s.add_argument("--host", help="address to listen on (env SPIC_CLOUD_HOST; default 127.0.0.1)")
     s.add_argument("--port", type=int, help="port (env SPIC_CLOUD_PORT; default 8000)")
     s.add_argument(
@@ -117,10 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     k = sub.add_parser(
         "keys",
-        help="add, list, rotate and revoke API keys",
-        description="Per-device API keys, hashed at rest.",
-        epilog=KEYS_EXAMPLES,
-        formatter_class=_formatter,
+        **_command(
+            "add, list, rotate and revoke API keys",
+            KEYS_EXAMPLES,
+            "Per-device API keys, hashed at rest.",
+        ),
     )
     ks = k.add_subparsers(dest="keys_command", required=True, metavar="{add,list,rotate,revoke}")
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 import secrets
 import threading
 import time
@@ -25,11 +24,10 @@ from typing import Any, Literal, cast
 
 from cloud_service.database import Database, Migration, migrate, open_database
 from cloud_service.timeutil import now_us
+from shared.schemas import DEVICE_ID
 
 Scope = Literal["upload", "read", "admin"]
 SCOPES: tuple[Scope, ...] = ("upload", "read", "admin")
-# A camera's id, as X-Device-Id carries it: a slug of 1 to 64 characters.
-DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 KEY_PREFIX = "spic_"  # marks a key as this service's in logs and secret scanners
 HINT_CHARS = len(KEY_PREFIX) + 4
 

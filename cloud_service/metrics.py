@@ -84,3 +84,9 @@ class Metrics:
             buckets=(128, 256, 512, 1024, 2048, 4096, 16384, 65536),
             registry=self.registry,
         )
+        self.reconstruction_cache = Counter(
+            "spic_reconstruction_cache",
+            "Reconstruction cache lookups and evictions (hit, miss, eviction)",
+            ["outcome"],
+            registry=self.registry,
+        )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -16,6 +15,7 @@ from cloud_service.idempotency import IdempotencyStore
 from cloud_service.keys import KeyStore, Scope
 from cloud_service.metrics import Metrics
 from cloud_service.problems import Problem
+from cloud_service.reconstruction_cache import ReconstructionCache
 from cloud_service.results import ResultsStore
 from cloud_service.runtime import BundleRuntime
 from cloud_service.settings import Settings
@@ -33,11 +33,13 @@ class ServiceState:
     results: ResultsStore | None = None
     keys: KeyStore | None = None  # per-device keys; opened by the lifespan
     webhooks: WebhookSender | None = None
-    # frame id -> PNG of its reconstruction, most recently used last
-    reconstructions: OrderedDict[int, bytes] = field(default_factory=OrderedDict)
+    reconstructions: ReconstructionCache = field(init=False)  # bounded by the settings
     ready: bool = False
     load_error: str | None = None
     store_checked: bool = False  # the results store's file was read whole once since start
+
+    def __post_init__(self) -> None:
+        self.reconstructions = ReconstructionCache(self.settings.reconstruction_cache, self.metrics)
 
     def runtime_for(self, model_id: str) -> BundleRuntime | None:
         return self.runtimes.get(model_id)

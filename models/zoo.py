@@ -7,6 +7,7 @@ shapes, ONNX export, torch/onnxruntime parity) without anyone remembering to add
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any
 
@@ -52,3 +53,12 @@ def load_reference(ckpt: dict) -> ResNet:
     model = ResNet(ResNetConfig.from_dict(ckpt["arch"]))
     model.load_state_dict(final_weights(ckpt))
     return model
+
+
+def probe_parser(description: str) -> argparse.ArgumentParser:
+    """The command line every research probe (``scripts/*_probe.py``) starts from: a spic-train
+    checkpoint and ``--data``."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("checkpoint", help="a spic-train checkpoint.pt")
+    ap.add_argument("--data", type=Path, required=True, help="dataset root with train/ and val/")
+    return ap

@@ -12,9 +12,7 @@ the frame header. The last line is a JSON summary.
 
 from __future__ import annotations
 
-import argparse
 import json
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,7 +20,7 @@ import torch
 from models.data import eval_arrays
 from models.network import SPIC, quantize
 from models.trainer import to_tensor
-from models.zoo import load_checkpoint
+from models.zoo import load_checkpoint, probe_parser
 
 CPU = torch.device("cpu")
 
@@ -61,9 +59,7 @@ class Latents:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("checkpoint", help="a spic-train checkpoint.pt")
-    ap.add_argument("--data", type=Path, required=True, help="dataset root with train/ and val/")
+    ap = probe_parser(__doc__.split("\n")[0])
     ap.add_argument("--coarse", type=int, default=1, help="every channel's starting QF")
     ap.add_argument("--fine", type=int, default=4, help="the QF a ranked channel moves to")
     ap.add_argument("--images", type=int, default=500, help="images to rank on and to measure on")

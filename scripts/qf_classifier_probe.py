@@ -12,10 +12,8 @@ The last line is a JSON summary.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,15 +23,13 @@ from models.data import InMemoryImages, eval_arrays, train_batches
 from models.network import quantize
 from models.objective import evaluate
 from models.trainer import to_tensor
-from models.zoo import load_checkpoint
+from models.zoo import load_checkpoint, probe_parser
 
 CPU = torch.device("cpu")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("checkpoint", help="a spic-train checkpoint.pt")
-    ap.add_argument("--data", type=Path, required=True, help="dataset root with train/ and val/")
+    ap = probe_parser(__doc__.split("\n")[0])
     ap.add_argument("--qf", type=int, default=1, help="the QF whose latents train the copy")
     ap.add_argument("--steps", type=int, default=300, help="batches of 64")
     ap.add_argument(

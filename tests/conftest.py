@@ -157,3 +157,28 @@ def postgres_server():
     server = PostgresServer()
     yield server.new_database
     server.close()
+
+
+def on_engine(request: pytest.FixtureRequest, settings: dict[str, object]) -> dict[str, object]:
+    """``settings`` for the results store ``request.param`` names: "sqlite" (the default file) or
+    "postgresql" (a fresh database on the session's server)."""
+    if request.param == "postgresql":
+        settings["database_url"] = request.getfixturevalue("postgres_server")()
+    return settings
+
+
+@pytest.fixture(scope="session")
+def noise_frames(tiny_bundle):
+    """A function: ``count`` frames of random 96x80 images, encoded by the tiny bundle's edge
+    encoder from the generator of ``seed``."""
+    from edge_client.encoder import EdgeEncoder
+
+    def make(count: int, seed: int) -> list[bytes]:
+        rng = np.random.default_rng(seed)
+        encoder = EdgeEncoder(tiny_bundle, cache_dir=False)
+        return [
+            encoder.encode(Image.fromarray(rng.integers(0, 255, (80, 96, 3), dtype=np.uint8)))
+            for _ in range(count)
+        ]
+
+    return make

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bench.store_rows import prediction
 from cloud_service.database import SqliteDatabase, StoreUnavailable
 from cloud_service.harness import running_cloud, spawn_cloud, start_cloud, stop, wait_ready
 from cloud_service.idempotency import IdempotencyStore
@@ -30,7 +31,6 @@ from shared.bundles import DEFAULT_BUNDLE
 from shared.codebook import Codebook
 from shared.codecs import codec_name
 from shared.manifest import load_manifest
-from shared.schemas import ClassScore, Prediction
 from tests.test_cloud import OCTET, _metric, is_problem, wait_for
 
 FIELD = Path(__file__).parent / "golden" / "field"
@@ -247,7 +247,7 @@ def test_size_retention_deletes_in_batches(tmp_path):
 
     store = open_store("", tmp_path)
     _old_rows(tmp_path / "results.sqlite", 2000, now_us(), size=1024)
-    kept = FrameRecord("new", None, now_us() + 1, _prediction(), None)
+    kept = FrameRecord("new", None, now_us() + 1, prediction(1024, 0.1), None)
     newest = store.add(kept, bytes(1024))
     settings = Settings(retention_days=0, retention_mb=100 / 1024, retention_batch=300)
     state = ServiceState(settings, Metrics(), IdempotencyStore(), results=store)
@@ -272,17 +272,3 @@ def test_size_retention_deletes_in_batches(tmp_path):
 
 def _sample(state: ServiceState, name: str, **labels: str) -> float:
     return state.metrics.registry.get_sample_value(name, labels) or 0.0
-
-
-def _prediction() -> Prediction:
-    top = [ClassScore(class_id=0, label="tench", confidence=0.9)]
-    return Prediction(
-        model_id="0" * 16,
-        qf=16,
-        bytes=1024,
-        bpp=0.1,
-        class_id=0,
-        label="tench",
-        confidence=0.9,
-        top_k=top,
-    )

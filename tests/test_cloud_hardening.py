@@ -461,7 +461,7 @@ def test_decoding_png_and_the_store_run_off_the_event_loop(
     from fastapi.testclient import TestClient
 
     from cloud_service.app import create_app
-    from cloud_service.routes import inference
+    from cloud_service.services import inference
     from cloud_service.settings import Settings
 
     seen: dict[str, list[bool]] = {}

@@ -33,6 +33,7 @@ from shared import bitstream
 from shared.codebook import Codebook
 from shared.manifest import ServingLimits
 from tests.stub_cloud import StubCloud
+from tests.test_edge_hardening import Clock, edge, watcher
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,37 +43,19 @@ def _noise(w: int, h: int, seed: int = 0) -> Image.Image:
     return Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
 
 
-def _edge(*args: str, env: dict[str, str] | None = None, timeout: float = 120):
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "edge_client.cli", *args],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        timeout=timeout,
-    )
-
-
-class Clock:
-    def __init__(self, t: float = 1_000_000.0):
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-
-def _watcher(folder: Path, encoder, queue: FrameQueue, clock: Clock, **kw) -> Watcher:
-    return Watcher(
-        folder,
-        queue,
-        encoder,
-        done=folder / ".spic-done",
-        failed=folder / ".spic-failed",
-        settle_s=0.5,
-        give_up_s=30,
-        now=clock,
-        **kw,
-    )
+def _watch(
+    folder: Path, bundle: Path, tmp_path: Path, *flags: str
+) -> tuple[subprocess.CompletedProcess, StubCloud]:
+    """``spic-edge watch FOLDER`` against a stub cloud (closed once the edge exits)."""
+    stub = StubCloud()
+    try:
+        out = edge(
+            *("watch", str(folder), "--url", stub.url, "--bundle", str(bundle), *flags),
+            env={"SPIC_CACHE_DIR": str(tmp_path / "cache")},
+        )
+    finally:
+        stub.close()
+    return out, stub
 
 
 def _cycle(w: Watcher, clock: Clock) -> None:
@@ -96,15 +79,12 @@ def test_one_garbage_file_is_retried_once_per_interval_then_failed(tiny_bundle, 
     folder = tmp_path / "cam"
     folder.mkdir()
     (folder / "junk.jpg").write_bytes(b"\xff\xd8" + os.urandom(5000))  # 5 kB of garbage
-    stub = StubCloud()
-    try:
-        out = _edge(
-            *("watch", str(folder), "--url", stub.url, "--bundle", str(tiny_bundle)),
-            *("--settle-s", "0", "--give-up-s", "1.5", "--interval", "0.2", "--max-seconds", "3"),
-            env={"SPIC_CACHE_DIR": str(tmp_path / "cache")},
-        )
-    finally:
-        stub.close()
+    out, _ = _watch(
+        folder,
+        tiny_bundle,
+        tmp_path,
+        *("--settle-s", "0", "--give-up-s", "1.5", "--interval", "0.2", "--max-seconds", "3"),
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     warnings = [line for line in out.stderr.splitlines() if "WARNING" in line]
     # One line when first seen, one when moved (the parent printed ~6,000 lines a second).
@@ -117,7 +97,7 @@ def test_a_bomb_goes_to_failed_at_once(tmp_path, encoder, caplog):
     folder.mkdir()
     Image.new("1", (20_000, 20_000)).save(folder / "bomb.png")  # 400 Mpx declared in ~50 kB
     os.utime(folder / "bomb.png", (clock.t - 1, clock.t - 1))  # fresh: well within give-up
-    w = _watcher(folder, encoder, FrameQueue(tmp_path / "q"), clock)
+    w = watcher(folder, encoder, FrameQueue(tmp_path / "q"), clock)
     with caplog.at_level(logging.WARNING, "spic.edge.watch"):
         _cycle(w, clock)
     assert (folder / ".spic-failed" / "bomb.png").exists()
@@ -129,7 +109,7 @@ def test_an_unreadable_file_warns_once_and_does_not_count_as_progress(tmp_path, 
     folder.mkdir()
     (folder / "junk.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     os.utime(folder / "junk.jpg", (clock.t, clock.t))
-    w = _watcher(folder, encoder, FrameQueue(tmp_path / "q"), clock)
+    w = watcher(folder, encoder, FrameQueue(tmp_path / "q"), clock)
     with caplog.at_level(logging.INFO, "spic.edge.watch"):
         for _ in range(5):
             _cycle(w, clock)
@@ -191,7 +171,7 @@ def test_send_uploads_spic_files_with_captured_at_and_learns_the_limits(
     _noise(250, 200).save(tmp_path / "small.png")
     _noise(640, 480, 1).save(tmp_path / "large.png")
     env = {"SPIC_CACHE_DIR": str(tmp_path / "cache")}
-    made = _edge(
+    made = edge(
         *("encode", str(tmp_path / "small.png"), "--out", str(tmp_path / "f")),
         *("--bundle", str(tiny_bundle), "--whole-image"),
         env=env,
@@ -201,7 +181,7 @@ def test_send_uploads_spic_files_with_captured_at_and_learns_the_limits(
     taken = 1_700_000_000.0
     os.utime(tmp_path / "small.png", (taken, taken))
     os.utime(spic, (taken + 60, taken + 60))
-    out = _edge(
+    out = edge(
         *("send", str(spic), str(tmp_path / "small.png"), str(tmp_path / "large.png")),
         *("--url", small_cloud, "--bundle", str(tiny_bundle), "--whole-image", "--json"),
         *("--device-id", "field-test"),
@@ -220,7 +200,7 @@ def test_send_uploads_spic_files_with_captured_at_and_learns_the_limits(
 def test_a_url_without_a_scheme_is_refused_at_start(tmp_path):
     _noise(64, 64).save(tmp_path / "p.png")
     start = time.monotonic()
-    out = _edge("send", str(tmp_path / "p.png"), "--url", "127.0.0.1:9")
+    out = edge("send", str(tmp_path / "p.png"), "--url", "127.0.0.1:9")
     assert out.returncode == 2 and time.monotonic() - start < 8
     assert "SPIC_EDGE_URL" in out.stderr and "http://127.0.0.1:9" in out.stderr
     assert out.stderr.count("\n") == 1, out.stderr
@@ -228,7 +208,7 @@ def test_a_url_without_a_scheme_is_refused_at_start(tmp_path):
 
 def test_a_404_names_the_url_and_status(tiny_bundle, tmp_path, small_cloud):
     _noise(64, 64).save(tmp_path / "p.png")
-    out = _edge(
+    out = edge(
         *("send", str(tmp_path / "p.png"), "--url", small_cloud + "/wrong"),
         *("--bundle", str(tiny_bundle)),
         env={"SPIC_CACHE_DIR": str(tmp_path / "cache")},
@@ -269,7 +249,7 @@ def test_watch_keeps_originals_within_keep_mb_and_reads_the_flags(tmp_path, enco
         _noise(96, 80, i).save(folder / f"{i}.png")
         os.utime(folder / f"{i}.png", (clock.t - 10 + i, clock.t - 10 + i))
     one = (folder / "0.png").stat().st_size
-    w = _watcher(folder, encoder, FrameQueue(tmp_path / "q"), clock, keep_bytes=2 * one + 100)
+    w = watcher(folder, encoder, FrameQueue(tmp_path / "q"), clock, keep_bytes=2 * one + 100)
     _cycle(w, clock)
     assert w.moved == 4
     assert sorted(p.name for p in (folder / ".spic-done").iterdir()) == ["2.png", "3.png"]
@@ -292,7 +272,7 @@ def test_every_flag_has_help_and_each_setting_names_its_variable():
             assert action.help, f"{name} {action.option_strings or action.dest} has no help"
             if action.dest in EdgeSettings.model_fields:
                 assert f"SPIC_EDGE_{action.dest.upper()}" in action.help, action.dest
-    out = _edge("--version")
+    out = edge("--version")
     assert out.returncode == 0 and out.stdout.startswith("spic-edge ") and out.stdout.split()[1]
 
 
@@ -321,7 +301,7 @@ def test_a_full_queue_disk_pauses_capture_and_resumes(tmp_path, encoder, monkeyp
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(frame_queue_module.os, "fsync", full)
-    w = _watcher(folder, encoder, queue, clock)
+    w = watcher(folder, encoder, queue, clock)
     with caplog.at_level(logging.WARNING, "spic.edge.watch"):
         _cycle(w, clock)
         _cycle(w, clock)
@@ -370,16 +350,13 @@ def test_a_full_filesystem_keeps_draining_and_resumes_capture(tiny_bundle, tmp_p
     fill()  # the queue's filesystem is now full, with three frames waiting in it
     for i in range(2):
         _noise(96, 80, 10 + i).save(folder / f"new{i}.png")
-    stub = StubCloud()
-    try:
-        out = _edge(
-            *("watch", str(folder), "--url", stub.url, "--bundle", str(tiny_bundle)),
-            *("--queue-dir", str(mnt / "q"), "--interval", "0.1", "--settle-s", "0"),
-            *("--exit-when-idle", "--max-seconds", "30"),
-            env={"SPIC_CACHE_DIR": str(tmp_path / "cache")},
-        )
-    finally:
-        stub.close()
+    out, stub = _watch(
+        folder,
+        tiny_bundle,
+        tmp_path,
+        *("--queue-dir", str(mnt / "q"), "--interval", "0.1", "--settle-s", "0"),
+        *("--exit-when-idle", "--max-seconds", "30"),
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     # The queued frames went out (their files freed the space), then the new images did.
     assert stub.accepted[:3] == [q.key for q in queued] and len(stub.accepted) == 5

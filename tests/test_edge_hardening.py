@@ -51,7 +51,7 @@ def _write(path: Path, data: bytes, mtime: float) -> None:
     os.utime(path, (mtime, mtime))
 
 
-def _watcher(folder: Path, encoder, queue: FrameQueue, clock: Clock) -> Watcher:
+def watcher(folder: Path, encoder, queue: FrameQueue, clock: Clock, **kw) -> Watcher:
     return Watcher(
         folder,
         queue,
@@ -61,6 +61,7 @@ def _watcher(folder: Path, encoder, queue: FrameQueue, clock: Clock) -> Watcher:
         settle_s=0.5,
         give_up_s=30,
         now=clock,
+        **kw,
     )
 
 
@@ -90,7 +91,7 @@ def test_a_decompression_bomb_is_set_aside_and_the_stream_goes_on(tmp_path, enco
     os.utime(folder / "bomb.png", (clock.t - 100, clock.t - 100))
     _write(folder / "ok.jpg", _jpeg(), clock.t - 50)
     queue = FrameQueue(tmp_path / "q")
-    w = _watcher(folder, encoder, queue, clock)
+    w = watcher(folder, encoder, queue, clock)
     with caplog.at_level(logging.WARNING, "spic.edge.watch"):
         _cycle(w, clock)
     assert len(queue) == 1 and (folder / ".spic-failed" / "bomb.png").exists()
@@ -103,7 +104,7 @@ def test_a_half_written_jpeg_waits_and_is_sent_once_complete(tmp_path, encoder, 
     data = _jpeg(seed=3)
     _write(folder / "late.jpg", data[: len(data) // 2], clock.t)  # still being written
     queue = FrameQueue(tmp_path / "q")
-    w = _watcher(folder, encoder, queue, clock)
+    w = watcher(folder, encoder, queue, clock)
     with caplog.at_level(logging.WARNING):
         _cycle(w, clock)  # settled, but truncated: retried later, not failed
     assert len(queue) == 0 and (folder / "late.jpg").exists()
@@ -117,7 +118,7 @@ def test_a_file_that_stays_corrupt_is_failed_after_give_up(tmp_path, encoder):
     folder, clock = tmp_path / "cam", Clock()
     folder.mkdir()
     _write(folder / "junk.jpg", b"\xff\xd8 not really a jpeg", clock.t)
-    w = _watcher(folder, encoder, FrameQueue(tmp_path / "q"), clock)
+    w = watcher(folder, encoder, FrameQueue(tmp_path / "q"), clock)
     _cycle(w, clock)
     assert (folder / "junk.jpg").exists()
     _cycle(w, clock, seconds=31)
@@ -128,7 +129,7 @@ def test_a_file_still_growing_is_not_read(tmp_path, encoder, monkeypatch):
     folder, clock = tmp_path / "cam", Clock()
     folder.mkdir()
     data = _jpeg()
-    w = _watcher(folder, encoder, FrameQueue(tmp_path / "q"), clock)
+    w = watcher(folder, encoder, FrameQueue(tmp_path / "q"), clock)
     _write(folder / "a.jpg", data[:100], clock.t)
     w.scan()
     _write(folder / "a.jpg", data[:200], clock.t + 1)  # grew between scans: not settled
@@ -147,7 +148,7 @@ def test_an_oversized_frame_no_longer_blocks_newer_images(tmp_path, tiny_bundle)
     small = len(encoder.encode(folder / "small.png"))
     assert len(encoder.encode(folder / "huge.png")) > small + 1000
     queue = FrameQueue(tmp_path / "q", max_bytes=small + 500)  # room for the small one only
-    w = _watcher(folder, encoder, queue, clock)
+    w = watcher(folder, encoder, queue, clock)
     _cycle(w, clock)
     assert [f.source for f in queue] == ["small.png"]
     assert (folder / ".spic-failed" / "huge.png").exists()
@@ -168,7 +169,7 @@ def test_a_read_only_folder_does_not_stop_the_stream(tmp_path, encoder, monkeypa
 
     monkeypatch.setattr(watch_module.os, "replace", read_only)
     queue = FrameQueue(tmp_path / "q")
-    w = _watcher(folder, encoder, queue, clock)
+    w = watcher(folder, encoder, queue, clock)
     with caplog.at_level(logging.WARNING, "spic.edge.watch"):
         _cycle(w, clock)
         _cycle(w, clock)  # the same files again: remembered, not queued twice
@@ -233,14 +234,17 @@ def test_the_key_follows_the_frame_not_the_photo(tiny_bundle):
 # --- 10. --int8 and settings --------------------------------------------------------------------
 
 
-def _edge(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def edge(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
+    """``spic-edge ARGS`` in a child process, this checkout first on its path."""
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "edge_client.cli", *args],
         capture_output=True,
         text=True,
         env=full_env,
-        timeout=120,
+        timeout=timeout,
     )
 
 
@@ -249,10 +253,10 @@ def test_int8_is_honoured_and_reported(tmp_path, how):
     _noise(240, 320).save(tmp_path / "p.png")
     args = ["encode", str(tmp_path / "p.png"), "--out", str(tmp_path / "o"), "--json"]
     args += ["--bundle", str(DEFAULT_BUNDLE)]
-    out = _edge(*args, "--int8") if how == "flag" else _edge(*args, env={"SPIC_EDGE_INT8": "1"})
+    out = edge(*args, "--int8") if how == "flag" else edge(*args, env={"SPIC_EDGE_INT8": "1"})
     assert out.returncode == 0, out.stderr
     assert "INT8 encoder" in out.stderr and json.loads(out.stdout)["encoder"] == "int8"
-    fp32 = _edge(*args)
+    fp32 = edge(*args)
     assert "FP32 encoder" in fp32.stderr and json.loads(fp32.stdout)["encoder"] == "fp32"
 
 
@@ -260,7 +264,7 @@ def test_int8_is_honoured_and_reported(tmp_path, how):
     "env", [{"SPIC_EDGE_THREADS": "abc"}, {"SPIC_EDGE_INTERVAL": "-1"}, {"SPIC_EDGE_QF": "0"}]
 )
 def test_a_bad_environment_value_is_one_line(tmp_path, env):
-    out = _edge("watch", str(tmp_path), "--url", "http://127.0.0.1:9", env=env)
+    out = edge("watch", str(tmp_path), "--url", "http://127.0.0.1:9", env=env)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert out.stderr.count("\n") == 1 and next(iter(env)) in out.stderr, out.stderr
 
@@ -268,7 +272,7 @@ def test_a_bad_environment_value_is_one_line(tmp_path, env):
 def test_one_bad_file_does_not_stop_encode(tmp_path):
     _noise(240, 320).save(tmp_path / "good.png")
     (tmp_path / "bad.jpg").write_bytes(b"nope")
-    out = _edge(
+    out = edge(
         "encode",
         str(tmp_path / "bad.jpg"),
         str(tmp_path / "good.png"),

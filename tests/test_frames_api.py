@@ -8,13 +8,13 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-import numpy as np
 import pytest
 from PIL import Image
 
 from cloud_service.harness import running_cloud
 from edge_client.client import CloudClient
-from edge_client.encoder import EdgeEncoder
+from tests.conftest import on_engine
+from tests.test_cloud import _metric
 
 UPLOAD, READ = "up-key", "read-key"
 OCTET = {"Content-Type": "application/octet-stream"}
@@ -22,21 +22,14 @@ OCTET = {"Content-Type": "application/octet-stream"}
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def cloud(request, tiny_bundle, tmp_path):
-    settings: dict[str, object] = dict(api_keys=UPLOAD, read_keys=READ, data_dir=tmp_path / "d")
-    if request.param == "postgresql":
-        settings["database_url"] = request.getfixturevalue("postgres_server")()
+    settings = on_engine(request, dict(api_keys=UPLOAD, read_keys=READ, data_dir=tmp_path / "d"))
     with running_cloud([tiny_bundle], **settings) as url:
         yield url
 
 
 @pytest.fixture(scope="module")
-def frames(tiny_bundle) -> list[bytes]:
-    rng = np.random.default_rng(0)
-    encoder = EdgeEncoder(tiny_bundle, cache_dir=False)
-    return [
-        encoder.encode(Image.fromarray(rng.integers(0, 255, (80, 96, 3), dtype=np.uint8)))
-        for _ in range(6)
-    ]
+def frames(noise_frames) -> list[bytes]:
+    return noise_frames(6, seed=0)
 
 
 def upload(url: str, frame: bytes, device: str, key: str | None = None, **headers: str) -> dict:
@@ -69,6 +62,10 @@ def test_frames_are_stored_with_who_and_when_and_queried(cloud, frames):
     assert read(cloud, one["bitstream"]).content == frames[2]
     png = read(cloud, one["reconstruction"])
     assert png.headers["content-type"] == "image/png" and Image.open(io.BytesIO(png.content))
+    assert read(cloud, one["reconstruction"]).content == png.content  # from the cache
+    cache = "spic_reconstruction_cache_total"
+    counted = {o: _metric(cloud, f'{cache}{{outcome="{o}"}}') for o in ("hit", "miss")}
+    assert counted == {"hit": 1.0, "miss": 1.0}
 
 
 def test_pages_are_stable_while_frames_keep_arriving(cloud, frames):

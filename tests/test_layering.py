@@ -170,3 +170,63 @@ def test_modules_stay_short():
         if (n := len(p.read_text().splitlines())) > 400
     }
     assert not long, long
+
+
+# The cloud's layers: app -> routes -> services -> stores, runtime and state.
+ROUTES, SERVICES = "cloud_service.routes", "cloud_service.services"
+# What a route may use besides the services: the request's dependencies (state), its answers
+# (problems, the schemas), the configuration it reads, and RFC 3339 text (timeutil).
+ROUTE_MAY_IMPORT = (
+    SERVICES,
+    "cloud_service.state",
+    "cloud_service.problems",
+    "cloud_service.settings",
+    "cloud_service.metrics",
+    "cloud_service.timeutil",
+    "shared.schemas",
+)
+
+
+def _within(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+def route_modules() -> set[str]:
+    """The modules under ``cloud_service/routes`` that add routes to the app: they define a
+    ``router`` or take the ``FastAPI`` app. The others there (``common``, ``query_params``) are
+    helpers: HTTP bits the route modules share."""
+    found = set()
+    for path in (ROOT / "cloud_service" / "routes").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Assign)
+                and any(isinstance(t, ast.Name) and t.id == "router" for t in node.targets)
+            ) or (
+                isinstance(node, ast.ImportFrom)
+                and node.module == "fastapi"
+                and "FastAPI" in {a.name for a in node.names}
+            ):
+                found.add(f"{ROUTES}.{path.stem}")
+    return found
+
+
+def test_routes_call_services():
+    """A module under ``cloud_service/routes`` parses HTTP and calls services: of the project it
+    imports only ``cloud_service.services``, ``ROUTE_MAY_IMPORT`` and the route helpers, never a
+    store, the runtime, the batcher or another route module (a route's module is nobody's
+    library). Services import no route."""
+    routes = route_modules()
+    assert {f"{ROUTES}.inference", f"{ROUTES}.frames", f"{ROUTES}.live"} <= routes
+    assert {f"{ROUTES}.dashboard", f"{ROUTES}.docs"} <= routes
+    assert not {f"{ROUTES}.common", f"{ROUTES}.query_params"} & routes
+    wrong = []
+    for module, names in project_imports().items():
+        for name in names:
+            if _within(module, SERVICES) and _within(name, ROUTES):
+                wrong.append(f"the service {module} imports the route {name}")
+            if not _within(module, ROUTES) or module == ROUTES:
+                continue
+            helper = _within(name, ROUTES) and not any(_within(name, r) for r in routes)
+            if not helper and not any(_within(name, p) for p in ROUTE_MAY_IMPORT):
+                wrong.append(f"the route {module} imports {name}")
+    assert not wrong, "\n".join(sorted(wrong))

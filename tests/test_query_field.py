@@ -10,15 +10,13 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import httpx
-import numpy as np
 import pytest
-from PIL import Image
 
 from cloud_service.harness import running_cloud
 from cloud_service.results import FrameQuery, FrameRecord, ResultsStore, open_store
 from edge_client.client import CloudClient
-from edge_client.encoder import EdgeEncoder
 from shared.schemas import Prediction
+from tests.conftest import on_engine
 
 UPLOAD, READ, ADMIN = "up-key", "read-key", "admin-key"
 HOUR, DAY = 3600.0, 86400.0
@@ -27,23 +25,17 @@ HOUR, DAY = 3600.0, 86400.0
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def cloud(request, tiny_bundle, tmp_path_factory):
     """One service per engine for the module; each test uses cameras of its own."""
-    settings: dict[str, object] = dict(
-        api_keys=UPLOAD, read_keys=READ, admin_keys=ADMIN, data_dir=tmp_path_factory.mktemp("d")
+    data = tmp_path_factory.mktemp("d")
+    settings = on_engine(
+        request, dict(api_keys=UPLOAD, read_keys=READ, admin_keys=ADMIN, data_dir=data)
     )
-    if request.param == "postgresql":
-        settings["database_url"] = request.getfixturevalue("postgres_server")()
     with running_cloud([tiny_bundle], **settings) as url:
         yield url
 
 
 @pytest.fixture(scope="module")
-def frames(tiny_bundle) -> list[bytes]:
-    rng = np.random.default_rng(1)
-    encoder = EdgeEncoder(tiny_bundle, cache_dir=False)
-    return [
-        encoder.encode(Image.fromarray(rng.integers(0, 255, (80, 96, 3), dtype=np.uint8)))
-        for _ in range(3)
-    ]
+def frames(noise_frames) -> list[bytes]:
+    return noise_frames(3, seed=1)
 
 
 def upload(url: str, frame: bytes, device: str, key: str, captured_at: float | None) -> dict:

@@ -8,15 +8,15 @@ Times are capture times (``AT`` in ``cloud_service.results``: received when the 
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from cloud_service.routes.frames import QUERY_ERRORS, query_time, results_store
+from cloud_service.routes.common import QUERY_ERRORS, query_time
 from cloud_service.routes.query_params import strict_query
+from cloud_service.services import frames
 from cloud_service.state import ReadAuthDep, StateDep
 from cloud_service.timeutil import format_rfc3339
 
@@ -56,7 +56,7 @@ async def devices(
 ) -> DevicesResponse:
     since_us = query_time("since", since)
     since_us = start_of_today() if since_us is None else since_us
-    rows = await asyncio.to_thread(results_store(state).devices, since_us, limit + 1)
+    rows = await frames.devices(frames.store(state), since_us, limit + 1)
     return DevicesResponse(
         since=format_rfc3339(since_us),
         devices=[

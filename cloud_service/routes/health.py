@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from cloud_service.routes.inference import ERRORS
+from cloud_service.routes.common import ERRORS
 from cloud_service.state import StateDep, require_metrics_key, require_ready
 
 router = APIRouter(tags=["operations"])

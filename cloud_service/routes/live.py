@@ -26,17 +26,10 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from cloud_service.problems import Problem
-from cloud_service.results import MAX_ID, FrameQuery
-from cloud_service.routes.frames import (
-    CAPTURED,
-    QUERY_ERRORS,
-    answers,
-    frame_filters,
-    query_time,
-    results_store,
-    stored_frame,
-)
+from cloud_service.routes.common import CAPTURED, QUERY_ERRORS, frame_filters, get_bytes, query_time
 from cloud_service.routes.query_params import strict_query
+from cloud_service.services import frames
+from cloud_service.services.frames import MAX_ID, FrameQuery
 from cloud_service.state import ReadAuthDep, StateDep
 from cloud_service.timeutil import format_rfc3339
 
@@ -110,9 +103,9 @@ async def stats(
     before: Annotated[str | None, Query(description=f"RFC 3339: {CAPTURED} before")] = None,
 ) -> StatsResponse:
     q.after_us, q.before_us = query_time("after", after), query_time("before", before)
-    store = results_store(state)
-    chosen = choose_bucket(bucket, await asyncio.to_thread(store.span, q))
-    rows = await asyncio.to_thread(store.stats, group_by, BUCKETS[chosen] * 1_000_000, q, MAX_ROWS)
+    store = frames.store(state)
+    chosen = choose_bucket(bucket, await frames.span(store, q))
+    rows = await frames.stats(store, group_by, BUCKETS[chosen] * 1_000_000, q, MAX_ROWS)
     if len(rows) > MAX_ROWS:
         raise Problem(
             422,
@@ -130,11 +123,12 @@ def _sse(event_id: int, data: str) -> bytes:
     return f"id: {event_id}\nevent: frame\ndata: {data}\n\n".encode()
 
 
-@router.get(
+@get_bytes(
+    router,
     "/events",
-    response_class=StreamingResponse,
-    responses=answers("text/event-stream"),
-    summary="Live stream of stored frames (Server-Sent Events; resume with Last-Event-ID)",
+    "text/event-stream",
+    "Live stream of stored frames (Server-Sent Events; resume with Last-Event-ID)",
+    StreamingResponse,
 )
 async def events(
     request: Request,
@@ -143,7 +137,7 @@ async def events(
     filters: Annotated[FrameQuery, frame_filters],
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> StreamingResponse:
-    store = results_store(state)
+    store = frames.store(state)
     if last_event_id is not None:
         text = last_event_id.strip()
         # ASCII digits of a 64-bit id: the engines bind nothing larger
@@ -151,7 +145,7 @@ async def events(
             raise Problem(422, "bad-last-event-id", "bad Last-Event-ID", "an event id is a number")
         position = int(text)
     else:
-        position = await asyncio.to_thread(store.last_id)
+        position = await frames.last_id(store)
     filters.limit = 100  # per poll; a consumer far behind catches up page by page
     poll_s = state.settings.events_poll_s
 
@@ -160,10 +154,10 @@ async def events(
         yield b"retry: 2000\n\n"  # reconnect after 2 s, with Last-Event-ID
         quiet = 0.0
         while not await request.is_disconnected():
-            rows = await asyncio.to_thread(store.since, position, filters)
+            rows = await frames.since(store, position, filters)
             for r in rows:
-                position = r.id or position
-                yield _sse(position, stored_frame(r).model_dump_json())
+                position = r.frame_id or position
+                yield _sse(position, r.model_dump_json())
             if rows:
                 quiet = 0.0
                 continue

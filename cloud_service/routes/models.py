@@ -10,7 +10,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 
-from cloud_service.routes.inference import ERRORS
+from cloud_service.routes.common import ERRORS
 from cloud_service.routes.query_params import strict_query
 from cloud_service.state import (
     BearerDep,

@@ -1,0 +1,188 @@
+"""A SPIC frame's bytes to a prediction or a PNG: parse, decode, classify or reconstruct, keep.
+
+Every step is bounded before the next allocates: ``parse_frame`` reads only the header (on the
+event loop, in microseconds) and refuses what the bundle and the serving limits cannot take (400,
+409, 413, 422). The entropy decode and the networks run off the event loop: a frame of the bundle's
+own crop in a worker thread and then the classify batcher, anything larger (and every
+reconstruction) in the bounded heavy lane.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+from PIL import Image
+
+from cloud_service.batcher import Overloaded
+from cloud_service.problems import Problem
+from cloud_service.results import FrameRecord, KeyReused
+from cloud_service.runtime import BundleRuntime
+from cloud_service.services.idempotent import ReusedInStore
+from cloud_service.state import ServiceState
+from cloud_service.timeutil import now_us
+from shared import bitstream
+from shared.codecs import CODEC_IDS
+from shared.errors import BitstreamError
+from shared.schemas import ClassifyResponse, ClassScore, Prediction
+
+T = TypeVar("T")
+# A frame's header is sound but it does not fit the model: the status says which way.
+STATUS_FOR_REASON = {"over_limit": 413, "geometry": 422}
+
+
+@dataclass(frozen=True)
+class FrameIn:
+    body: bytes
+    key: str | None  # the Idempotency-Key in its caller's and route's scope, if one was sent
+    device_id: str
+    captured_us: int | None
+
+
+def _bad_frame(exc: BitstreamError) -> Problem:
+    return Problem(
+        STATUS_FOR_REASON.get(exc.reason, 400),
+        f"bad-frame-{exc.reason}",
+        "malformed SPIC frame" if exc.reason not in STATUS_FOR_REASON else "frame not servable",
+        str(exc),
+        reason=exc.reason,
+    )
+
+
+def parse_frame(state: ServiceState, body: bytes) -> tuple[BundleRuntime, bitstream.Frame]:
+    """Header, CRC, model and geometry: everything that can refuse a frame before decoding it."""
+    try:
+        frame = bitstream.unpack(body)
+    except BitstreamError as exc:
+        raise _bad_frame(exc) from None
+    runtime = state.runtime_for(frame.model_id_hex)
+    if runtime is None:
+        served = sorted(state.runtimes)
+        raise Problem(
+            409,
+            "unknown-model",
+            "frame made by a model this service does not serve",
+            f"frame model id {frame.model_id_hex}; served: {', '.join(served)}",
+            frame_model_id=frame.model_id_hex,
+            served_model_ids=served,
+        )
+    try:
+        runtime.codebook.check_geometry(frame, runtime.limits)
+    except BitstreamError as exc:
+        raise _bad_frame(exc) from None
+    return runtime, frame
+
+
+def decode_latent(runtime: BundleRuntime, frame: bitstream.Frame) -> np.ndarray:
+    """Entropy-decode and dequantize a checked frame: (C, H, W) float32. Runs in a thread."""
+    try:
+        symbols = runtime.codebook.decode_frame(frame, runtime.limits)
+    except BitstreamError as exc:
+        raise _bad_frame(exc) from None
+    return runtime.manifest.dequantize_latent(symbols, frame.qf)
+
+
+def _classify_one(runtime: BundleRuntime, frame: bitstream.Frame) -> np.ndarray:
+    probs: np.ndarray = runtime.classify_latents(decode_latent(runtime, frame)[None])[0]
+    return probs
+
+
+def reconstruct_png(runtime: BundleRuntime, frame: bitstream.Frame) -> bytes:
+    image = runtime.reconstruct_latents(decode_latent(runtime, frame)[None], frame.qf)[0]
+    region = runtime.codebook.captured_region(frame)
+    if region is not None:  # a whole image the edge padded to the stride: back to its own size
+        image = image[: region[1], : region[0]]
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def overloaded(state: ServiceState) -> Problem:
+    return Problem(
+        503,
+        "overloaded",
+        "service overloaded",
+        "the inference queue is full; retry later",
+        headers={"Retry-After": str(state.settings.retry_after_s)},
+    )
+
+
+async def run_heavy(state: ServiceState, fn: Callable[..., T], *args: object) -> T:
+    assert state.heavy is not None  # set by the lifespan before the service is ready
+    try:
+        return await state.heavy.run(fn, *args)
+    except Overloaded:
+        raise overloaded(state) from None
+
+
+async def _probabilities(
+    state: ServiceState, runtime: BundleRuntime, frame: bitstream.Frame
+) -> np.ndarray:
+    if frame.latent_shape[1:] != runtime.native_shape[1:]:
+        return await run_heavy(state, _classify_one, runtime, frame)
+    batcher = state.batchers[runtime.model_id]
+    try:
+        batcher.check_room()  # shed before spending a decode on a frame we cannot queue
+        latent = await asyncio.to_thread(decode_latent, runtime, frame)
+        # The classifier reads the base channels: frames with and without an enhancement layer
+        # share a batch.
+        probs: np.ndarray = await batcher.submit(latent[: runtime.manifest.latent.channels])
+    except Overloaded:
+        raise overloaded(state) from None
+    return probs
+
+
+async def classify(state: ServiceState, frame_in: FrameIn, request_id: str) -> ClassifyResponse:
+    """Classify a frame, keep it in the results store (when the settings say so) and tell the
+    webhooks."""
+    body = frame_in.body
+    runtime, frame = parse_frame(state, body)
+    probs = await _probabilities(state, runtime, frame)
+    order = np.argsort(-probs)[: state.settings.top_k]
+    top = [
+        ClassScore(class_id=int(i), label=runtime.labels[i], confidence=float(probs[i]))
+        for i in order
+    ]
+    answer = ClassifyResponse(
+        request_id=request_id,
+        model_id=runtime.model_id,
+        class_id=top[0].class_id,
+        label=top[0].label,
+        confidence=top[0].confidence,
+        top_k=top,
+        qf=frame.qf,
+        codec=CODEC_IDS[frame.codec],
+        bytes=len(body),
+        bits=8 * len(body),
+        bpp=frame.bpp,
+        latent_shape=list(frame.latent_shape),
+        input_size=list(frame.input_size),
+        image_size=list(frame.image_size),
+        device_id=frame_in.device_id,
+    )
+    if state.settings.store_results:
+        answer.frame_id = await store_result(state, answer, frame_in)
+    if state.webhooks is not None:
+        state.webhooks.submit({"event": "frame", **answer.model_dump()})
+    return answer
+
+
+async def store_result(state: ServiceState, answer: ClassifyResponse, frame_in: FrameIn) -> int:
+    """Keep the classified frame in the results store (off the event loop); its id."""
+    assert state.results is not None  # opened by the lifespan
+    prediction = Prediction(**answer.model_dump(include=set(Prediction.model_fields)))
+    record = FrameRecord(frame_in.device_id, frame_in.captured_us, now_us(), prediction)
+    try:
+        return await asyncio.to_thread(state.results.add, record, frame_in.body, frame_in.key)
+    except KeyReused:
+        raise ReusedInStore() from None
+
+
+async def reconstruct(state: ServiceState, body: bytes) -> tuple[str, bytes]:
+    """A frame re-rendered by its bundle's decoder: (the model id, the PNG)."""
+    runtime, frame = parse_frame(state, body)
+    return runtime.model_id, await run_heavy(state, reconstruct_png, runtime, frame)
