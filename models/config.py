@@ -28,12 +28,15 @@ class JsonConfig:
 
 
 @dataclass
-class TrainConfig(JsonConfig):
-    model: str = "spic-s16"  # the registered default: stride 16 keeps 0.1 bpp reachable
-    epochs: int = 30  # ~2.6 min/epoch at crop 128 on 2 cores: the whole run fits in ~90 minutes
-    batch_size: int = 64  # large enough for stable BatchNorm in h_c, small enough for 2 cores
+class Schedule(JsonConfig):
+    """The optimisation both recipes share (spic-train's ``TrainConfig`` and spic-train-reference's
+    ``ReferenceConfig``): one loop (models/trainer.py) reads these fields for either."""
+
+    model: str = ""  # a name registered in models/zoo.py; each recipe sets its own
+    epochs: int = 30  # ~2.6 min/epoch at crop 128 on 2 cores: a run fits in ~90 minutes
+    batch_size: int = 64  # stable BatchNorm statistics, small enough for 2 cores (~0.4 s a step)
     lr: float = 3e-3  # one-cycle peak for AdamW; small conv nets tolerate it and it converges fast
-    weight_decay: float = 0.05  # AdamW-style decoupled decay on conv/linear weights only
+    weight_decay: float = 0.05  # decoupled decay on conv/linear weights; 9.5k images overfit fast
     warmup_frac: float = 0.15  # one-cycle warm-up share: protects the sigmoid latent early on
     label_smoothing: float = 0.1  # standard for ImageNet-style training, +0.5-1 point top-1
     # Mixup and CutMix (models/mixing.py): their Beta(α, α) parameters; 0 turns one off, both
@@ -43,19 +46,24 @@ class TrainConfig(JsonConfig):
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
     # Decay of an exponential moving average of the weights (models/ema.py), which validation,
-    # export and fine-tunes then use; 0 (every shipped recipe) keeps none. 0.999 averages over
-    # about 1000 steps, the last 7 of 48 epochs; the one-cycle schedule's own decay to a tiny lr
-    # already averages much of what an EMA would, so its gain here is for a run to measure.
+    # export and fine-tunes then use; 0 keeps none. 0.999 averages over about 1000 steps, the last
+    # 7 of 48 epochs: the shipped teacher (reference-imagenette-ema) was trained with it.
     ema_decay: float = 0.0
-    # Train on random crops smaller than the 224 evaluation crop: 3x fewer pixels per step. Random
-    # areas 25-100% make objects appear at the evaluation scale on average (FixRes, Touvron 2019).
+    # Train on random crops smaller than the 224 evaluation crop: 3x fewer pixels per step, and
+    # random areas make objects appear at the evaluation scale on average (FixRes, Touvron 2019).
     crop: int = 128
-    crop_scale_min: float = 0.25
     # The last epochs train at a larger crop to shrink the train/test resolution gap that the
-    # calibration runs on this project's 2-core machine found costly; progressive resizing as in fast.ai's Imagenette runs.
+    # calibration runs on this project's 2-core machine found costly; progressive resizing as in
+    # fast.ai's Imagenette runs.
     final_crop: int = 192
     final_crop_epochs: int = 4
     eval_size: int = 224  # the evaluation protocol: 224² center crops, as the README's figures
+
+
+@dataclass
+class TrainConfig(Schedule):
+    model: str = "spic-s16"  # the registered default: stride 16 keeps 0.1 bpp reachable
+    crop_scale_min: float = 0.25  # random areas 25-100% of the image: the FixRes scale argument
     qfs: tuple[int, ...] = (16, 48, 128)  # the paper's QFs; one is drawn per batch
     # How often each QF is drawn, relative weights in qfs' order; () draws them uniformly. Run
     # 11's QF 1-2 ended 12 points under its QF 16 with an eighth of the draws each. Drawing them
