@@ -49,8 +49,9 @@ class Settings(BaseSettings):
     # the tail: p99 at 32 clients was 300 ms at 32 and 172 ms at 8.
     max_batch_size: int = Field(8, ge=1, le=1024)
     max_batch_delay_ms: float = Field(2.0, ge=0)  # how long the first frame of a batch waits
-    # Frames waiting for the classifier; beyond it: 503 + Retry-After at once. At ~230 frames/s
-    # on 2 cores, 64 waiting frames are ~0.3 s of work: a deeper queue only adds latency.
+    # Classify requests admitted at once (decoding, waiting for or in the classifier); beyond it:
+    # 503 + Retry-After before the body is read (cloud_service/admission.py). At ~230 frames/s on
+    # 2 cores, 64 frames are ~0.3 s of work: a deeper queue only adds latency.
     queue_size: int = Field(64, ge=1)
     # A frame that waited longer than this for the classifier is answered 503 instead of being
     # classified late (load shedding, as CoDel does): past saturation the queue holds at most this
@@ -63,11 +64,20 @@ class Settings(BaseSettings):
     inference_threads: int = Field(1, ge=1)  # ONNX Runtime intra-op threads per session
     retry_after_s: int = Field(1, ge=1)
     # Slow clients: a request's headers must arrive within header_timeout_s of the connection (or
-    # of the previous response), its body within body_timeout_s (408 otherwise), and at most
-    # max_connections are open at once (uvicorn answers 503 beyond).
+    # of the previous response), its body within body_timeout_s (408 otherwise).
     header_timeout_s: float = Field(10.0, gt=0)
     body_timeout_s: float = Field(10.0, gt=0)
+    # Connections open at once per worker process, and per client address: beyond, a new
+    # connection is answered at accept, before any request is read (503, or 429 for the
+    # per-address cap; problem+json with Retry-After). Behind a load balancer every connection
+    # comes from its address: set the per-client cap to max_connections there.
     max_connections: int = Field(512, ge=1)
+    max_connections_per_client: int = Field(64, ge=1)
+    # Live event streams (GET /v1/events) held open at once: per key (per client address with
+    # authentication off; beyond: 429) and in all (beyond: 503). The connections above
+    # max_event_streams stay for uploads, whatever listeners do.
+    max_event_streams_per_key: int = Field(8, ge=1)
+    max_event_streams: int = Field(64, ge=1)
     # A SQLite file makes the idempotency store survive restarts (exactly-once across a crash);
     # empty keeps it in memory. The only state the service has; see the README for replicas.
     idempotency_db: str = ""
@@ -127,6 +137,11 @@ class Settings(BaseSettings):
             raise ValueError("a key can be only one of upload, read and admin key")
         if self.webhook_url and not self.webhook_secret:
             raise ValueError("SPIC_CLOUD_WEBHOOK_URL needs SPIC_CLOUD_WEBHOOK_SECRET to sign with")
+        if self.max_event_streams >= self.max_connections:
+            raise ValueError(
+                f"max_event_streams ({self.max_event_streams}) must be below max_connections "
+                f"({self.max_connections}), or listeners could leave no connection for uploads"
+            )
         if self.read_keys and not self.api_keys:
             raise ValueError("read keys without upload keys would leave uploads open")
         return self
