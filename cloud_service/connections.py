@@ -27,9 +27,13 @@ from cloud_service.settings import get_settings
 
 log = logging.getLogger("spic.cloud.connections")
 LINGER_S = 1.0  # how long a refused connection may take to read its answer and hang up
+# Refused connections lingering at once; past this (a client reconnecting in a loop without
+# hanging up) the next ones are closed as soon as their answer is written, reset or not.
+MAX_LINGERING = 256
 
 # Open connections per client address, in this process (each uvicorn worker counts its own).
 _open: Counter[str] = Counter()
+_lingering_now = 0
 
 
 def refusal(status: int, slug: str, title: str, detail: str, retry_after_s: int) -> bytes:
@@ -53,6 +57,7 @@ def client_address(transport: asyncio.BaseTransport) -> str:
 class ConnectionCapH11Protocol(HeadDeadlineH11Protocol):
     _address: str | None = None  # set once the connection is admitted and counted
     _refused = False
+    _lingering = False  # refused, answered, and waiting for the client to hang up
 
     def _refusal(self, address: str) -> bytes | None:
         s = get_settings()
@@ -82,12 +87,17 @@ class ConnectionCapH11Protocol(HeadDeadlineH11Protocol):
             _open[address] += 1
             super().connection_made(transport)
             return
+        global _lingering_now
         log.info("refused a connection from %s at accept", address or "?")
         self._refused = True
         self.transport = transport
         transport.write(answer)
-        if transport.can_write_eof():
-            transport.write_eof()
+        if _lingering_now >= MAX_LINGERING or not transport.can_write_eof():
+            transport.close()
+            return
+        _lingering_now += 1
+        self._lingering = True
+        transport.write_eof()
         self.loop.call_later(LINGER_S, transport.close)
 
     def data_received(self, data: bytes) -> None:
@@ -100,7 +110,11 @@ class ConnectionCapH11Protocol(HeadDeadlineH11Protocol):
         return None  # the client hung up after reading its answer: close
 
     def connection_lost(self, exc: Exception | None) -> None:
+        global _lingering_now
         if self._refused:
+            if self._lingering:
+                _lingering_now -= 1
+                self._lingering = False
             return
         if self._address is not None:
             _open[self._address] -= 1
