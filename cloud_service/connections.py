@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections import Counter
 from http import HTTPStatus
 from typing import Any
@@ -34,6 +35,22 @@ MAX_LINGERING = 256
 # Open connections per client address, in this process (each uvicorn worker counts its own).
 _open: Counter[str] = Counter()
 _lingering_now = 0
+LOG_EVERY_S = 10.0  # refusals are logged as a count, at most this often: a flood floods no log
+_unlogged = 0
+_logged_at = float("-inf")
+
+
+def note_refusal(address: str) -> None:
+    global _unlogged, _logged_at
+    _unlogged += 1
+    now = time.monotonic()
+    if now - _logged_at >= LOG_EVERY_S:
+        log.warning(
+            "refused %d connection(s) at accept since the last report (latest from %s)",
+            _unlogged,
+            address or "?",
+        )
+        _unlogged, _logged_at = 0, now
 
 
 def refusal(status: int, slug: str, title: str, detail: str, retry_after_s: int) -> bytes:
@@ -88,7 +105,7 @@ class ConnectionCapH11Protocol(HeadDeadlineH11Protocol):
             super().connection_made(transport)
             return
         global _lingering_now
-        log.info("refused a connection from %s at accept", address or "?")
+        note_refusal(address)
         self._refused = True
         self.transport = transport
         transport.write(answer)
