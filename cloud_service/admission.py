@@ -4,10 +4,11 @@ Classify: past saturation, a refused request must cost almost nothing, or refusi
 that serving needs (``bench/cloud_load.py``: throughput at 256 clients fell to 0.57 of its peak
 while each 503 went through routing, dependencies, the body and, for frames that then waited too
 long, an entropy decode). Here classify requests are counted from admission until they are
-answered: with ``queue_size`` of them in the service (decoding, queued or being classified), a new
-one is answered 503 problem+json with Retry-After from the request line alone, before routing and
-without reading its body, so frames are not decoded only to find the batcher's queue full. A
-request still sending its body holds no place while it does, so slow clients cannot take them.
+answered: with ``queue_size + max_batch_size`` of them in the service (a full queue behind a full
+batch, counting those being decoded), a new one is answered 503 problem+json with Retry-After from
+the request line alone, before routing and without reading its body, so no frame is decoded only
+to find the batcher's queue full. A request still sending its body holds no place while it does,
+so slow clients cannot take them.
 
 Live event streams (GET /v1/events) are long-lived and each polls the store: they are capped per
 key (per client address with authentication off; 429) and in all (503), so listeners keep a
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from types import SimpleNamespace
 
 from starlette.datastructures import Headers
 from starlette.requests import Request
@@ -43,7 +45,7 @@ def stream_owner(scope: Scope) -> str:
 class Admission:
     def __init__(self, app: ASGIApp, settings: Settings, metrics: Metrics) -> None:
         self.app, self.settings, self.metrics = app, settings, metrics
-        self.classify_capacity = settings.queue_size
+        self.classify_capacity = settings.queue_size + settings.max_batch_size
         self.classifying = 0  # classify requests with their body in hand, not yet answered
         self.streams: Counter[str] = Counter()  # open event streams per owner
         self.streams_open = 0
@@ -60,6 +62,8 @@ class Admission:
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, problem: Problem) -> None:
         problem.headers["Retry-After"] = str(self.settings.retry_after_s)
+        # Refused before routing: name the route anyway, for the metrics and the access log.
+        scope["route"] = SimpleNamespace(path=scope["path"])
         await problem_response(Request(scope), problem)(scope, receive, send)
 
     async def _classify(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -74,17 +78,19 @@ class Admission:
         # when the body is already there (a frame is one packet) the wait does not yield and
         # the place is held throughout, and a client trickling its body holds none.
         self.classifying += 1
-        counted = True
+        counted, body_in = True, False
 
         async def receive_counted() -> Message:
-            nonlocal counted
+            nonlocal counted, body_in
+            if body_in:  # a later receive (a wait for disconnect) keeps the place
+                return await receive()
             if counted:
                 self.classifying -= 1
                 counted = False
             message = await receive()
             if message["type"] == "http.request" and not message.get("more_body"):
                 self.classifying += 1
-                counted = True
+                counted = body_in = True
             return message
 
         try:

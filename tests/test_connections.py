@@ -10,6 +10,7 @@ import contextlib
 import json
 import select
 import socket
+import sqlite3
 import threading
 import time
 
@@ -187,39 +188,47 @@ def _head_only(port: int, length: int) -> socket.socket:
     return s
 
 
-def test_a_full_service_refuses_classify_before_reading_the_body(tiny_bundle, frame):
-    # Two frames wait 3 s for batch company: with queue_size=2 the service is full meanwhile.
-    settings = dict(
-        queue_size=2, max_batch_size=8, max_batch_delay_ms=3000, max_queue_wait_ms=10000
-    )
+def test_a_full_service_refuses_classify_before_reading_the_body(tiny_bundle, frame, tmp_path):
+    # queue_size 2 + a batch of 2: four frames fill the service. The test holds the results
+    # store's write lock, so classified frames wait to be stored, still in the service.
+    settings = dict(queue_size=2, max_batch_size=2, data_dir=tmp_path)
     with cloud_process([tiny_bundle], **settings) as (url, _):
         port = port_of(url)
         slow = [_head_only(port, len(frame)) for _ in range(2)]  # bodies still on their way
+        store = sqlite3.connect(tmp_path / "results.sqlite", isolation_level=None)
+        store.execute("BEGIN IMMEDIATE")
+        results: list[int] = []
+
+        def post() -> None:
+            r = httpx.post(url + "/v1/classify", content=frame, headers=OCTET, timeout=30)
+            results.append(r.status_code)
+
+        posts = [threading.Thread(target=post) for _ in range(4)]
         try:
-            wait_for(lambda: _metric(url, "spic_in_flight_requests") >= 3)
-            results: list[int] = []
-
-            def post() -> None:
-                r = httpx.post(url + "/v1/classify", content=frame, headers=OCTET, timeout=30)
-                results.append(r.status_code)
-
-            posts = [threading.Thread(target=post) for _ in range(2)]
+            wait_for(lambda: _metric(url, "spic_in_flight_requests") >= 3)  # + /metrics itself
             for t in posts:
-                t.start()  # admitted: slow clients hold no place
-            wait_for(lambda: _metric(url, "spic_in_flight_requests") >= 5)
+                t.start()  # all admitted: the slow clients hold no place
+            wait_for(lambda: _metric(url, "spic_in_flight_requests") >= 7)
             late = _head_only(port, len(frame))
             start = time.monotonic()
-            late.settimeout(2)  # answered from the head alone, not after a body or its timeout
-            head = late.recv(65536)
-            assert time.monotonic() - start < 1.5
+            late.settimeout(5)  # answered from the head alone, not after a body or its timeout
+            answer = late.recv(65536)
+            assert time.monotonic() - start < 2
+            head, _, body = answer.partition(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            while len(body) < length:
+                body += late.recv(65536)
             assert head.startswith(b"HTTP/1.1 503") and b"application/problem+json" in head
-            assert b"retry-after: 1" in head.lower() and b"urn:spic:problem:overloaded" in head
+            assert b"retry-after: 1" in head.lower()
+            assert json.loads(body)["type"] == "urn:spic:problem:overloaded"
             late.close()
+        finally:
+            store.execute("COMMIT")
+            store.close()
             for t in posts:
                 t.join(30)
-            assert results == [200, 200]
-        finally:
             close_all(slow)
+        assert results == [200] * 4
 
 
 def test_overload_is_shed_at_admission_not_after_decoding(tiny_bundle, frame):
