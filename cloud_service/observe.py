@@ -56,7 +56,9 @@ class Observe:
             await self.app(scope, receive, send_observed)
         finally:
             self.metrics.in_flight.dec()
-            self._record(scope, headers, status, replayed, elapsed or time.perf_counter() - start)
+            if elapsed is None:  # no response was started
+                elapsed = time.perf_counter() - start
+            self._record(scope, headers, status, replayed, elapsed)
 
     def _record(
         self, scope: Scope, headers: Headers, status: int, replayed: bool, elapsed: float
