@@ -50,6 +50,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_busy_s() -> float:
+    """CPU seconds this machine's cores have been busy (all processes, /proc/stat)."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # less idle, iowait
+
+
 def run_load(
     url: str, bodies: list[bytes], headers: dict, concurrency: int, seconds: float
 ) -> dict:
@@ -66,15 +72,19 @@ def load_series(
     runs: dict[int, list[dict]] = {c: [] for c in concurrencies}
     for _ in range(repeat):
         for c in concurrencies:
-            cpu0 = cpu_seconds(proc.pid)
+            cpu0, busy0, own0 = cpu_seconds(proc.pid), machine_busy_s(), time.process_time()
             row = run_load(url, bodies, headers, c, seconds)
             row["server_cpu_s"] = round(cpu_seconds(proc.pid) - cpu0, 2)
+            # What else ran: the machine's busy CPU beyond the server's and the load generator's
+            # (other processes sharing the cores make a row slower, not the load).
+            others = machine_busy_s() - busy0 - row["server_cpu_s"] - (time.process_time() - own0)
+            row["other_cpu_s"] = round(max(others, 0.0), 2)
             row["req_per_server_cpu_s"] = round(row["requests"] / max(row["server_cpu_s"], 1e-9), 1)
             runs[c].append(row)
             print(
                 f"  c={c:3d}: {row['req_s']:7.1f} req/s  p50 {row['p50_ms']} ms  "
                 f"p99 {row['p99_ms']} ms  {row['req_per_server_cpu_s']} req/server-CPU-s  "
-                f"errors {row['errors']}",
+                f"errors {row['errors']}  other CPU {row['other_cpu_s']} s",
                 flush=True,
             )
     rows = []
