@@ -4,10 +4,10 @@ Classify: past saturation, a refused request must cost almost nothing, or refusi
 that serving needs (``bench/cloud_load.py``: throughput at 256 clients fell to 0.57 of its peak
 while each 503 went through routing, dependencies, the body and, for frames that then waited too
 long, an entropy decode). Here classify requests are counted from admission until they are
-answered: with ``queue_size + max_batch_size`` of them in the service (a full queue behind a full
-batch, counting those being decoded), a new one is answered 503 problem+json with Retry-After from
-the request line alone, before routing and without reading its body, so no frame is decoded only
-to find the batcher's queue full. A request still sending its body holds no place while it does,
+answered: with ``admit_batches`` batches of them in the service (enough to keep the classifier
+busy; at most a full queue behind a full batch, counting those being decoded), a new one is
+answered 503 problem+json with Retry-After from the request line alone, before routing and
+without reading its body, so no frame is decoded only to find the batcher's queue full. A request still sending its body holds no place while it does,
 so slow clients cannot take them.
 
 Live event streams (GET /v1/events) are long-lived and each polls the store: they are capped per
@@ -45,7 +45,10 @@ def stream_owner(scope: Scope) -> str:
 class Admission:
     def __init__(self, app: ASGIApp, settings: Settings, metrics: Metrics) -> None:
         self.app, self.settings, self.metrics = app, settings, metrics
-        self.classify_capacity = settings.queue_size + settings.max_batch_size
+        self.classify_capacity = min(
+            settings.queue_size + settings.max_batch_size,
+            settings.admit_batches * settings.max_batch_size,
+        )
         self.classifying = 0  # classify requests with their body in hand, not yet answered
         self.streams: Counter[str] = Counter()  # open event streams per owner
         self.streams_open = 0
