@@ -49,14 +49,13 @@ class Settings(BaseSettings):
     # the tail: p99 at 32 clients was 300 ms at 32 and 172 ms at 8.
     max_batch_size: int = Field(8, ge=1, le=1024)
     max_batch_delay_ms: float = Field(2.0, ge=0)  # how long the first frame of a batch waits
-    # Frames waiting for the classifier. With this many and a batch more in the service, the next
-    # classify request gets 503 + Retry-After before its body is read (cloud_service/admission.py).
-    # At ~230 frames/s on 2 cores, 64 waiting frames are ~0.3 s of work: deeper only adds latency.
+    # Frames waiting for the classifier, at most (admission, below, usually admits fewer). At
+    # ~230 frames/s on 2 cores, 64 waiting frames are ~0.3 s of work: deeper only adds latency.
     queue_size: int = Field(64, ge=1)
     # Classify requests admitted at once, in batches (beyond: 503 + Retry-After before the body is
     # read): enough to keep the classifier busy (a batch running, one gathered, two decoding);
     # more in flight only contend for the GIL. bench/cloud_load.py, 2 idle cores: 394 frames/s at
-    # 32 clients, 369 at 64 and 335 at 256 when 72 were admitted.
+    # 32 clients, 369 at 64 and 335 at 256 when 72 were admitted (cloud_service/admission.py).
     admit_batches: int = Field(4, ge=1)
     # A frame that waited longer than this for the classifier is answered 503 instead of being
     # classified late (load shedding, as CoDel does): past saturation the queue holds at most this
