@@ -8,23 +8,22 @@ in. One access-log line (JSON) per request: request id, route, status, model id,
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 
 from cloud_service import problems
+from cloud_service.admission import Admission
 from cloud_service.batcher import Batcher, HeavyLane
 from cloud_service.database import StoreUnavailable, open_database
 from cloud_service.idempotency import IdempotencyStore
 from cloud_service.idempotency_sql import SqlIdempotencyStore
 from cloud_service.keys import open_keys
 from cloud_service.metrics import Metrics
+from cloud_service.observe import Observe
 from cloud_service.results import open_store
 from cloud_service.retention import retention_loop
 from cloud_service.routes import (
@@ -43,7 +42,6 @@ from cloud_service.state import ServiceState, auth_enabled
 from cloud_service.webhooks import WebhookSender
 
 log = logging.getLogger("spic.cloud")
-access_log = logging.getLogger("spic.cloud.access")
 
 
 async def load_models(state: ServiceState) -> None:
@@ -186,45 +184,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     dashboard.install(app)
     document_security(app, settings)
 
-    @app.middleware("http")
-    async def observe(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        state: ServiceState = app.state.spic
-        request.state.request_id = request.headers.get("x-request-id", "")[:64] or uuid.uuid4().hex
-        request.state.model_id = None
-        start = time.perf_counter()
-        state.metrics.in_flight.inc()
-        status, replayed = 500, False
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            replayed = response.headers.get("idempotent-replayed") == "true"
-        finally:
-            state.metrics.in_flight.dec()
-            elapsed = time.perf_counter() - start
-            route = getattr(request.scope.get("route"), "path", "unmatched")
-            state.metrics.requests.labels(route, str(status)).inc()
-            state.metrics.total.labels(route).observe(elapsed)
-            length = request.headers.get("content-length")
-            if route.startswith("/v1/") and length and length.isdigit():
-                state.metrics.frame_bytes.observe(int(length))
-            access_log.info(
-                json.dumps(
-                    {
-                        "request_id": request.state.request_id,
-                        "method": request.method,
-                        "route": route,
-                        "status": status,
-                        "model_id": request.state.model_id,
-                        "bytes": int(length) if length and length.isdigit() else 0,
-                        "latency_ms": round(elapsed * 1e3, 3),
-                        "idempotency_key": request.headers.get("idempotency-key"),
-                        "replayed": replayed,
-                    }
-                )
-            )
-        response.headers["X-Request-ID"] = request.state.request_id
-        return response
-
+    # Outermost last: every answer is observed, the admission refusals included.
+    app.add_middleware(Admission, settings=settings, metrics=app.state.spic.metrics)
+    app.add_middleware(Observe, metrics=app.state.spic.metrics)
     return app

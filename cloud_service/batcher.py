@@ -4,9 +4,9 @@
 wait in a bounded queue. A worker takes the first waiting latent, gathers more for at most
 ``max_delay_s`` or until ``max_batch`` are in hand, and runs the classifier once in a thread (off
 the event loop). While a batch runs the next one fills, so under load batches grow by themselves.
-Load is shed, never queued for seconds: a full queue raises ``Overloaded`` at once, and a frame
-that waited longer than ``max_wait_s`` is answered ``Overloaded`` instead of being classified
-late (the route turns both into 503 + Retry-After). If the worker task ever dies, it is logged,
+Load is shed, never queued for seconds: a full queue (``queue_size`` frames beyond a batch)
+raises ``Overloaded`` at once, and a frame that waited longer than ``max_wait_s`` is answered
+``Overloaded`` instead of being classified late (the route turns both into 503 + Retry-After). If the worker task ever dies, it is logged,
 counted and restarted; ``alive`` feeds readiness.
 
 ``HeavyLane``: reconstructions and frames larger than the bundle's crop (whole-image frames, up to
@@ -51,8 +51,11 @@ class Batcher:
         self.run, self.max_batch, self.max_delay_s = run, max_batch, max_delay_s
         self.max_wait_s = max_wait_s
         self.metrics = metrics
+        # Room for a batch beyond queue_size: the worker takes its next batch from the queue a
+        # moment after the last one is answered, and the service admits queue_size + max_batch
+        # classify requests (admission.py), so a frame it admitted never finds the queue full.
         self.queue: asyncio.Queue[tuple[np.ndarray, asyncio.Future[np.ndarray], float]] = (
-            asyncio.Queue(maxsize=queue_size)
+            asyncio.Queue(maxsize=queue_size + max_batch)
         )
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spic-infer")
         self.restarts = 0

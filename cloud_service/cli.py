@@ -248,7 +248,9 @@ def serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    from cloud_service.protocol import HeadDeadlineH11Protocol
+    # Connection caps are checked at accept, answered in problem+json (cloud_service/connections):
+    # uvicorn's limit_concurrency would refuse requests on open connections, in text/plain.
+    from cloud_service.connections import ConnectionCapH11Protocol
 
     uvicorn.run(
         "cloud_service.app:create_app",
@@ -258,8 +260,7 @@ def serve(args: argparse.Namespace) -> int:
         workers=settings.workers,
         log_level=args.log_level,
         access_log=False,
-        http=HeadDeadlineH11Protocol,
-        limit_concurrency=settings.max_connections,
+        http=ConnectionCapH11Protocol,
         timeout_graceful_shutdown=settings.shutdown_timeout_s,
     )
     return 0

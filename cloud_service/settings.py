@@ -62,9 +62,14 @@ class Settings(BaseSettings):
     # the tail: p99 at 32 clients was 300 ms at 32 and 172 ms at 8.
     max_batch_size: int = Field(8, ge=1, le=1024)
     max_batch_delay_ms: float = Field(2.0, ge=0)  # how long the first frame of a batch waits
-    # Frames waiting for the classifier; beyond it: 503 + Retry-After at once. At ~230 frames/s
-    # on 2 cores, 64 waiting frames are ~0.3 s of work: a deeper queue only adds latency.
+    # Frames waiting for the classifier, at most (admission, below, usually admits fewer). At
+    # ~230 frames/s on 2 cores, 64 waiting frames are ~0.3 s of work: deeper only adds latency.
     queue_size: int = Field(64, ge=1)
+    # Classify requests admitted at once, in batches (beyond: 503 + Retry-After before the body is
+    # read): enough to keep the classifier busy (a batch running, one gathered, two decoding);
+    # more in flight only contend for the GIL. bench/cloud_load.py, 2 idle cores: 394 frames/s at
+    # 32 clients, 369 at 64 and 335 at 256 when 72 were admitted (cloud_service/admission.py).
+    admit_batches: int = Field(4, ge=1)
     # A frame that waited longer than this for the classifier is answered 503 instead of being
     # classified late (load shedding, as CoDel does): past saturation the queue holds at most this
     # much delay, and the edge retries after Retry-After.
@@ -76,11 +81,20 @@ class Settings(BaseSettings):
     inference_threads: int = Field(1, ge=1)  # ONNX Runtime intra-op threads per session
     retry_after_s: int = Field(1, ge=1)
     # Slow clients: a request's headers must arrive within header_timeout_s of the connection (or
-    # of the previous response), its body within body_timeout_s (408 otherwise), and at most
-    # max_connections are open at once (uvicorn answers 503 beyond).
+    # of the previous response), its body within body_timeout_s (408 otherwise).
     header_timeout_s: float = Field(10.0, gt=0)
     body_timeout_s: float = Field(10.0, gt=0)
+    # Connections open at once per worker process, and per client address: beyond, a new
+    # connection is answered at accept, before any request is read (503, or 429 for the
+    # per-address cap; problem+json with Retry-After). Behind a load balancer every connection
+    # comes from its address: set the per-client cap to max_connections there.
     max_connections: int = Field(512, ge=1)
+    max_connections_per_client: int = Field(64, ge=1)
+    # Live event streams (GET /v1/events) held open at once: per key (per client address with
+    # authentication off; beyond: 429) and in all (beyond: 503). The connections above
+    # max_event_streams stay for uploads, whatever listeners do.
+    max_event_streams_per_key: int = Field(8, ge=1)
+    max_event_streams: int = Field(64, ge=1)
     # A SQLite file makes the idempotency store survive restarts (exactly-once across a crash);
     # empty keeps it in memory. The only state the service has; see the README for replicas.
     idempotency_db: str = ""
@@ -160,6 +174,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"a key is still the placeholder {placeholders[0]!r}: set real keys (spic-cloud "
                 "keys add) or SPIC_CLOUD_DEMO=1 for a demo"
+            )
+        if self.max_event_streams >= self.max_connections:
+            raise ValueError(
+                f"max_event_streams ({self.max_event_streams}) must be below max_connections "
+                f"({self.max_connections}), or listeners could leave no connection for uploads"
             )
         return self
 
