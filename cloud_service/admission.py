@@ -69,13 +69,20 @@ class Admission:
         scope["route"] = SimpleNamespace(path=scope["path"])
         await problem_response(Request(scope), problem)(scope, receive, send)
 
+    async def _shed(
+        self, scope: Scope, receive: Receive, send: Send, why: str, *problem: str
+    ) -> None:
+        """Refuse a request a bound leaves no room for, counted by ``why`` in /metrics;
+        ``problem``: status, type, title and detail of the answer."""
+        self.metrics.shed.labels(why).inc()
+        status, kind, title, detail = problem
+        await self._refuse(scope, receive, send, Problem(int(status), kind, title, detail))
+
     async def _classify(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.classifying >= self.classify_capacity:
-            self.metrics.shed.labels("admission").inc()
             detail = f"{self.classifying} frames are being classified or queued; retry later"
-            problem = Problem(503, "overloaded", "service overloaded", detail)
-            await self._refuse(scope, receive, send, problem)
-            return
+            args = ("503", "overloaded", "service overloaded", detail)
+            return await self._shed(scope, receive, send, "admission", *args)
         # Counted from here, so the check and the count cannot race. The place is given up while
         # the route waits for body bytes still on their way and taken again once the body is in:
         # when the body is already there (a frame is one packet) the wait does not yield and
@@ -105,17 +112,13 @@ class Admission:
     async def _events(self, scope: Scope, receive: Receive, send: Send) -> None:
         s, owner = self.settings, stream_owner(scope)
         if self.streams[owner] >= s.max_event_streams_per_key:
-            self.metrics.shed.labels("streams_per_key").inc()
             detail = f"at most {s.max_event_streams_per_key} live event streams per key"
-            problem = Problem(429, "too-many-streams", "too many event streams", detail)
-            await self._refuse(scope, receive, send, problem)
-            return
+            args = ("429", "too-many-streams", "too many event streams", detail)
+            return await self._shed(scope, receive, send, "streams_per_key", *args)
         if self.streams_open >= s.max_event_streams:
-            self.metrics.shed.labels("streams").inc()
             detail = f"{s.max_event_streams} live event streams are open; retry later"
-            problem = Problem(503, "stream-limit", "service at its event stream limit", detail)
-            await self._refuse(scope, receive, send, problem)
-            return
+            args = ("503", "stream-limit", "service at its event stream limit", detail)
+            return await self._shed(scope, receive, send, "streams", *args)
         self.streams[owner] += 1
         self.streams_open += 1
         try:

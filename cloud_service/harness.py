@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -36,16 +37,9 @@ class CloudProcess(subprocess.Popen[bytes]):
         return self.log_path.read_text(errors="replace")
 
 
-def start_cloud(
-    bundles: list[Path] | None,
-    port: int | None = None,
-    log_path: Path | None = None,
-    log_level: str = "warning",
-    **settings: object,
-) -> tuple[CloudProcess, str]:
-    """Start the service with ``SPIC_CLOUD_<NAME>`` set from ``settings``; wait until ready.
-    ``bundles=None`` leaves the bundles to the service's default."""
-    proc, url = spawn_cloud(bundles, port, log_path, log_level, **settings)
+def start_cloud(*args: Any, **settings: Any) -> tuple[CloudProcess, str]:
+    """``spawn_cloud``, then wait until the service is ready (``/readyz``)."""
+    proc, url = spawn_cloud(*args, **settings)
     wait_ready(proc, url + "/readyz")
     return proc, url
 
@@ -57,7 +51,9 @@ def spawn_cloud(
     log_level: str = "warning",
     **settings: object,
 ) -> tuple[CloudProcess, str]:
-    """``start_cloud`` without the wait: for a service that is expected not to become ready."""
+    """Start the service with ``SPIC_CLOUD_<NAME>`` set from ``settings``, without waiting (for a
+    service expected not to become ready). ``bundles=None`` leaves the bundles to the service's
+    default."""
     port = port or free_port()
     if log_path is None:
         fd, name = tempfile.mkstemp(prefix="spic-cloud-", suffix=".log")
