@@ -260,7 +260,7 @@ def test_pinned_channels_cost_no_bits(tiny_run, tiny_data, tiny_bundle, tmp_path
 
 def test_a_step_of_the_ladder_is_compared_image_by_image():
     from evaluation.card import step_lines, target_lines
-    from evaluation.paired import paired
+    from evaluation.pairs import paired
 
     # 10 images lost and none gained: exact two-sided McNemar p = 2 / 2**10.
     d = paired("1" * 10 + "0" * 5, "0" * 15)
