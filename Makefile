@@ -9,19 +9,24 @@ STAMP := $(VENV)/.installed
 install: $(STAMP)
 
 # Re-run only when the dependency list changes, so `make install` is cheap and safe to repeat.
+# Debian's python3 makes a venv only with python3-venv (ensurepip): installed where missing.
 $(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV) || { rm -rf $(VENV) && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null && $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[edge,cloud,train,eval,dev]"
 	touch $(STAMP)
 
-# The store and replica tests run a real PostgreSQL server and a real nginx: install them from the
+# The store and replica tests run a real PostgreSQL server and a real nginx (TLS ones, with a
+# certificate openssl makes): install them from the
 # system's packages where they are missing (CI runs as root; PostgreSQL then runs as nobody).
 postgres:
 	@ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || command -v postgres >/dev/null || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null)
 	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null)
+	@command -v openssl >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null)
 
 # The dashboard test drives a real headless Chromium.
 browser:

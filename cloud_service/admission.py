@@ -63,26 +63,21 @@ class Admission:
         else:
             await self.app(scope, receive, send)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send, problem: Problem) -> None:
+    async def _shed(
+        self, scope: Scope, receive: Receive, send: Send, why: str, problem: Problem
+    ) -> None:
+        """Refuse a request a bound leaves no room for, counted by ``why`` in /metrics."""
+        self.metrics.shed.labels(why).inc()
         problem.headers["Retry-After"] = str(self.settings.retry_after_s)
         # Refused before routing: name the route anyway, for the metrics and the access log.
         scope["route"] = SimpleNamespace(path=scope["path"])
         await problem_response(Request(scope), problem)(scope, receive, send)
 
-    async def _shed(
-        self, scope: Scope, receive: Receive, send: Send, why: str, *problem: str
-    ) -> None:
-        """Refuse a request a bound leaves no room for, counted by ``why`` in /metrics;
-        ``problem``: status, type, title and detail of the answer."""
-        self.metrics.shed.labels(why).inc()
-        status, kind, title, detail = problem
-        await self._refuse(scope, receive, send, Problem(int(status), kind, title, detail))
-
     async def _classify(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.classifying >= self.classify_capacity:
             detail = f"{self.classifying} frames are being classified or queued; retry later"
-            args = ("503", "overloaded", "service overloaded", detail)
-            return await self._shed(scope, receive, send, "admission", *args)
+            problem = Problem(503, "overloaded", "service overloaded", detail)
+            return await self._shed(scope, receive, send, "admission", problem)
         # Counted from here, so the check and the count cannot race. The place is given up while
         # the route waits for body bytes still on their way and taken again once the body is in:
         # when the body is already there (a frame is one packet) the wait does not yield and
@@ -113,12 +108,12 @@ class Admission:
         s, owner = self.settings, stream_owner(scope)
         if self.streams[owner] >= s.max_event_streams_per_key:
             detail = f"at most {s.max_event_streams_per_key} live event streams per key"
-            args = ("429", "too-many-streams", "too many event streams", detail)
-            return await self._shed(scope, receive, send, "streams_per_key", *args)
+            problem = Problem(429, "too-many-streams", "too many event streams", detail)
+            return await self._shed(scope, receive, send, "streams_per_key", problem)
         if self.streams_open >= s.max_event_streams:
             detail = f"{s.max_event_streams} live event streams are open; retry later"
-            args = ("503", "stream-limit", "service at its event stream limit", detail)
-            return await self._shed(scope, receive, send, "streams", *args)
+            problem = Problem(503, "stream-limit", "service at its event stream limit", detail)
+            return await self._shed(scope, receive, send, "streams", problem)
         self.streams[owner] += 1
         self.streams_open += 1
         try:

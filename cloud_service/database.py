@@ -138,8 +138,8 @@ class SqliteDatabase(Database):
 
     def check(self, thorough: bool = False) -> None:
         self.refuse_if_damaged()
-        if thorough:  # reads every page: seconds for a large file, so once, off the request path
-            with self.session() as run:
+        if thorough:  # reads every page: seconds for a large file, so once, off the request path,
+            with self.read_session() as run:  # on the reader: uploads keep the writer
                 problems = [str(r[0]) for r in run("PRAGMA quick_check(5)").fetchall()]
             if problems != ["ok"]:
                 self.damaged = "; ".join(problems)[:500]

@@ -14,7 +14,6 @@ PostgreSQL database of ``SPIC_CLOUD_DATABASE_URL``, so every replica and the CLI
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 import threading
 import time
@@ -103,15 +102,19 @@ class KeyStore:
             raise ValueError("an upload key needs --device: the camera it may send as")
         if device is not None and not DEVICE_ID.match(device):
             raise ValueError("a device id is a slug: letters, digits, . _ -, up to 64")
+        with self.db.session() as run:
+            return self._insert(run, scope, device)
+
+    @staticmethod
+    def _insert(run: Any, scope: Scope, device: str | None) -> tuple[ApiKey, str]:
         secret = KEY_PREFIX + secrets.token_urlsafe(32)
         digest, hint = hash_key(secret), secret[:HINT_CHARS]
-        with self.db.session() as run:
-            run(
-                "INSERT INTO api_keys (key_hash, hint, scope, device, created_us) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (digest, hint, scope, device, now_us()),
-            )
-            row = run(f"SELECT {COLUMNS} FROM api_keys WHERE key_hash = ?", (digest,)).fetchone()
+        run(
+            "INSERT INTO api_keys (key_hash, hint, scope, device, created_us) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (digest, hint, scope, device, now_us()),
+        )
+        row = run(f"SELECT {COLUMNS} FROM api_keys WHERE key_hash = ?", (digest,)).fetchone()
         return _row(row), secret
 
     def find(self, secret: str) -> ApiKey | None:
@@ -127,8 +130,7 @@ class KeyStore:
                 f"SELECT {COLUMNS} FROM api_keys WHERE key_hash = ? AND revoked_us IS NULL",
                 (digest,),
             ).fetchone()
-        # The index found the row by its digest; the comparison that decides runs in constant time.
-        key = _row(row) if row and hmac.compare_digest(str(row[1]), digest) else None
+        key = _row(row) if row else None
         with self._lock:
             if len(self._cache) >= self.cache_entries:  # unknown keys cannot grow it unbounded
                 self._cache.clear()
@@ -171,17 +173,17 @@ class KeyStore:
         return [_row(r) for r in rows]
 
     def rotate(self, key_id: int) -> tuple[ApiKey, str]:
-        """A new key of the same scope and device as ``key_id``, which is revoked."""
-        with self.db.session() as run:
+        """A new key of the same scope and device as ``key_id``, which is revoked: both in one
+        transaction, so a device never ends with two live keys (or none) from one rotation."""
+        with self.db.transaction() as run:
             row = run(
                 f"SELECT {COLUMNS} FROM api_keys WHERE id = ? AND revoked_us IS NULL", (key_id,)
             ).fetchone()
-        if row is None:
-            raise LookupError(f"no active key {key_id}")
-        old = _row(row)
-        new = self.add(old.scope, old.device)
-        self.revoke(key_id)
-        return new
+            if row is None:
+                raise LookupError(f"no active key {key_id}")
+            old = _row(row)
+            run("UPDATE api_keys SET revoked_us = ? WHERE id = ?", (now_us(), key_id))
+            return self._insert(run, old.scope, old.device)
 
     def close(self) -> None:
         self.db.close()

@@ -54,7 +54,7 @@ class Metrics:
         )
         self.shed = Counter(
             "spic_shed",
-            "Requests answered 503 to shed load, by reason",
+            "Requests refused to shed load (503, or 429 past a per-key cap), by reason",
             ["reason"],
             registry=self.registry,
         )

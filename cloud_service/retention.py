@@ -37,7 +37,7 @@ def expire_batch(store: ResultsStore, before_us: int, batch: int) -> int:
 def tally_chunk(store: ResultsStore, after_id: int) -> tuple[int, int, int] | None:
     """(last id, frames, frame bytes) of the ``TALLY_CHUNK`` frames after ``after_id``, in id
     order; None past the last frame."""
-    with store.db.session() as run:
+    with store.db.read_session() as run:  # a read: never the writers' lock
         row = run(
             "SELECT MAX(id), COUNT(*), COALESCE(SUM(bytes), 0) FROM (SELECT id, bytes FROM "
             "frames WHERE id > ? ORDER BY id LIMIT ?) AS chunk",

@@ -37,7 +37,7 @@ def learn_limits(encoder: Any, client: Any) -> bool:
             f"(it serves {', '.join(map(str, served)) or 'none'}): its frames will be refused",
             file=sys.stderr,
         )
-    elif info is not None:
+    else:
         try:
             encoder.limits = ServingLimits(**info.get("limits", {}))
             source = "the cloud's"

@@ -17,6 +17,7 @@ from pydantic import Field, FilePath, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.bundles import DEFAULT_BUNDLE
+from shared.schemas import DEVICE_ID
 
 
 def default_device_id() -> str:
@@ -38,9 +39,7 @@ class EdgeSettings(BaseSettings):
     int8: bool = False
     url: str | None = None
     # Sent as X-Device-Id with every frame; the cloud stores and filters by it. A slug.
-    device_id: str = Field(
-        default_factory=default_device_id, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-    )
+    device_id: str = Field(default_factory=default_device_id, pattern=DEVICE_ID.pattern)
     api_key: str | None = None
     ca_cert: FilePath | None = None  # CA bundle or pinned certificate for an https:// URL
     timeout: float = Field(10.0, gt=0)  # seconds per HTTP attempt

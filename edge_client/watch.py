@@ -260,6 +260,7 @@ def run_watch(args: argparse.Namespace, settings: EdgeSettings, encoder: Any, cl
         # Capture first: after a restart, an image whose frame is already queued is recognised
         # (by its key) before that frame is delivered and forgotten. A full disk only pauses it.
         captured = watcher.capture_all()
+        watcher.originals.trim()  # the age bound holds while no image arrives, too
         report = uploader.drain()
         if report.sent and not limits_known:  # the cloud was away at start: ask it now
             limits_known = learn_limits(encoder, client)

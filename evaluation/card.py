@@ -202,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     bundle = Path(args.bundle)
     manifest = load_manifest(bundle)
-    paths, labels, classes = labelled_images(split_folder(args.data, "val"), args.limit)
+    dataset = str(split_folder(args.data, "val"))  # what was read, as the card says
+    paths, labels, classes = labelled_images(dataset, args.limit)
     if classes != [c.id for c in manifest.classes]:
         raise SystemExit(
             f"the data's classes {classes} are not the bundle's {[c.id for c in manifest.classes]}"
@@ -219,16 +220,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     (bundle / "eval.json").write_text(
         json.dumps(
-            {"model_id": manifest.model_id, "command": command, "dataset": args.data, "rows": rows},
+            {"model_id": manifest.model_id, "command": command, "dataset": dataset, "rows": rows},
             indent=1,
         )
         + "\n"
     )
-    record_measurements(bundle, measurements(rows, command, args.data))
+    record_measurements(bundle, measurements(rows, command, dataset))
     card_path = bundle / "MODEL_CARD.md"
     card = card_path.read_text()
     gflop = re.search(r"\*\*([0-9.]+ GFLOP)\*\*", card)
-    section = results_markdown(rows, command, args.data, gflop.group(1) if gflop else None)
+    section = results_markdown(rows, command, dataset, gflop.group(1) if gflop else None)
     card = re.sub(r"## Results\n.*", lambda _: section, card, flags=re.S)
     card = re.sub(r"Model id `[0-9a-f]+`", f"Model id `{manifest.model_id}`", card)
     card_path.write_text(card)

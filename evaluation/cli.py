@@ -168,9 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     manifest = load_manifest(args.bundle)
     size = args.size or manifest.preprocessing.size
-    paths, labels = load_split(
-        split_folder(args.data, "val"), args.limit, [c.id for c in manifest.classes]
-    )
+    dataset = split_folder(args.data, "val")  # what was read, as results.json says
+    paths, labels = load_split(dataset, args.limit, [c.id for c in manifest.classes])
     args.out.mkdir(parents=True, exist_ok=True)
 
     runtime = BundleRuntime(args.bundle, threads=2)
@@ -214,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)
     )
     result = {
-        "dataset": str(args.data),
+        "dataset": str(dataset),
         "bundle_id": manifest.model_id,
         "command": command,
         "size": size,

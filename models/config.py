@@ -58,6 +58,10 @@ class Schedule(JsonConfig):
     final_crop: int = 192
     final_crop_epochs: int = 4
     eval_size: int = 224  # the evaluation protocol: 224² center crops, as the README's figures
+    seed: int = 0
+    eval_every: int = 5  # epochs between validation passes (~15-40 s each on 2 cores)
+    log_every: int = 20  # steps between JSONL log lines
+    threads: int = 0  # torch intra-op threads; 0 = all cores
 
 
 @dataclass
@@ -140,10 +144,6 @@ class TrainConfig(Schedule):
     alpha_lr: float = 0.005  # per-step log-alpha gain, relative error clipped to +-0.5
     alpha_min: float = 1e-4
     alpha_max: float = 10.0
-    seed: int = 0
-    eval_every: int = 5  # epochs between validation passes (~40 s each on 2 cores)
-    log_every: int = 20  # steps between JSONL log lines
-    threads: int = 0  # torch intra-op threads; 0 = all cores
 
     def __post_init__(self) -> None:
         if self.qf_weights and (

@@ -52,6 +52,9 @@ DATA_HELP = (
     "dataset root holding train/<class>/ and val/<class>/ (the {split} split is read; a split "
     "folder itself is accepted too)"
 )
+TRAIN_DATA_HELP = (
+    "dataset root holding train/<class>/ and val/<class>/ (the train and val split is read)"
+)
 
 
 def split_folder(root: str | Path, split: str) -> Path:

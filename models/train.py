@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from models.config import TrainConfig, apply_overrides
-from models.data import DATA_HELP, InMemoryImages, data_provenance, eval_arrays, train_batches
+from models.data import TRAIN_DATA_HELP, InMemoryImages, data_provenance, eval_arrays, train_batches
 from models.distill import FeatureTeacher, Teacher, distillation_loss, feature_distillation_loss
 from models.ema import final_weights
 from models.entropy_model import bits_per_pixel
@@ -48,7 +48,7 @@ from models.zoo import create_model
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="spic-train", description=__doc__.split("\n")[0])
-    p.add_argument("--data", required=True, help=DATA_HELP.format(split="train and val"))
+    p.add_argument("--data", required=True, help=TRAIN_DATA_HELP)
     p.add_argument("--out", required=True, help="run directory (created)")
     p.add_argument("--config", help="JSON file of TrainConfig fields (defaults otherwise)")
     p.add_argument(

@@ -30,7 +30,7 @@ import torch
 from tqdm import tqdm
 
 from models.config import Schedule, apply_overrides
-from models.data import DATA_HELP, InMemoryImages, eval_arrays, train_batches
+from models.data import TRAIN_DATA_HELP, InMemoryImages, eval_arrays, train_batches
 from models.mixing import mix_batch, mixed_cross_entropy
 from models.reference import ResNet
 from models.reference_bundle import FineTune
@@ -58,10 +58,6 @@ class ReferenceConfig(Schedule):
     calibration_images: int = (
         200  # seeded train subset on which SPIC's rate and the match are measured
     )
-    seed: int = 0
-    eval_every: int = 5  # epochs between validation passes (~15 s each)
-    log_every: int = 20
-    threads: int = 0  # torch intra-op threads; 0 = all cores
 
 
 class ReferenceTrainer(Trainer):
@@ -135,7 +131,7 @@ class ReferenceTrainer(Trainer):
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="spic-train-reference", description=__doc__.split("\n")[0])
-    p.add_argument("--data", required=True, help=DATA_HELP.format(split="train and val"))
+    p.add_argument("--data", required=True, help=TRAIN_DATA_HELP)
     p.add_argument("--out", required=True, help="run directory (created)")
     p.add_argument(
         "--set",

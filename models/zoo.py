@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from models import network, reference  # noqa: F401  (importing a family registers it)
+from models.data import TRAIN_DATA_HELP
 from models.ema import final_weights
 from models.network import SPIC, SPICConfig
 from models.reference import ResNet, ResNetConfig
@@ -60,5 +61,5 @@ def probe_parser(description: str) -> argparse.ArgumentParser:
     checkpoint and ``--data``."""
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("checkpoint", help="a spic-train checkpoint.pt")
-    ap.add_argument("--data", type=Path, required=True, help="dataset root with train/ and val/")
+    ap.add_argument("--data", type=Path, required=True, help=TRAIN_DATA_HELP)
     return ap

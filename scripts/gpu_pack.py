@@ -48,6 +48,10 @@ def bundle_files(named: Path, scratch: Path) -> list[tuple[Path, Path]]:
     """(file on disk, path in the zip) for one bundle: the checkout's copy, else git history's."""
     here = named if named.is_absolute() else ROOT / named
     if not (here / "manifest.json").is_file():
+        if not old_codecs.in_history():
+            raise SystemExit(
+                f"{named} is not here and this clone lacks its commit: make old-codecs"
+            )
         here = old_codecs.write_bundles(scratch, [named.name])[0]
     return [(f, named / f.name) for f in sorted(here.iterdir()) if f.is_file()]
 

@@ -56,9 +56,11 @@ def write_bundles(dest: Path, names: list[str] | None = None, root: Path = ROOT)
         ).stdout
         with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
             for member in tar.getmembers():
-                if member.isfile():
-                    member.name = str(Path(member.name).relative_to("models/bundles"))
-                    tar.extract(member, dest, filter="data")
+                source = tar.extractfile(member) if member.isfile() else None
+                if source is not None:  # regular files only, named below dest by construction
+                    path = dest / Path(member.name).relative_to("models/bundles")
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_bytes(source.read())
     return out
 
 

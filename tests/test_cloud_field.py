@@ -84,6 +84,11 @@ def test_a_row_stored_by_an_older_release_with_such_a_time_is_still_served(
         assert [f["captured_at"] for f in page.json()["frames"]] == [None]
         one = httpx.get(url + f"/v1/frames/{sent['frame_id']}")
         assert one.status_code == 200 and one.json()["label"] == sent["label"]
+        devices = httpx.get(url + "/v1/devices")
+        assert devices.status_code == 200, devices.text
+        assert devices.json()["devices"][0]["last_seen"] is None
+        stats = httpx.get(url + "/v1/stats", params={"bucket": "auto"})
+        assert stats.status_code == 200, stats.text
         with httpx.stream(
             "GET", url + "/v1/events", headers={"Last-Event-ID": "0"}, timeout=5
         ) as stream:

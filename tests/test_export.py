@@ -109,6 +109,17 @@ def test_codebook_refuses_frames_of_other_models(tiny_bundle):
         Codebook(load_manifest(tiny_bundle)).decode(bytes(data))
 
 
+def test_card_records_the_split_it_read_from_a_dataset_root(tiny_bundle, tiny_data, tmp_path):
+    """Given the dataset root, spic-card reads val/ and says so, as a card given val/ does: cards
+    made either way compare image by image (python -m evaluation.paired)."""
+    from evaluation.card import main as card_main
+
+    bundle = tmp_path / "b"
+    shutil.copytree(tiny_bundle, bundle)
+    assert card_main(["--bundle", str(bundle), "--data", str(tiny_data), "--no-progress"]) == 0
+    assert json.loads((bundle / "eval.json").read_text())["dataset"] == str(tiny_data / "val")
+
+
 def test_card_measures_real_bytes_and_states_targets(tiny_bundle, tiny_data, tmp_path):
     from evaluation.card import main as card_main
     from models.int8 import main as int8_main

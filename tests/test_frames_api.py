@@ -236,3 +236,17 @@ def test_retention_runs_in_the_background_and_is_counted(
         left = httpx.get(url + "/v1/frames").json()["frames"]
         expected = [] if reason == "age" else [len(frames[-1]), len(frames[-2])]
         assert [f["bytes"] for f in left] == expected
+
+
+def test_a_frame_deleted_elsewhere_is_not_rendered_from_the_cache(tiny_bundle, tmp_path, frames):
+    """Retention and other replicas delete rows without this worker's cache hearing of it: the
+    store says whether the frame is still there, the cache only saves the decode."""
+    import sqlite3
+
+    with running_cloud([tiny_bundle], data_dir=tmp_path) as url:
+        frame_id = upload(url, frames[0], "cam-r")["frame_id"]
+        path = f"/v1/frames/{frame_id}/reconstruction"
+        assert httpx.get(url + path).status_code == 200  # rendered and cached
+        with sqlite3.connect(tmp_path / "results.sqlite") as db:  # as retention would
+            db.execute("DELETE FROM frames WHERE id = ?", (frame_id,))
+        assert httpx.get(url + path).status_code == 404

@@ -18,14 +18,16 @@ from cloud_service.routes.common import QUERY_ERRORS, query_time
 from cloud_service.routes.query_params import strict_query
 from cloud_service.services import frames
 from cloud_service.state import ReadAuthDep, StateDep
-from cloud_service.timeutil import format_rfc3339
+from cloud_service.timeutil import format_rfc3339, format_rfc3339_or_none
 
 router = APIRouter(prefix="/v1", tags=["frames"], dependencies=[strict_query])
 
 
 class DeviceRow(BaseModel):
     device_id: str
-    last_seen: str = Field(description="RFC 3339: the newest frame's capture time")
+    last_seen: str | None = Field(
+        description="RFC 3339: the newest frame's capture time (null if a stored row's cannot be written)"
+    )
     frames: int = Field(description="frames stored from this camera")
     frames_since: int = Field(description="frames captured since `since`")
     unknowns_since: int = Field(description="of those, frames stored without a label")
@@ -62,7 +64,7 @@ async def devices(
         devices=[
             DeviceRow(
                 device_id=r.device,
-                last_seen=format_rfc3339(r.last_at_us),
+                last_seen=format_rfc3339_or_none(r.last_at_us),
                 frames=r.frames,
                 frames_since=r.frames_since,
                 unknowns_since=r.unknowns_since,

@@ -31,7 +31,7 @@ from cloud_service.routes.query_params import strict_query
 from cloud_service.services import frames
 from cloud_service.services.frames import MAX_ID, FrameQuery
 from cloud_service.state import ReadAuthDep, StateDep
-from cloud_service.timeutil import format_rfc3339
+from cloud_service.timeutil import format_rfc3339_or_none
 
 router = APIRouter(prefix="/v1", tags=["frames"], dependencies=[strict_query])
 BUCKETS = {
@@ -115,7 +115,9 @@ async def stats(
             "bucket, or narrow after/before",
             max_rows=MAX_ROWS,
         )
-    out = [StatsRow(group=g, bucket_start=format_rfc3339(b), count=n) for g, b, n in rows]
+    # A bucket no instant can name (a row stored before capture times were checked) is left out.
+    starts = [(g, format_rfc3339_or_none(b), n) for g, b, n in rows]
+    out = [StatsRow(group=g, bucket_start=b, count=n) for g, b, n in starts if b is not None]
     return StatsResponse(group_by=group_by, bucket=chosen, max_buckets=MAX_BUCKETS, rows=out)
 
 

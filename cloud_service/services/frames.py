@@ -89,11 +89,12 @@ async def delete(state: ServiceState, frame_id: int) -> bool:
 async def reconstruction(state: ServiceState, frame_id: int) -> bytes | None:
     """The stored frame re-rendered as PNG (cached); None if it is not stored, 409 if its bundle
     is no longer served."""
+    # The store first: a frame deleted by retention or another replica is gone, cached or not.
+    data = await frame_bytes(store(state), frame_id)
+    if data is None:
+        return None
     png = state.reconstructions.get(frame_id)
     if png is None:
-        data = await frame_bytes(store(state), frame_id)
-        if data is None:
-            return None
         runtime, frame = parse_frame(state, data)
         png = await run_heavy(state, reconstruct_png, runtime, frame)
         state.reconstructions.put(frame_id, png)
