@@ -36,13 +36,13 @@ from PIL import Image  # noqa: E402
 
 from bench.loadgen import closed_loop  # noqa: E402
 from cloud_service.harness import free_port, start_cloud, stop, wait_ready  # noqa: E402
-from cloud_service.runtime import BundleRuntime  # noqa: E402
 from edge_client.encoder import EdgeEncoder  # noqa: E402
 from evaluation.samples import sample_images  # noqa: E402
 from shared.bundles import DEFAULT_BUNDLE  # noqa: E402
 from shared.codebook import Codebook  # noqa: E402
 from shared.preprocess import resize_center_crop  # noqa: E402
 from shared.quantize import dequantize  # noqa: E402
+from shared.runtime import SpicCodec  # noqa: E402
 
 
 def cpu_seconds(pid: int) -> float:
@@ -128,7 +128,7 @@ def overload(rows: list[dict]) -> dict:
 def offline_throughput(
     bundle: Path, latents: np.ndarray, threads: int, batch: int, seconds: float
 ) -> float:
-    runtime = BundleRuntime(bundle, threads=threads)
+    runtime = SpicCodec(bundle, threads=threads)
     x = np.concatenate([latents] * (batch // len(latents) + 1))[:batch]
     runtime.classify_latents(x)
     n, t0 = 0, time.perf_counter()

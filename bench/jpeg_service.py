@@ -14,9 +14,9 @@ from PIL import Image
 
 from cloud_service.batcher import Batcher, Overloaded
 from cloud_service.metrics import Metrics
-from cloud_service.runtime import BundleRuntime, _session
 from cloud_service.settings import get_settings
 from shared.preprocess import prepare
+from shared.runtime import SpicCodec
 
 
 def create_app() -> FastAPI:
@@ -25,10 +25,9 @@ def create_app() -> FastAPI:
 
     @app.on_event("startup")
     async def load() -> None:
-        runtime = BundleRuntime(settings.bundles[0], settings.inference_threads)
-        encoder = _session(
-            runtime.path / runtime.manifest.files["encoder"].path, settings.inference_threads
-        )
+        runtime = SpicCodec(settings.bundles[0], settings.inference_threads, arena=False)
+        runtime.load_heads()
+        encoder = runtime.session("encoder")
 
         def run(x: np.ndarray) -> np.ndarray:
             y = encoder.run(None, {"image": x})[0]

@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -36,26 +37,30 @@ from cloud_service.routes import (
     live,
     models,
 )
-from cloud_service.runtime import BundleRuntime
 from cloud_service.settings import Settings, get_settings
 from cloud_service.state import ServiceState, auth_enabled
 from cloud_service.webhooks import WebhookSender
+from shared.runtime import SpicCodec
 
 log = logging.getLogger("spic.cloud")
+
+
+def open_codec(path: str | Path, settings: Settings) -> SpicCodec:
+    """A codec for serving: no memory arena, its limits capped by the settings, heads open."""
+    codec = SpicCodec(path, settings.inference_threads, limits=settings.limits, arena=False)
+    codec.load_heads()
+    return codec
 
 
 async def load_models(state: ServiceState) -> None:
     settings = state.settings
     try:
         for path in settings.bundles:
-            runtime = await asyncio.to_thread(
-                BundleRuntime, path, settings.inference_threads, settings.limits
-            )
-            if runtime.model_id in state.runtimes:
-                raise ValueError(
-                    f"bundle {path} has the same model id as another: {runtime.model_id}"
-                )
-            state.runtimes[runtime.model_id] = runtime
+            runtime = await asyncio.to_thread(open_codec, path, settings)
+            taken = [i for i in runtime.ids if state.runtime_for(i) is not None]
+            if taken:
+                raise ValueError(f"bundle {path} has the id of another codec: {taken[0]}")
+            state.add_runtime(runtime)
             state.batchers[runtime.model_id] = Batcher(
                 runtime.classify_latents,
                 settings.max_batch_size,

@@ -17,9 +17,9 @@ from cloud_service.metrics import Metrics
 from cloud_service.problems import Problem
 from cloud_service.reconstruction_cache import ReconstructionCache
 from cloud_service.results import ResultsStore
-from cloud_service.runtime import BundleRuntime
 from cloud_service.settings import Settings
 from cloud_service.webhooks import WebhookSender
+from shared.runtime import SpicCodec
 
 
 @dataclass
@@ -27,7 +27,8 @@ class ServiceState:
     settings: Settings
     metrics: Metrics
     idempotency: IdempotencyStore
-    runtimes: dict[str, BundleRuntime] = field(default_factory=dict)
+    runtimes: dict[str, SpicCodec] = field(default_factory=dict)  # by codec id
+    aliases: dict[str, SpicCodec] = field(default_factory=dict)  # by an older id of a codec
     batchers: dict[str, Batcher] = field(default_factory=dict)
     heavy: HeavyLane | None = None
     results: ResultsStore | None = None
@@ -41,8 +42,14 @@ class ServiceState:
     def __post_init__(self) -> None:
         self.reconstructions = ReconstructionCache(self.settings.reconstruction_cache, self.metrics)
 
-    def runtime_for(self, model_id: str) -> BundleRuntime | None:
-        return self.runtimes.get(model_id)
+    def runtime_for(self, model_id: str) -> SpicCodec | None:
+        """The codec a frame's id names: its codec id or one of the codec's aliases."""
+        return self.runtimes.get(model_id) or self.aliases.get(model_id)
+
+    def add_runtime(self, runtime: SpicCodec) -> None:
+        self.runtimes[runtime.model_id] = runtime
+        for alias in runtime.manifest.aliases:
+            self.aliases[alias] = runtime
 
     def not_ready_reason(self) -> str | None:
         """Why the service cannot answer inference requests now, or None when it can."""

@@ -2,6 +2,10 @@
 
     preprocess (manifest) -> encoder.onnx -> shared.quantize -> entropy code -> pack (bitstream)
 
+The camera's side of the codec runtime (``shared.runtime.SpicCodec``): it picks the QF, reads
+images, refuses what the cloud will not serve, and times each stage; the networks, the tables and
+the bitstream are the codec's.
+
 Each stage is timed, so ``spic-edge encode`` and ``bench/edge_latency.py`` can report where the
 milliseconds go.
 """
@@ -17,12 +21,11 @@ import numpy as np
 from PIL import Image
 
 from edge_client.errors import BundleError, ImageError, ImageRefusedError
-from edge_client.onnx_session import make_session
 from shared.bitstream import padded_size
-from shared.codebook import Codebook
 from shared.codecs import CODECS
-from shared.manifest import ServingLimits, load_manifest
+from shared.manifest import ServingLimits
 from shared.preprocess import load_rgb, prepare
+from shared.runtime import SpicCodec
 
 STAGES = ("preprocess", "encoder", "quantize", "entropy", "pack")
 
@@ -62,9 +65,10 @@ class EdgeEncoder:
         encoded for a 413. None checks nothing (to make such frames on purpose)."""
         bundle_path = Path(bundle_path)
         try:
-            self.manifest = load_manifest(bundle_path)
+            self.core = SpicCodec(bundle_path, threads=threads, cache_dir=cache_dir)
         except (OSError, ValueError) as exc:
             raise BundleError(f"cannot load model bundle {bundle_path}: {exc}") from exc
+        self.manifest = self.core.manifest
         if target_bpp is not None:
             if qf is not None:
                 raise BundleError("give a QF or a target bpp, not both")
@@ -81,7 +85,7 @@ class EdgeEncoder:
         if codec not in CODECS:
             raise BundleError(f"unknown codec {codec!r}; choose from {', '.join(CODECS)}")
         self.codec_name = codec
-        self.codebook = Codebook(self.manifest)
+        self.codebook = self.core.codebook
         self.codec = self.codebook.codec(codec, self.qf)
         self.spec = self.manifest.preprocessing.model_dump()
         if whole_image:
@@ -89,23 +93,16 @@ class EdgeEncoder:
         self.stride = self.manifest.latent.stride
         self.limits = limits
         self.precision = "int8" if int8 else "fp32"
-        role = "encoder_int8" if int8 else "encoder"
-        if role not in self.manifest.files:
+        self.int8 = int8
+        if int8 and "encoder_int8" not in self.manifest.files:
             raise BundleError(f"bundle {bundle_path} has no INT8 encoder (make one with spic-int8)")
-        onnx_path = bundle_path / self.manifest.files[role].path
-        self.session = make_session(onnx_path, threads=threads, cache_dir=cache_dir)
-        # An enhancement layer's graph (shared.manifest.Enhancement), run only for a QF that
+        # Open the graphs now, not on the first frame: a broken bundle fails at start.
+        self.session = self.core.session("encoder_int8" if int8 else "encoder")
+        # An enhancement layer's graph (shared.manifest.Enhancement) runs only for a QF that
         # sends the layer; it stays in float under --int8 (one convolution).
         layer = self.manifest.enhancement
-        self.enhancement_session = (
-            None
-            if layer is None
-            else make_session(
-                bundle_path / self.manifest.files[layer.encoder].path,
-                threads=threads,
-                cache_dir=cache_dir,
-            )
-        )
+        if layer is not None:
+            self.core.session(layer.encoder)
 
     @property
     def model_id(self) -> str:
@@ -148,11 +145,7 @@ class EdgeEncoder:
     def latent(self, x: np.ndarray, enhancement: bool = True) -> np.ndarray:
         """The encoder network on one prepared (3, H, W) crop: the latent y (C, h, w), with an
         enhancement layer's channels after the base latent's unless ``enhancement`` is false."""
-        y: np.ndarray = self.session.run(None, {"image": x[None]})[0][0]
-        if enhancement and self.enhancement_session is not None:
-            extra = self.enhancement_session.run(None, {"image": x[None]})[0][0]
-            y = np.concatenate([y, extra])
-        return y
+        return self.core.analyse(x, self.int8, enhancement)
 
     def encode_latent(
         self,
@@ -166,8 +159,7 @@ class EdgeEncoder:
         the bundle are named. One network pass can then feed every QF and codec (the evaluation
         does that); the bytes are the same as ``encode``'s at that QF and codec."""
         qf = self.qf if qf is None else qf
-        symbols = self.manifest.quantize_latent(y, qf)  # an enhancement layer only from its QF
-        return self.codebook.encode(symbols, qf, codec or self.codec_name, image_size)
+        return self.core.compress(y, qf, codec or self.codec_name, image_size)[1]
 
     def encode_timed(self, image: str | Path | Image.Image) -> EncodedFrame:
         t0 = time.perf_counter()

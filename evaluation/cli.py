@@ -29,7 +29,6 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from cloud_service.runtime import BundleRuntime
 from edge_client.encoder import EdgeEncoder
 from evaluation import plots, report
 from evaluation.pairs import hits_string
@@ -44,6 +43,7 @@ from shared.preprocess import (
     load_rgb,
     resize_center_crop,
 )
+from shared.runtime import SpicCodec
 
 CALIBRATION_IMAGES = 200  # bisection runs on a seeded subset; the chosen quality then on all
 
@@ -60,7 +60,7 @@ def load_split(data: Path, limit: int | None, class_ids: list[str]):
     return paths, None
 
 
-def spic_u(runtime: BundleRuntime, encoder: EdgeEncoder, crops: list[np.ndarray]) -> np.ndarray:
+def spic_u(runtime: SpicCodec, encoder: EdgeEncoder, crops: list[np.ndarray]) -> np.ndarray:
     """Predictions of the same network with its latent unquantized, for decoded pixels."""
     preds = []
     for i in range(0, len(crops), 50):
@@ -70,7 +70,7 @@ def spic_u(runtime: BundleRuntime, encoder: EdgeEncoder, crops: list[np.ndarray]
 
 
 def pixel_classifiers(
-    runtime: BundleRuntime, encoder: EdgeEncoder, references: list[Path]
+    runtime: SpicCodec, encoder: EdgeEncoder, references: list[Path]
 ) -> tuple[dict[str, Callable[[list[np.ndarray]], np.ndarray]], list[dict]]:
     """SPIC-U plus every reference bundle, by name; and what each reference is, for the results."""
     class_ids = [c.id for c in runtime.manifest.classes]
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     paths, labels = load_split(dataset, args.limit, [c.id for c in manifest.classes])
     args.out.mkdir(parents=True, exist_ok=True)
 
-    runtime = BundleRuntime(args.bundle, threads=2)
+    runtime = SpicCodec(args.bundle, threads=2)
     encoder = EdgeEncoder(args.bundle, threads=2)
     # Without labels only rate and reconstruction are measured, so no reference is loaded.
     classifiers, references = pixel_classifiers(

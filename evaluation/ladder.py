@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cloud_service.runtime import BundleRuntime
 from edge_client.encoder import EdgeEncoder
 from evaluation.spic_eval import psnr, ssim
 from shared.preprocess import prepare, to_uint8_image
+from shared.runtime import SpicCodec
 
 # A step up the ladder counts as better only past these gains: v1's QF 16 -> 48 -> 128 gained
 # 0.003 dB, rising in name only.
@@ -30,7 +30,7 @@ def rising(points: list[dict], key: str) -> bool:
 
 def measure_ladder(bundle: Path, images: list[Image.Image], threads: int = 2) -> list[dict]:
     """One point per QF of ``bundle``, lowest first: mean bytes, bpp over the crop, PSNR, SSIM."""
-    runtime = BundleRuntime(bundle, threads=threads)
+    runtime = SpicCodec(bundle, threads=threads)
     encoder = EdgeEncoder(bundle, threads=threads, cache_dir=False)
     inputs = [prepare(im, encoder.spec, encoder.stride) for im in images]
     crops = [to_uint8_image(x) for x in inputs]
@@ -42,7 +42,7 @@ def measure_ladder(bundle: Path, images: list[Image.Image], threads: int = 2) ->
         for im, crop, y in zip(images, crops, latents, strict=True):
             data = encoder.encode_latent(y, im.size, qf)
             _, symbols = runtime.codebook.decode(data)
-            image = runtime.reconstruct_latents(runtime.latents([symbols], [qf]), qf)[0]
+            image = runtime.reconstruct(runtime.latents([symbols], [qf]), qf)[0]
             sizes.append(len(data))
             scores.append(psnr(crop, image))
             sims.append(ssim(crop, image))

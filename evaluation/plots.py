@@ -13,11 +13,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from cloud_service.runtime import BundleRuntime  # noqa: E402
 from edge_client.encoder import EdgeEncoder  # noqa: E402
 from evaluation.spic_eval import ON_RECONSTRUCTION  # noqa: E402
 from models import baselines  # noqa: E402
 from shared.preprocess import load_rgb, resize_center_crop  # noqa: E402
+from shared.runtime import SpicCodec  # noqa: E402
 
 CODEC_STYLE = {  # colour and marker per codec; line style per classifier
     "spic-rans": ("SPIC (rANS)", "C0", "o"),
@@ -109,7 +109,7 @@ def rate_plots(result: dict, out: Path, every: bool = False) -> None:
 
 def crop_grid(bundle: Path, paths: list[Path], size: int, result: dict, path: Path) -> None:
     """The same crops: original, SPIC at each QF, and each codec at the quality matched to a QF."""
-    runtime = BundleRuntime(bundle)
+    runtime = SpicCodec(bundle)
     matched = [r for r in result["rows"] if r["setting"].startswith("matched")]
     qfs = (
         sorted({int(r["setting"].split("QF")[1].split(":")[0]) for r in matched})
@@ -133,7 +133,7 @@ def crop_grid(bundle: Path, paths: list[Path], size: int, result: dict, path: Pa
         tiles = [crop]
         for q in qfs:
             _, symbols = runtime.codebook.decode(encoders[q].encode(im))
-            tiles.append(runtime.reconstruct_latents(runtime.latents([symbols], [q]), q)[0])
+            tiles.append(runtime.reconstruct(runtime.latents([symbols], [q]), q)[0])
         tiles += [baselines.round_trip(c, crop, q)[1] for c, q in codec_q.items()]
         for j, tile in enumerate(tiles):
             axes[i][j].imshow(tile)

@@ -13,10 +13,10 @@ import numpy as np
 from skimage.metrics import structural_similarity
 from tqdm import tqdm
 
-from cloud_service.runtime import BundleRuntime
 from edge_client.encoder import EdgeEncoder
 from evaluation.pairs import hits_string
 from shared.preprocess import IMAGE_SUFFIXES, load_rgb, prepare, to_uint8_image
+from shared.runtime import SpicCodec
 
 # How rows name a pixel classifier reading SPIC's decoded images (the report and plots match it).
 ON_RECONSTRUCTION = " on reconstruction"
@@ -81,7 +81,7 @@ def evaluate_spic(
     reconstructions: the "decode to pixels, then classify" route SPIC-Q makes unnecessary.
     """
     pixel_classifiers = pixel_classifiers or {}
-    runtime = BundleRuntime(bundle, threads=2)
+    runtime = SpicCodec(bundle, threads=2)
     qfs = list(qfs or runtime.manifest.qfs)
     # One encoder: its network pass per image feeds every QF and codec (encode_latent).
     encoder = EdgeEncoder(bundle, qf=qfs[0], codec=codecs[0], threads=2, int8=int8)
@@ -121,7 +121,7 @@ def evaluate_spic(
             y_hat = runtime.latents(symbols, [q] * len(symbols))
             if truth is not None:
                 hits[q] += list(runtime.classify_latents(y_hat).argmax(1) == truth)
-            recon = runtime.reconstruct_latents(y_hat, q)
+            recon = runtime.reconstruct(y_hat, q)
             if truth is not None:
                 for name, classify in pixel_classifiers.items():
                     correct_px[(q, name)] += int((classify(list(recon)) == truth).sum())

@@ -162,11 +162,15 @@ class Codebook:
         return iw, ih
 
     def decode_frame(
-        self, frame: bitstream.Frame, limits: ServingLimits | None = None
+        self,
+        frame: bitstream.Frame,
+        limits: ServingLimits | None = None,
+        accept: list[str] | None = None,
     ) -> np.ndarray:
-        """Entropy-decode a parsed frame after ``check_geometry``; (C, H, W) uint16 symbols."""
-        if frame.model_id != self.model_id:
-            raise ModelMismatchError(frame.model_id_hex, [self.manifest.model_id])
+        """Entropy-decode a parsed frame after ``check_geometry``; (C, H, W) uint16 symbols.
+        ``accept``: the ids the frame may carry (default: the codec id and its aliases)."""
+        if frame.model_id_hex not in (accept or self.manifest.ids):
+            raise ModelMismatchError(frame.model_id_hex, self.manifest.ids)
         self.check_geometry(frame, limits)
         symbols = self.codec(codec_name(frame.codec), frame.qf).decode(
             frame.payload, frame.latent_shape

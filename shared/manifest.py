@@ -8,12 +8,18 @@ A bundle is a folder::
     classifier.onnx    h_c: ŷ (N, C, h, w) -> logits (N, classes)
     MODEL_CARD.md      how it was trained and how well it does
 
-The model id is the first 8 bytes of SHA-256 over the manifest (without ``UNSEALED``: its
-``model_id``, ``limits`` and ``measured``, as canonical JSON) and the SHA-256 of every file it lists.
-It travels in every frame, so a frame can only be decoded with the exact tables and networks that
-made it. ``limits`` is serving policy (how large a frame the bundle is meant to serve) and
-``measured`` is what ``spic-card`` measured on the sealed bundle (per QF: bpp, top-1, PSNR, SSIM);
-neither decodes a frame, so both can be set on a shipped bundle without changing its id.
+The id a frame carries names the **codec**: what makes and reads the bitstream, and nothing else.
+It is the first 8 bytes of SHA-256 over the canonical JSON of ``CODEC_FIELDS`` (preprocessing,
+latent geometry, QFs, entropy tables, the enhancement layer) and the SHA-256 of the graphs that
+make symbols (``encoder`` and an enhancement layer's encoder). The classifier and the decoders are
+artifacts that *read* the codec (``shared.heads``): replacing them, adding an INT8 encoder (it
+makes the same bitstream), renaming the bundle, re-measuring it or changing its ``limits`` leaves
+the id alone, so no camera has to change. Every listed file is still checked against its own
+SHA-256 when a bundle is loaded.
+
+Format version 1 (bundles sealed before codec ids) hashed the whole manifest and every file into
+the id. Such a manifest still loads: it is checked against that older rule, then read as version 2
+with the old id kept in ``aliases``, so frames made by cameras that hold it keep decoding.
 """
 
 from __future__ import annotations
@@ -28,10 +34,14 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.quantize import check_qf, dequantize, quantize
+from shared.reject import EmbeddedHead
 
 MANIFEST_NAME = "manifest.json"
-# Fields outside the model id: the id itself, serving policy, and what was measured after sealing.
-UNSEALED = {"model_id", "limits", "measured"}
+# Format 1's id (and reference bundles' ids): every field but these. The id itself, serving
+# policy, and what was measured after sealing.
+UNSEALED = {"model_id", "limits", "measured", "aliases", "head"}
+# Format 2's codec id: only what decides which bits a given image becomes and how they are read.
+CODEC_FIELDS = ("format", "preprocessing", "latent", "qfs", "tables", "enhancement")
 # Fields added after bundles were sealed without them: left out of the id while unset, so those
 # bundles keep their ids.
 SEALED_WHEN_SET = {"enhancement"}
@@ -161,7 +171,12 @@ class SealedManifest(BaseModel):
 
 class Manifest(SealedManifest):
     format: Literal["spic-bundle"] = "spic-bundle"
-    format_version: Literal[1] = 1
+    format_version: Literal[1, 2] = 2
+    # Ids this codec was known by before (format 1's whole-bundle ids): frames carrying one of
+    # them are this codec's frames.
+    aliases: list[str] = Field(default_factory=list)
+    # The bundle's own classifier as a head (shared.heads): its name and reject rule.
+    head: EmbeddedHead | None = None
     latent: LatentRule
     qfs: list[int]
     default_qf: int
@@ -255,8 +270,18 @@ class Manifest(SealedManifest):
         return np.asarray(self.tables[str(qf)], dtype=np.int64)
 
     def content_hash(self) -> str:
-        """The model id this manifest should carry, from its content and its files' hashes."""
-        return content_hash(self)
+        """The id this manifest should carry: the codec id (format 2), or format 1's id."""
+        return codec_hash(self) if self.format_version == 2 else content_hash(self)
+
+    def codec_roles(self) -> list[str]:
+        """The ``files`` roles whose graphs make symbols, and so are part of the codec id."""
+        e = self.enhancement
+        return ["encoder"] + ([e.encoder] if e is not None else [])
+
+    @property
+    def ids(self) -> list[str]:
+        """Every id a frame of this codec may carry: the codec id, then its aliases."""
+        return [self.model_id, *self.aliases]
 
     def qf_for_bpp(self, target_bpp: float, codec: str = "rans", int8: bool = False) -> int:
         """The QF whose measured rate is the highest at or below ``target_bpp`` (the best quality
@@ -278,6 +303,24 @@ class Manifest(SealedManifest):
         return best.qf
 
 
+def codec_hash(manifest: Manifest) -> str:
+    """First 8 bytes of SHA-256 over the codec's fields and its symbol-making graphs' hashes."""
+    body = manifest.model_dump(mode="json", include=set(CODEC_FIELDS))
+    body["graphs"] = {role: manifest.files[role].sha256 for role in manifest.codec_roles()}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(canonical).hexdigest()[:16]
+
+
+def upgrade(manifest: Manifest) -> Manifest:
+    """A format-1 manifest read as format 2: the codec id, the old id kept as an alias."""
+    if manifest.format_version == 2:
+        return manifest
+    new = manifest.model_copy(update={"format_version": 2})
+    codec_id = codec_hash(new)
+    aliases = [a for a in [manifest.model_id, *manifest.aliases] if a != codec_id]
+    return new.model_copy(update={"model_id": codec_id, "aliases": aliases})
+
+
 def content_hash(manifest: SealedManifest) -> str:
     """First 8 bytes of SHA-256 over a manifest's canonical JSON, without its ``model_id``.
 
@@ -294,13 +337,23 @@ def _unset_additions(manifest: SealedManifest) -> set[str]:
 
 
 def seal(bundle_dir: Path, manifest: M) -> M:
-    """The manifest with every listed file's SHA-256 filled in and the model id set."""
-    files = {
-        role: BundleFile(path=f.path, sha256=sha256_file(bundle_dir / f.path))
-        for role, f in manifest.files.items()
-    }
+    """The manifest with every listed file's SHA-256 filled in and its id set (a SPIC bundle's
+    codec id; one read from format 1 keeps that format's id among its aliases)."""
+    files = seal_files(bundle_dir, manifest.files)
     manifest = manifest.model_copy(update={"files": files, "model_id": ""})
-    return manifest.model_copy(update={"model_id": content_hash(manifest)})
+    return manifest.model_copy(update={"model_id": _id_of(manifest)})
+
+
+def seal_files(folder: Path, files: dict[str, BundleFile]) -> dict[str, BundleFile]:
+    """Every listed file with its SHA-256 filled in."""
+    return {
+        role: BundleFile(path=f.path, sha256=sha256_file(folder / f.path))
+        for role, f in files.items()
+    }
+
+
+def _id_of(manifest: SealedManifest) -> str:
+    return manifest.content_hash() if isinstance(manifest, Manifest) else content_hash(manifest)
 
 
 def verify(bundle_dir: Path, manifest: SealedManifest) -> None:
@@ -310,7 +363,7 @@ def verify(bundle_dir: Path, manifest: SealedManifest) -> None:
             raise ValueError(
                 f"bundle file {f.path} ({role}) does not match its hash in the manifest"
             )
-    if content_hash(manifest) != manifest.model_id:
+    if _id_of(manifest) != manifest.model_id:
         raise ValueError(f"manifest model id {manifest.model_id} does not match its content")
 
 
@@ -331,7 +384,7 @@ def load_manifest(bundle_dir: str | Path, check: bool = True) -> Manifest:
     manifest = Manifest.model_validate_json(path.read_text())
     if check:
         verify(bundle_dir, manifest)
-    return manifest
+    return upgrade(manifest)
 
 
 def write_manifest(bundle_dir: str | Path, manifest: Manifest) -> Manifest:

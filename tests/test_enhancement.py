@@ -12,13 +12,13 @@ import torch
 from PIL import Image
 
 from cloud_service.harness import running_cloud
-from cloud_service.runtime import BundleRuntime
 from edge_client.encoder import EdgeEncoder
 from models.enhancement import KLTEnhancement, fit_klt
 from models.int8 import make_int8
 from shared.manifest import Manifest, load_manifest
 from shared.preprocess import batch_input, to_uint8_image
 from shared.quantize import dequantize
+from shared.runtime import SpicCodec
 
 OCTET = {"Content-Type": "application/octet-stream"}
 
@@ -102,7 +102,7 @@ def test_a_layered_bundle_classifies_as_the_plain_one_and_reconstructs_better_fr
     plain = load_manifest(tiny_bundle)
     assert manifest.enhancement is not None and manifest.latent == plain.latent
     assert [manifest.channels_at(q) - plain.latent.channels for q in manifest.qfs] == [0, 24, 24]
-    layered, base = BundleRuntime(layered_bundle), BundleRuntime(tiny_bundle)
+    layered, base = SpicCodec(layered_bundle), SpicCodec(tiny_bundle)
     photo = _val_photo(tiny_data, 0)
     crop = np.asarray(photo)
     for qf in manifest.qfs:
@@ -119,8 +119,8 @@ def test_a_layered_bundle_classifies_as_the_plain_one_and_reconstructs_better_fr
             base.classify_latents(dequantize(plain_symbols, qf)[None]),
             atol=1e-5,
         )
-        ours = _psnr(crop, layered.reconstruct_latents(y_hat, qf)[0])
-        theirs = _psnr(crop, base.reconstruct_latents(dequantize(plain_symbols, qf)[None], qf)[0])
+        ours = _psnr(crop, layered.reconstruct(y_hat, qf)[0])
+        theirs = _psnr(crop, base.reconstruct(dequantize(plain_symbols, qf)[None], qf)[0])
         if qf < 48:
             assert frame == plain_frame[:8] + frame[8:16] + plain_frame[16:-4] + frame[-4:]
             assert ours == pytest.approx(theirs)  # below the layer's QF: the base's own frame
@@ -137,7 +137,7 @@ def test_the_int8_encoder_leaves_the_layer_in_float(layered_bundle, tiny_data, t
     make_int8(bundle, str(tiny_data / "train"), 8, 64)
     photo = _val_photo(tiny_data, 1)
     frames = [EdgeEncoder(bundle, qf=128, int8=i, cache_dir=False).encode(photo) for i in (0, 1)]
-    runtime = BundleRuntime(bundle)
+    runtime = SpicCodec(bundle)
     layers = [runtime.codebook.decode(f)[1][runtime.manifest.latent.channels :] for f in frames]
     np.testing.assert_array_equal(*layers)
 
@@ -168,7 +168,7 @@ def test_a_base_qf_sends_the_base_as_at_that_qf_and_saves_its_bits(
     manifest = load_manifest(capped)
     assert manifest.enhancement is not None and manifest.enhancement.base_qf == 16
     photo = _val_photo(tiny_data, 2)
-    ours, full, plain = (BundleRuntime(b) for b in (capped, layered_bundle, tiny_bundle))
+    ours, full, plain = (SpicCodec(b) for b in (capped, layered_bundle, tiny_bundle))
     base = manifest.latent.channels
     frame = EdgeEncoder(capped, qf=128, cache_dir=False).encode(photo)
     uncapped = EdgeEncoder(layered_bundle, qf=128, cache_dir=False).encode(photo)

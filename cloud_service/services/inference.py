@@ -21,13 +21,13 @@ from PIL import Image
 from cloud_service.batcher import Overloaded
 from cloud_service.problems import Problem
 from cloud_service.results import FrameRecord, KeyReused
-from cloud_service.runtime import BundleRuntime
 from cloud_service.services.idempotent import ReusedInStore
 from cloud_service.state import ServiceState
 from cloud_service.timeutil import now_us
 from shared import bitstream
 from shared.codecs import CODEC_IDS
 from shared.errors import BitstreamError
+from shared.runtime import SpicCodec
 from shared.schemas import ClassifyResponse, ClassScore, Prediction
 
 T = TypeVar("T")
@@ -53,7 +53,7 @@ def _bad_frame(exc: BitstreamError) -> Problem:
     )
 
 
-def parse_frame(state: ServiceState, body: bytes) -> tuple[BundleRuntime, bitstream.Frame]:
+def parse_frame(state: ServiceState, body: bytes) -> tuple[SpicCodec, bitstream.Frame]:
     """Header, CRC, model and geometry: everything that can refuse a frame before decoding it."""
     try:
         frame = bitstream.unpack(body)
@@ -77,25 +77,24 @@ def parse_frame(state: ServiceState, body: bytes) -> tuple[BundleRuntime, bitstr
     return runtime, frame
 
 
-def decode_latent(runtime: BundleRuntime, frame: bitstream.Frame) -> np.ndarray:
+def decode_latent(runtime: SpicCodec, frame: bitstream.Frame) -> np.ndarray:
     """Entropy-decode and dequantize a checked frame: (C, H, W) float32. Runs in a thread."""
     try:
-        symbols = runtime.codebook.decode_frame(frame, runtime.limits)
+        return runtime.decompress(frame)
     except BitstreamError as exc:
         raise _bad_frame(exc) from None
-    return runtime.manifest.dequantize_latent(symbols, frame.qf)
 
 
-def _classify_one(runtime: BundleRuntime, frame: bitstream.Frame) -> np.ndarray:
+def _classify_one(runtime: SpicCodec, frame: bitstream.Frame) -> np.ndarray:
     probs: np.ndarray = runtime.classify_latents(decode_latent(runtime, frame)[None])[0]
     return probs
 
 
-def reconstruct_png(runtime: BundleRuntime, frame: bitstream.Frame) -> bytes:
-    image = runtime.reconstruct_latents(decode_latent(runtime, frame)[None], frame.qf)[0]
-    region = runtime.codebook.captured_region(frame)
-    if region is not None:  # a whole image the edge padded to the stride: back to its own size
-        image = image[: region[1], : region[0]]
+def reconstruct_png(runtime: SpicCodec, frame: bitstream.Frame) -> bytes:
+    try:
+        image = runtime.picture(frame)  # a padded whole image comes back at its captured size
+    except BitstreamError as exc:
+        raise _bad_frame(exc) from None
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="PNG")
     return buf.getvalue()
@@ -120,7 +119,7 @@ async def run_heavy(state: ServiceState, fn: Callable[..., T], *args: object) ->
 
 
 async def _probabilities(
-    state: ServiceState, runtime: BundleRuntime, frame: bitstream.Frame
+    state: ServiceState, runtime: SpicCodec, frame: bitstream.Frame
 ) -> np.ndarray:
     if frame.latent_shape[1:] != runtime.native_shape[1:]:
         return await run_heavy(state, _classify_one, runtime, frame)
