@@ -191,7 +191,7 @@ class SpicCodec:
     def picture(self, frame: bitstream.Frame) -> np.ndarray:
         """A parsed frame re-rendered: (H, W, 3) uint8, a padded whole image cut back to the
         captured size."""
-        image = self.reconstruct(self.decompress(frame)[None], frame.qf)[0]
+        image: np.ndarray = self.reconstruct(self.decompress(frame)[None], frame.qf)[0]
         region = self.codebook.captured_region(frame)
         if region is not None:
             image = image[: region[1], : region[0]]
