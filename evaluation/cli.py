@@ -19,6 +19,7 @@ PSNR and SSIM too, and a grid of the same crops by each codec).
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import shlex
 import sys
@@ -58,6 +59,17 @@ def load_split(data: Path, limit: int | None, class_ids: list[str]):
     if limit:
         paths = [paths[i] for i in sorted(np.random.default_rng(0).permutation(len(paths))[:limit])]
     return paths, None
+
+
+def read_results(folder: Path) -> dict:
+    """A run's results.json, or results.json.gz (how docs/results keeps the large ones)."""
+    plain = folder / "results.json"
+    if plain.is_file():
+        result: dict = json.loads(plain.read_text())
+        return result
+    with gzip.open(folder / "results.json.gz", "rt") as f:
+        packed: dict = json.load(f)
+        return packed
 
 
 def spic_u(runtime: SpicCodec, encoder: EdgeEncoder, crops: list[np.ndarray]) -> np.ndarray:
@@ -157,12 +169,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, help="center-crop size (default: the bundle's)")
     p.add_argument("--no-ladder", action="store_true", help="skip the fixed quality ladders")
     p.add_argument(
-        "--rerender", action="store_true", help="rewrite report.md and plots from OUT/results.json"
+        "--rerender",
+        action="store_true",
+        help="rewrite report.md and plots from OUT/results.json (or results.json.gz)",
     )
     p.add_argument("--all-plots", action="store_true", help="PSNR and SSIM plots and crops.png too")
     args = p.parse_args(argv)
     if args.rerender:
-        result = json.loads((args.out / "results.json").read_text())
+        result = read_results(args.out)
         plots.rate_plots(result, args.out, args.all_plots)
         (args.out / "report.md").write_text(report.report(result))
         return 0

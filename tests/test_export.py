@@ -37,14 +37,16 @@ def test_bundle_files_and_manifest(tiny_bundle):
     assert "GFLOP" in (tiny_bundle / "MODEL_CARD.md").read_text()
 
 
-def test_export_is_deterministic(tiny_run, tiny_data, tiny_bundle, tmp_path):
+def test_export_to_another_folder_and_name_keeps_the_codec_id(
+    tiny_run, tiny_data, tiny_bundle, tmp_path
+):
     export_main(
         [
             str(tiny_run / "checkpoint.pt"),
             "--out",
             str(tmp_path / "again"),
             "--name",
-            tiny_bundle.name,
+            "another-name",
             "--data",
             str(tiny_data / "train"),
             "--size",
@@ -126,8 +128,10 @@ def test_card_measures_real_bytes_and_states_targets(tiny_bundle, tiny_data, tmp
 
     bundle = tmp_path / "b"
     shutil.copytree(tiny_bundle, bundle)
+    codec_id = load_manifest(bundle).model_id
     assert int8_main([str(bundle), "--data", str(tiny_data / "train"), "--images", "8"]) == 0
     before = load_manifest(bundle)  # sealed with its INT8 encoder
+    assert before.model_id == codec_id, "an INT8 encoder makes the same codec's frames"
     args = ["--bundle", str(bundle), "--data", str(tiny_data / "val"), "--int8", "--no-progress"]
     assert card_main(args) == 0
     card = (bundle / "MODEL_CARD.md").read_text()
