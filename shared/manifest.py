@@ -33,6 +33,7 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from shared.measurements import Measurements
 from shared.quantize import check_qf, dequantize, quantize
 from shared.reject import EmbeddedHead
 
@@ -115,32 +116,6 @@ class ServingLimits(BaseModel):
     max_input_pixels: int = Field(1 << 20, ge=1)
     # Longest side of the encoder's input, so a 16 x 65536 strip cannot pass the pixel bound.
     max_input_side: int = Field(2048, ge=1)
-
-
-class OperatingPoint(BaseModel):
-    """One QF's measured rate and quality: real frames of a labelled set, encoded, decoded and
-    classified on the latent (``spic-card``). bpp is bits of the whole frame per pixel."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    qf: int
-    codec: Literal["rans", "huffman"]
-    encoder: Literal["fp32", "int8"] = "fp32"
-    bpp: float = Field(gt=0)
-    top1: float | None = Field(None, ge=0, le=1)
-    psnr: float | None = None
-    ssim: float | None = None
-
-
-class Measurements(BaseModel):
-    """What ``spic-card`` measured on the sealed bundle, and how (its command and data)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    dataset: str
-    n_images: int = Field(ge=1)
-    command: str
-    points: list[OperatingPoint]
 
 
 class ClassInfo(BaseModel):

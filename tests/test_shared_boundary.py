@@ -1,6 +1,7 @@
-"""shared/ is the contract both sides install: numpy, pydantic and constriction, and Pillow for
+"""shared/ is the contract both sides install: numpy, pydantic and constriction, Pillow for
 ``shared.preprocess`` alone (how pixels become the encoder's input is part of the contract: the
-camera, training and evaluation must prepare them identically)."""
+camera, training and evaluation must prepare them identically), and onnxruntime for the codec
+runtime both sides open (``shared.runtime``, its sessions and heads) alone."""
 
 from __future__ import annotations
 
@@ -23,8 +24,10 @@ ALLOWED = {
     "constriction",
     "shared",
     "PIL",
+    "onnxruntime",
 }
 PIL_USERS = {"shared.preprocess"}
+ORT_USERS = {"shared.onnx_session"}  # runtime and heads open graphs through it
 
 
 def test_shared_imports_nothing_else():
@@ -58,3 +61,5 @@ def test_only_preprocess_uses_pillow():
         names |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
         if any(n.split(".")[0] == "PIL" for n in names):
             assert module in PIL_USERS, f"{module} imports Pillow"
+        if any(n.split(".")[0] == "onnxruntime" for n in names):
+            assert module in ORT_USERS | {"shared.runtime"}, f"{module} imports onnxruntime"
