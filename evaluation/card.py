@@ -17,7 +17,8 @@ from pathlib import Path
 from evaluation.pairs import paired
 from evaluation.spic_eval import evaluate_spic, labelled_images, rows_to_dicts
 from models.data import DATA_HELP, split_folder
-from shared.manifest import Measurements, OperatingPoint, load_manifest, record_measurements
+from shared.manifest import load_manifest, record_measurements
+from shared.measurements import Measurements, OperatingPoint
 
 # The default bundle's targets (issue 11), checked on the rows by target_lines.
 MIN_POINTS, LOWEST_BPP, HIGHEST_BPP = 6, 0.04, 0.6  # the ladder: >= 6 QFs from <= 0.04 to >= 0.6

@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -122,7 +123,7 @@ def measure(args: argparse.Namespace) -> dict:
     if args.prototypes:
         bank = prototypes(bank, args.prototypes, args.seed)
     bank16 = bank.astype(np.float16).astype(np.float32)
-    rules = {}
+    rules: dict[str, dict[str, Any]] = {}
     for kind in SCORES:
         s_in = score_by(kind, val_logits, val_feats, bank16, args.k)
         th = threshold_for(s_in, args.accept)
@@ -137,7 +138,7 @@ def measure(args: argparse.Namespace) -> dict:
                 for n, s in per.items()
             },
         }
-    best = max(rules, key=lambda k: rules[k]["auroc"])
+    best = max(rules, key=lambda k: float(rules[k]["auroc"]))
     return {
         "bundle": str(args.bundle),
         "qf": scorer.encoder.qf,

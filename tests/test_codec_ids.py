@@ -97,8 +97,9 @@ def test_every_field_frame_decodes_under_its_codec_alias():
         frame = codec.parse(path.read_bytes())
         assert frame.model_id_hex in codec.manifest.aliases
         assert codec.decompress(frame).shape[0] == codec.manifest.channels_at(frame.qf)
-    from edge_client.encoder import EdgeEncoder
     from PIL import Image
+
+    from edge_client.encoder import EdgeEncoder
 
     data = EdgeEncoder(DEFAULT_BUNDLE, cache_dir=False).encode(Image.new("RGB", (224, 224)))
     assert bitstream.unpack(data).model_id_hex == codec.model_id

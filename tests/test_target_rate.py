@@ -15,7 +15,8 @@ from edge_client.encoder import EdgeEncoder
 from edge_client.errors import BundleError
 from shared import bitstream
 from shared.bundles import DEFAULT_BUNDLE
-from shared.manifest import Measurements, OperatingPoint, content_hash, load_manifest
+from shared.manifest import load_manifest
+from shared.measurements import Measurements, OperatingPoint
 
 MANIFEST = load_manifest(DEFAULT_BUNDLE)
 
@@ -50,7 +51,7 @@ def test_codec_and_encoder_are_matched_and_missing_rates_say_so():
 
 
 def test_measurements_are_outside_the_model_id():
-    assert content_hash(with_points((16, "rans", "fp32", 0.3))) == MANIFEST.model_id
+    assert with_points((16, "rans", "fp32", 0.3)).content_hash() == MANIFEST.model_id
 
 
 def test_the_shipped_bundle_carries_its_measured_rates_and_the_encoder_uses_them():
