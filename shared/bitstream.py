@@ -12,7 +12,7 @@ are little-endian and unsigned.
     │   6     1  qf             quantization factor, 1..255 (symbols in [0, qf])  │
     │   7     1  stride_log2    log2 of the encoder's stride, 0..7: the encoder   │
     │                           input is (H·stride) x (W·stride) pixels           │
-    │   8     8  model_id       first 8 bytes of the model bundle's SHA-256       │
+    │   8     8  model_id       the codec id: 8 bytes of SHA-256 over the codec   │
     │  16     2  channels       latent C, 1..1024                                 │
     │  18     2  height         latent H, 1..1024                                 │
     │  20     2  width          latent W, 1..1024                                 │
