@@ -17,7 +17,7 @@ from pathlib import Path
 from evaluation.pairs import paired
 from evaluation.spic_eval import evaluate_spic, labelled_images, rows_to_dicts
 from models.data import DATA_HELP, split_folder
-from shared.manifest import load_manifest, record_measurements
+from shared.manifest import Manifest, load_manifest, record_measurements
 from shared.measurements import Measurements, OperatingPoint
 
 # The default bundle's targets (issue 11), checked on the rows by target_lines.
@@ -191,6 +191,36 @@ def measurements(rows: list[dict], command: str, dataset: str) -> Measurements:
     return Measurements(dataset=dataset, n_images=n_images, command=command, points=points)
 
 
+def unknown_markdown(manifest: Manifest) -> str:
+    """The card's "## Unknown" section: the head's reject rule and what it did on foreign photos."""
+    rule = manifest.head.reject if manifest.head else None
+    lines = ["", "## Unknown", ""]
+    if rule is None:
+        return "\n".join(
+            [
+                *lines,
+                "No reject rule: every frame gets a label (`python -m evaluation.unknown`).",
+                "",
+            ]
+        )
+    lines.append(
+        f"Reject rule `{rule.score}`"
+        + (f" (k = {rule.k}, bank `{manifest.files[rule.bank].path}`)" if rule.bank else "")
+        + f": a frame scoring below **{rule.threshold:.4f}** is answered `unknown`; the threshold"
+        f" accepts {rule.accept:.0%} of the validation frames."
+    )
+    m = rule.measured
+    if m is not None:
+        lines += [
+            "",
+            f"On {m.n_foreign} foreign photos ({m.foreign}) against {m.n_in} validation frames:"
+            f" AUROC **{m.auroc:.3f}**, **{m.foreign_accepted:.1%}** of the foreign photos accepted.",
+            "",
+            f"`{m.command}`",
+        ]
+    return "\n".join([*lines, ""])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="spic-card", description=__doc__.split("\n")[0])
     p.add_argument("--bundle", required=True)
@@ -231,8 +261,10 @@ def main(argv: list[str] | None = None) -> int:
     card = card_path.read_text()
     gflop = re.search(r"\*\*([0-9.]+ GFLOP)\*\*", card)
     section = results_markdown(rows, command, dataset, gflop.group(1) if gflop else None)
-    card = re.sub(r"## Results\n.*", lambda _: section, card, flags=re.S)
-    card = re.sub(r"Model id `[0-9a-f]+`", f"Model id `{manifest.model_id}`", card)
+    card = re.sub(
+        r"## Results\n.*", lambda _: section + unknown_markdown(manifest), card, flags=re.S
+    )
+    card = re.sub(r"(Model|Codec) id `[0-9a-f]+`", f"Codec id `{manifest.model_id}`", card)
     card_path.write_text(card)
     print(json.dumps({"model_id": manifest.model_id, "rows": rows}))
     return 0

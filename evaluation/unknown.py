@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import sys
 import tempfile
 import time
@@ -28,6 +29,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from edge_client.encoder import EdgeEncoder
+from evaluation.card import unknown_markdown
 from models.data import DATA_HELP, split_folder
 from shared.manifest import BundleFile, load_manifest, write_manifest
 from shared.reject import (
@@ -185,6 +187,10 @@ def write_rule(bundle: Path, result: dict, command: str) -> None:
     new = write_manifest(bundle, manifest.model_copy(update={"files": files, "head": head}))
     if new.model_id != manifest.model_id:
         raise SystemExit(f"codec id moved {manifest.model_id} -> {new.model_id}: not written")
+    card_path = bundle / "MODEL_CARD.md"
+    if card_path.is_file():
+        card = re.sub(r"\n## Unknown\n.*", "", card_path.read_text(), flags=re.S)
+        card_path.write_text(card.rstrip("\n") + "\n" + unknown_markdown(new))
 
 
 def main(argv: list[str] | None = None) -> None:

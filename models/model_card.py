@@ -126,7 +126,7 @@ def write_card(
     train = ckpt["config"]["train"]
     card = f"""# Model card: {manifest.name}
 
-Model id `{manifest.model_id}` · architecture `{manifest.architecture}` · {len(manifest.classes)} classes ·
+Codec id `{manifest.model_id}` · architecture `{manifest.architecture}` · {len(manifest.classes)} classes ·
 latent {manifest.latent.channels} channels at stride {manifest.latent.stride} · QFs {manifest.qfs}
 (default {manifest.default_qf}).
 

@@ -158,3 +158,14 @@ def test_a_rule_needs_its_bank(tmp_path):
     rule = RejectRule(score="knn", threshold=0.0)
     with pytest.raises(ValueError, match="needs its bank"):
         Head("x", "0" * 16, m.model_id, m.classes, DEFAULT_BUNDLE / "classifier.onnx", rule, None)
+
+
+def test_the_shipped_card_gives_the_reject_rule_and_what_it_did():
+    m = load_manifest(DEFAULT_BUNDLE)
+    card = (DEFAULT_BUNDLE / "MODEL_CARD.md").read_text()
+    rule = m.head.reject if m.head else None
+    assert rule is not None and rule.measured is not None
+    section = card.split("## Unknown", 1)[1]
+    assert f"**{rule.threshold:.4f}**" in section and f"**{rule.measured.auroc:.3f}**" in section
+    assert f"**{rule.measured.foreign_accepted:.1%}**" in section and "evaluation.unknown" in section
+    assert f"Codec id `{m.model_id}`" in card
