@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -29,7 +30,7 @@ class ServiceState:
     idempotency: IdempotencyStore
     runtimes: dict[str, SpicCodec] = field(default_factory=dict)  # by codec id
     aliases: dict[str, SpicCodec] = field(default_factory=dict)  # by an older id of a codec
-    batchers: dict[str, Batcher] = field(default_factory=dict)
+    batchers: dict[str, Batcher[Any]] = field(default_factory=dict)
     heavy: HeavyLane | None = None
     results: ResultsStore | None = None
     keys: KeyStore | None = None  # per-device keys; opened by the lifespan
@@ -38,6 +39,8 @@ class ServiceState:
     ready: bool = False
     load_error: str | None = None
     store_checked: bool = False  # the results store's file was read whole once since start
+    # Loading, SIGHUP reloads and head uploads change what is served one at a time.
+    reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
         self.reconstructions = ReconstructionCache(self.settings.reconstruction_cache, self.metrics)
