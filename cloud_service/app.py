@@ -35,6 +35,7 @@ from cloud_service.routes import (
     heads,
     health,
     inference,
+    labels,
     live,
     models,
 )
@@ -176,6 +177,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(heads.router)
     app.include_router(inference.router)
     app.include_router(frames.router)
+    app.include_router(labels.router)
     app.include_router(live.router)
     app.include_router(devices.router)
     docs.install(app)

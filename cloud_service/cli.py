@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=SCOPES,
         default="upload",
         help="upload: send frames; read: query frames and the dashboard; admin: delete frames "
-        "(default upload)",
+        "and add heads; labeller: label stored frames (default upload)",
     )
     _store_flags(add)
     ls = command("list", "list keys (never the keys themselves)")

@@ -88,6 +88,17 @@ MIGRATIONS: list[Migration] = [
             "ALTER TABLE frames ADD COLUMN heads TEXT",
         ],
     ),
+    (
+        4,  # labels given to stored frames, to train heads from (cloud_service/labels.py)
+        [
+            "CREATE TABLE labels (frame_id INTEGER PRIMARY KEY, label TEXT NOT NULL, "
+            "labelled_at INTEGER NOT NULL)",
+        ],
+        [
+            "CREATE TABLE labels (frame_id BIGINT PRIMARY KEY, label TEXT NOT NULL, "
+            "labelled_at BIGINT NOT NULL)",
+        ],
+    ),
 ]
 # The time a frame is filed under; written exactly as the indexes above name it, so that both
 # engines' planners match it to them.

@@ -161,6 +161,9 @@ class Settings(BaseSettings):
     def _safe(self) -> Settings:
         if not self.bundles:
             raise ValueError("SPIC_CLOUD_BUNDLES is empty: serve at least one bundle")
+        missing = [str(h) for h in self.heads if not (h / "head.json").is_file()]
+        if missing:
+            raise ValueError(f"SPIC_CLOUD_HEADS: no head.json in {', '.join(missing)}")
         if self.max_queue_wait_ms <= self.max_batch_delay_ms:
             raise ValueError(
                 f"max_queue_wait_ms ({self.max_queue_wait_ms}) must exceed max_batch_delay_ms "

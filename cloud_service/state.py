@@ -163,18 +163,19 @@ def identify(state: ServiceState, token: str) -> Caller | None:
     return None if stored is None else Caller(stored.namespace, stored.scope, stored.device)
 
 
-def authorize(request: Request, state: ServiceState, scope: Scope) -> Caller:
-    """The caller, when its key is of ``scope``; 401/403 otherwise (403 ``wrong-key-scope`` for a
-    valid key of another kind)."""
+def authorize(request: Request, state: ServiceState, scope: Scope, *also: Scope) -> Caller:
+    """The caller, when its key is of ``scope`` (or one of ``also``); 401/403 otherwise (403
+    ``wrong-key-scope`` for a valid key of another kind)."""
     caller = identify(state, bearer_token(request))
     if caller is None:
         raise not_accepted()
-    if caller.scope != scope:
+    if caller.scope != scope and caller.scope not in also:
         raise Problem(
             403,
             "wrong-key-scope",
             "key of the wrong kind",
-            "upload keys may only send frames, read keys only query, admin keys only delete",
+            "upload keys may only send frames, read keys only query, admin keys only delete and "
+            "add heads, labeller keys only label frames",
         )
     return caller
 
@@ -202,6 +203,15 @@ def require_admin_key(request: Request, state: StateDep, _bearer: BearerDep) -> 
 
 
 AdminAuthDep = Annotated[None, Depends(require_admin_key)]
+
+
+def require_label_key(request: Request, state: StateDep, _bearer: BearerDep) -> None:
+    """Labelling a stored frame needs a labeller or an admin key whenever keys are on."""
+    if auth_enabled(state):
+        authorize(request, state, "labeller", "admin")
+
+
+LabelAuthDep = Annotated[None, Depends(require_label_key)]
 
 
 AuthDep = Annotated[Caller, Depends(require_api_key)]

@@ -16,6 +16,7 @@ import pytest
 from cloud_service.harness import cloud_process, running_cloud
 from shared.bundles import shipped_bundles
 from shared.manifest import load_manifest
+from shared.runtime import MAX_HEADS
 from tests.head_maker import head_zip, make_head
 from tests.test_cloud import is_problem
 
@@ -110,7 +111,8 @@ def test_bad_uploads_are_refused_and_leave_nothing(tiny_bundle, tmp_path):
         assert alien["head_codec_id"] == "0123456789abcdef"
         assert alien["served_model_ids"] == [load_manifest(tiny_bundle).model_id]
         is_problem(httpx.put(put + "good", content=b"not a zip", headers=ZIP), 422)
-        is_problem(httpx.put(put + "good", content=head_zip(tmp_path / "good"), headers=OCTET), 415)
+        text = {"Content-Type": "text/plain"}
+        is_problem(httpx.put(put + "good", content=head_zip(tmp_path / "good"), headers=text), 415)
         stray = head_zip(tmp_path / "good", {"../evil.txt": b"x"})
         is_problem(httpx.put(put + "good", content=stray, headers=ZIP), 422)
         extra = head_zip(tmp_path / "good", {"notes.txt": b"x"})
@@ -119,8 +121,18 @@ def test_bad_uploads_are_refused_and_leave_nothing(tiny_bundle, tmp_path):
         (tmp_path / "good" / "head.onnx").write_bytes(b"\x08\x07garbage")
         is_problem(httpx.put(put + "good", content=head_zip(tmp_path / "good"), headers=ZIP), 422)
         assert _declared_too_large(url).startswith("HTTP/1.1 413")
-    leftovers = [p for p in (data / "heads").rglob("*") if p.is_file()] if data.exists() else []
-    assert leftovers == []
+        # A codec serves at most MAX_HEADS heads; a replacement is always taken.
+        for i in range(MAX_HEADS - 1):
+            make_head(tmp_path / f"h{i}", tiny_bundle, f"h{i}")
+            ok = httpx.put(put + f"h{i}", content=head_zip(tmp_path / f"h{i}"), headers=ZIP)
+            assert ok.status_code == 201, ok.text
+        make_head(tmp_path / "last", tiny_bundle, "last")
+        full = httpx.put(put + "last", content=head_zip(tmp_path / "last"), headers=ZIP)
+        assert is_problem(full, 409)["type"].endswith("too-many-heads")
+        again = httpx.put(put + "h0", content=head_zip(tmp_path / "h0"), headers=ZIP)
+        assert again.status_code == 200
+    kept = {p.parent.name for p in (data / "heads").rglob("head.json")}
+    assert kept == {f"h{i}" for i in range(MAX_HEADS - 1)}  # nothing of the refused uploads
 
 
 def _declared_too_large(url: str) -> str:

@@ -24,6 +24,8 @@ from shared.schemas import HeadInfo
 
 router = APIRouter(prefix="/v1", tags=["models"], dependencies=[strict_query])
 ZIP = "application/zip"
+# application/octet-stream is taken too: what generic HTTP clients send for a file's bytes.
+MEDIA_TYPES = (ZIP, "application/octet-stream")
 HeadName = Annotated[
     str, Path(pattern=heads.HEAD_NAME, description="the head's name (its head.json's)")
 ]
@@ -31,7 +33,7 @@ HeadName = Annotated[
 
 async def read_zip(request: Request, state: StateDep) -> bytes:
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media != ZIP:
+    if media not in MEDIA_TYPES:
         raise Problem(
             415, "unsupported-media-type", "unsupported media type", f"send the head as {ZIP}"
         )
@@ -68,7 +70,7 @@ async def read_zip(request: Request, state: StateDep) -> bytes:
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {ZIP: {"schema": {"type": "string", "format": "binary"}}},
+            "content": {m: {"schema": {"type": "string", "format": "binary"}} for m in MEDIA_TYPES},
         }
     },
     summary="Add or replace a classifier head (admin keys): a zip of head.json and its files",

@@ -19,6 +19,8 @@ import os
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -37,6 +39,17 @@ MAX_MANIFEST = 1 << 20  # head.json alone
 
 def _bad(detail: str) -> Problem:
     return Problem(422, "bad-head", "head not accepted", detail)
+
+
+@contextmanager
+def unreadable_zip() -> Iterator[None]:
+    """What zipfile raises for a damaged, encrypted or exotic archive, as a 422."""
+    try:
+        yield
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError) as exc:
+        raise _bad(f"unreadable zip: {type(exc).__name__}: {str(exc)[:200]}") from None
+    except (RuntimeError, ValueError) as exc:  # an encrypted member, a bad header field
+        raise _bad(f"unreadable zip: {type(exc).__name__}: {str(exc)[:200]}") from None
 
 
 def _members(archive: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
@@ -89,13 +102,12 @@ def read_manifest(archive: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo])
 def install(state: ServiceState, name: str, body: bytes) -> tuple[Head, bool]:
     """Check, keep and serve an uploaded head (in a thread, under the reload lock); the head and
     whether it is new (False: it replaced one of its name)."""
-    try:
+    with unreadable_zip():
         archive = zipfile.ZipFile(io.BytesIO(body))
-    except zipfile.BadZipFile as exc:
-        raise _bad(f"not a zip: {exc}") from None
     with archive:
-        members = _members(archive)
-        manifest = read_manifest(archive, members)
+        with unreadable_zip():
+            members = _members(archive)
+            manifest = read_manifest(archive, members)
         if manifest.name != name:
             raise _bad(f"the URL names head {name!r}, its {HEAD_MANIFEST} {manifest.name!r}")
         runtime = state.runtime_for(manifest.codec_id)
@@ -121,9 +133,10 @@ def install(state: ServiceState, name: str, body: bytes) -> tuple[Head, bool]:
         staging = Path(tempfile.mkdtemp(prefix=".upload-", dir=parent))
         try:
             for member, info in members.items():
-                with archive.open(info) as src, (staging / member).open("wb") as dst:
+                with unreadable_zip(), archive.open(info) as src:
                     # at most what the header declared: a lying header cannot write more
-                    dst.write(src.read(info.file_size + 1)[: info.file_size])
+                    data = src.read(info.file_size + 1)[: info.file_size]
+                (staging / member).write_bytes(data)
             head = _open_checked(state, runtime, staging)
             target = parent / name
             _swap_in(staging, target)
