@@ -4,9 +4,11 @@ page through the labelled frames and fetch their bytes."""
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from cloud_service.harness import running_cloud
 from cloud_service.keys import open_keys
+from tests.conftest import on_engine
 from tests.test_cloud import is_problem
 
 UPLOAD, READ, ADMIN = "up-key", "read-key", "admin-key"
@@ -17,13 +19,17 @@ def auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-def test_labelled_frames_are_listed_for_training(tiny_bundle, tmp_path, noise_frames):
-    data = tmp_path / "d"
-    keys = open_keys("", data, cache_s=0)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def settings(request, tmp_path) -> dict[str, object]:
+    keys = dict(api_keys=UPLOAD, read_keys=READ, admin_keys=ADMIN, data_dir=tmp_path / "d")
+    return on_engine(request, keys)
+
+
+def test_labelled_frames_are_listed_for_training(tiny_bundle, settings, noise_frames):
+    keys = open_keys(str(settings.get("database_url", "")), settings["data_dir"], cache_s=0)
     _, labeller = keys.add("labeller")
     keys.close()
     frames = noise_frames(3, seed=11)
-    settings = dict(api_keys=UPLOAD, read_keys=READ, admin_keys=ADMIN, data_dir=data)
     with running_cloud([tiny_bundle], **settings) as url:
         ids = []
         for f in frames:
