@@ -12,9 +12,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
 
 from cloud_service.harness import cloud_process, running_cloud
-from shared.bundles import shipped_bundles
+from edge_client.encoder import EdgeEncoder
+from shared.bundles import DEFAULT_BUNDLE, shipped_bundles
 from shared.manifest import load_manifest
 from shared.runtime import MAX_HEADS
 from tests.head_maker import head_zip, make_head
@@ -68,6 +70,13 @@ def test_a_head_put_at_run_time_answers_the_next_frame(tiny_bundle, tmp_path, fr
         )
         problem = is_problem(r, 422)
         assert problem["served_heads"] == [models(url)[codec]["default_head"]]
+        typo = httpx.post(
+            url + "/v1/classify",
+            content=frames[0],
+            params={"head": "birds"},
+            headers={**OCTET, **auth(UPLOAD)},
+        )
+        assert is_problem(typo, 422)["unknown"] == ["head"]  # a query it does not take
         # Only an admin key adds a head.
         put = url + "/v1/heads/birds"
         is_problem(httpx.put(put, content=body, headers={**ZIP, **auth(READ)}), 403)
@@ -177,6 +186,17 @@ def test_a_head_dropped_in_a_folder_is_served_on_sighup(tiny_bundle, tmp_path, f
             time.sleep(0.2)
         assert late["label"] in ("x", "y")
         assert proc.poll() is None  # SIGHUP reloads; it does not stop the service
+        # A bundle put in the model folder is served from the next SIGHUP on.
+        (model_dir / "shipped").symlink_to(DEFAULT_BUNDLE, target_is_directory=True)
+        proc.send_signal(signal.SIGHUP)
+        shipped = load_manifest(DEFAULT_BUNDLE).model_id
+        deadline = time.time() + 30
+        while time.time() < deadline and shipped not in models(url):
+            time.sleep(0.2)
+        assert set(models(url)) == {codec, shipped}
+        photo = Image.new("RGB", (90, 70), (30, 120, 200))
+        frame = EdgeEncoder(DEFAULT_BUNDLE, cache_dir=False).encode(photo)
+        assert classify(url, frame)["model_id"] == shipped
 
 
 def unknown_bundle(tiny_bundle: Path, folder: Path) -> Path:
