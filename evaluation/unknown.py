@@ -29,7 +29,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from edge_client.encoder import EdgeEncoder
-from evaluation.card import unknown_markdown
+from evaluation.reject_card import unknown_markdown
 from models.data import DATA_HELP, split_folder
 from shared.manifest import BundleFile, load_manifest, write_manifest
 from shared.reject import (
