@@ -30,17 +30,23 @@ spic-train's own ``--set``), the others' become the tool's flags (``--set-export
 from __future__ import annotations
 
 import argparse
+import contextlib
 import filecmp
+import importlib.util
 import json
+import os
+import resource
 import shutil
+import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.config import TrainConfig, apply_overrides
+from models.config import Schedule, TrainConfig, apply_overrides
 from models.data import scan_image_folder
+from models.trainer import CropSchedule, progressive_crop
+from shared.manifest import load_manifest
 
 STAGES = ("teacher", "student", "export", "int8", "card")
 STUDENT_CONFIG = Path(__file__).resolve().parent / "configs" / "spic-split-s16-base-qfs.json"
@@ -52,7 +58,9 @@ EXPORT_OPTIONS += ["--enhance-from-qf", "48", "--enhance-base-qf", "16"]
 # 128² crop, scaled by crop² for larger ones), from the stage times of the hymenoptera run in
 # README's "Your own classes". Only the first guess: measured time rescales it.
 PRIOR_SECONDS = {"teacher": 0.03, "student": 0.06, "export": 0.05, "int8": 0.05, "card": 0.3}
-EXTRAS = "train,eval,edge,cloud"  # the stages' dependencies together (pyproject extras)
+# A module of each extra the stages need: checked before hours of training, not after.
+NEEDED = {"torch": "train", "onnx": "train", "skimage": "eval", "httpx": "edge", "fastapi": "cloud"}
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -92,11 +100,15 @@ def as_flags(items: list[str]) -> list[str]:
     return flags
 
 
-def crop_weights(cfg: object) -> list[float]:
+def crop_weights(cfg: CropSchedule) -> list[float]:
     """Each epoch's cost relative to one at a 128² crop (progressive resizing: models/trainer.py)."""
-    from models.trainer import progressive_crop
+    return [(progressive_crop(cfg, e) / 128) ** 2 for e in range(cfg.epochs)]
 
-    return [(progressive_crop(cfg, e) / 128) ** 2 for e in range(cfg.epochs)]  # type: ignore[attr-defined]
+
+def cpu_seconds() -> float:
+    """CPU time of the stages run so far, all cores (on a shared machine, what they cost)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 @dataclass
@@ -104,7 +116,9 @@ class Stage:
     name: str
     folder: Path
     argv: list[str]
-    run: Callable[[list[str]], int]
+    module: (
+        str  # what runs it: python -m MODULE ARGV, a program of its own (tests/test_layering.py)
+    )
     prior: float  # seconds this stage is expected to take before any is measured
     epoch_weights: list[float] | None = None  # a training stage: each epoch's share of its work
     resume_argv: list[str] | None = None  # a training stage cut short continues with these
@@ -121,9 +135,6 @@ class Recipe:
     """The five stages and the progress lines: an ETA from the priors, rescaled by measured time."""
 
     def __init__(self, args: argparse.Namespace):
-        from evaluation import card
-        from models import export, int8, train, train_reference
-
         self.args, self.out, data = args, Path(args.out), Path(args.data)
         self.bundle_out = Path(args.bundle_out) if args.bundle_out else self.out / "bundle"
         n_train = len(scan_image_folder(data / "train")[0])
@@ -135,17 +146,16 @@ class Recipe:
 
         sets = [a for item in [*TEACHER_SETTINGS, *args.set_teacher] for a in ("--set", item)]
         argv = ["--data", str(data), "--out", str(folder["teacher"]), *device, *val_limit]
-        ref = train_reference.ReferenceConfig().to_dict()
-        ref_cfg = train_reference.ReferenceConfig.from_dict(
-            apply_overrides(ref, [*TEACHER_SETTINGS, *args.set_teacher])
-        )
-        teacher_w = crop_weights(ref_cfg)
+        # The teacher's epochs and crops, for its ETA: fields of the schedule both recipes share.
+        known = set(Schedule().to_dict())
+        items = [i for i in [*TEACHER_SETTINGS, *args.set_teacher] if i.split("=")[0] in known]
+        teacher_w = crop_weights(Schedule.from_dict(apply_overrides(Schedule().to_dict(), items)))
         stages = [
             Stage(
                 "teacher",
                 folder["teacher"],
                 [*argv, *sets],
-                train_reference.main,
+                "models.train_reference",
                 PRIOR_SECONDS["teacher"] * n_train * sum(teacher_w),
                 teacher_w,
                 [*argv, "--resume"],
@@ -164,7 +174,7 @@ class Recipe:
                 "student",
                 folder["student"],
                 [*argv, "--config", config, *sets],
-                train.main,
+                "models.train",
                 PRIOR_SECONDS["student"] * n_train * sum(student_w),
                 student_w,
                 [*argv, "--resume"],
@@ -180,19 +190,19 @@ class Recipe:
                 "export",
                 folder["export"],
                 argv,
-                export.main,
+                "models.export",
                 PRIOR_SECONDS["export"] * n_train * pixels,
             )
         )
         int8_images = min(n_train, 256)
         argv = [str(folder["int8"]), "--data", str(data), *as_flags(args.set_int8)]
         stages.append(
-            Stage("int8", folder["int8"], argv, int8.main, PRIOR_SECONDS["int8"] * int8_images)
+            Stage("int8", folder["int8"], argv, "models.int8", PRIOR_SECONDS["int8"] * int8_images)
         )
         argv = ["--bundle", str(folder["card"]), "--data", str(data), "--int8"]
         argv += as_flags(args.set_card)
         card_cost = PRIOR_SECONDS["card"] * n_val * pixels
-        stages.append(Stage("card", folder["card"], argv, card.main, card_cost))
+        stages.append(Stage("card", folder["card"], argv, "evaluation.card", card_cost))
         self.stages = stages
         self.started = time.time()
         self.measured = 0.0  # seconds of work run in this process, and the priors they stand for
@@ -243,37 +253,66 @@ class Recipe:
         t0 = time.time()
         argv = self.prepare(stage)
 
-        first: list[float] = []  # the share of the stage done before this process ran it
-
-        def on_epoch(epoch: int, epochs: int) -> None:
-            weights = stage.epoch_weights or [1.0] * epochs
-            if not first:  # a resumed stage measured only the epochs it ran here
-                first.append(sum(weights[: epoch - 1]) / sum(weights))
-            fraction = sum(weights[:epoch]) / sum(weights)
-            eta = self.eta(stage, fraction - first[0], time.time() - t0, 1 - fraction)
-            self.say(stage, f"epoch {epoch}/{epochs}, {eta}")
-
-        from models.trainer import Trainer
-
-        Trainer.epoch_listeners.append(on_epoch)
+        # Each stage is its own program; PYTHONPATH lets a checkout that is not installed run it.
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        }
+        log = stage.folder / "log.jsonl"
+        seen = log.stat().st_size if log.is_file() else 0
+        first: list[float] = []  # the share of the stage done before this run of it
+        cpu0 = cpu_seconds()
+        proc = subprocess.Popen([sys.executable, "-m", stage.module, *argv], env=env)
+        rc = None
         try:
-            rc = stage.run(argv)
-        finally:
-            Trainer.epoch_listeners.remove(on_epoch)
+            while rc is None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    rc = proc.wait(timeout=1)
+                # A training stage logs each epoch's end (models/trainer.py): refine the ETA.
+                seen = self.epochs_logged(stage, log, seen, first, t0)
+        except BaseException:  # Ctrl-C (the stage got it too) or worse: no stage outlives us
+            proc.terminate()
+            proc.wait()
+            raise
         seconds = time.time() - t0
         if rc != 0:
             self.say(stage, f"failed (exit status {rc}) after {duration(seconds)}")
             return rc
+        cpu = cpu_seconds() - cpu0
         self.measured += seconds
         self.measured_prior += (1 - (first[0] if first else 0.0)) * stage.prior
-        stage.marker.write_text(json.dumps({"argv": stage.argv, "seconds": seconds}) + "\n")
-        self.say(stage, f"done in {duration(seconds)}, {self.eta(stage, 0.0, 0.0, 0.0)}")
+        record = {"argv": stage.argv, "seconds": seconds, "cpu_seconds": cpu}
+        stage.marker.write_text(json.dumps(record) + "\n")
+        done = f"done in {duration(seconds)} ({duration(cpu)} of CPU)"
+        self.say(stage, f"{done}, {self.eta(stage, 0.0, 0.0, 0.0)}")
         return 0
+
+    def epochs_logged(
+        self, stage: Stage, log: Path, seen: int, first: list[float], t0: float
+    ) -> int:
+        """A progress line per epoch ``log`` gained past byte ``seen``; returns the new size."""
+        if stage.epoch_weights is None or not log.is_file():
+            return seen
+        with log.open("rb") as f:
+            f.seek(seen)
+            text = f.read()
+        complete = text[: text.rfind(b"\n") + 1]  # a line still being written waits
+        for line in complete.decode().splitlines():
+            end = json.loads(line).get("epoch_end")
+            if end is None:
+                continue
+            weights = stage.epoch_weights
+            if len(weights) != end["epochs"]:
+                weights = [1.0] * end["epochs"]
+            if not first:  # a resumed stage measured only the epochs it ran here
+                first.append(sum(weights[: end["epoch"] - 1]) / sum(weights))
+            fraction = sum(weights[: end["epoch"]]) / sum(weights)
+            eta = self.eta(stage, fraction - first[0], time.time() - t0, 1 - fraction)
+            self.say(stage, f"epoch {end['epoch']}/{end['epochs']}, {eta}")
+        return seen + len(complete)
 
     def install(self) -> None:
         """card/ (the measured bundle) to --bundle-out, replacing an older bundle there."""
-        from shared.manifest import load_manifest
-
         made = self.stages[-1].folder
         manifest = load_manifest(made)
         target = self.bundle_out
@@ -303,15 +342,13 @@ def run_recipe(args: argparse.Namespace) -> int:
     """spic-train --recipe full (parsed by models/train.py)."""
     if args.resume or args.epochs_this_run:
         raise SystemExit("--recipe resumes by itself: drop --resume and --epochs-this-run")
-    try:
-        recipe = Recipe(args)
-    except ModuleNotFoundError as exc:
-        if (exc.name or "").split(".")[0] in {"models", "evaluation", "shared"}:
-            raise
+    missing = sorted({x for m, x in NEEDED.items() if importlib.util.find_spec(m) is None})
+    if missing:
+        extras = ",".join(missing)
         raise SystemExit(
-            f"spic-train --recipe: the card and the teacher need the '{EXTRAS}' extras "
-            f"({exc.name} is not installed): pip install 'spic[{EXTRAS}]'"
-        ) from exc
+            f"spic-train --recipe needs the '{extras}' extras: pip install 'spic[{extras}]'"
+        )
+    recipe = Recipe(args)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     for i, stage in enumerate(recipe.stages):
         ran = stage.done() is None

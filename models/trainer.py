@@ -15,9 +15,9 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -77,9 +77,6 @@ class Trainer:
 
     # The progress bar's fields: a key of ``after_step``'s record -> its format spec.
     postfix: dict[str, str] = {"loss": ".3f", "acc": ".2f"}
-    # Called with (epochs done, epochs) after each epoch's checkpoint and validation: how
-    # spic-train --recipe (models/recipe.py) refines its ETA while a stage trains.
-    epoch_listeners: ClassVar[list[Callable[[int, int], None]]] = []
 
     def __init__(
         self,
@@ -222,7 +219,6 @@ class Trainer:
             if metrics is not None:
                 self.write_log({"val": metrics})
                 print(json.dumps({"val": metrics}), file=sys.stderr)
-            if self.is_main:
-                for listener in self.epoch_listeners:
-                    listener(self.epoch, self.epochs)
+            # What spic-train --recipe (models/recipe.py) refines its ETA from while a stage trains.
+            self.write_log({"epoch_end": {"epoch": self.epoch, "epochs": self.epochs}})
         return last_epoch
