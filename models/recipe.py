@@ -54,10 +54,14 @@ STUDENT_CONFIG = Path(__file__).resolve().parent / "configs" / "spic-split-s16-b
 TEACHER_SETTINGS = ["epochs=50", "ema_decay=0.999"]
 EXPORT_OPTIONS = ["--default-qf", "4", "--pin-idle", "0.01", "--enhance-channels", "64"]
 EXPORT_OPTIONS += ["--enhance-from-qf", "48", "--enhance-base-qf", "16"]
-# Seconds per image on 2 CPU cores (224² for export, INT8 and the card; a training image at a
-# 128² crop, scaled by crop² for larger ones), from the stage times of the hymenoptera run in
-# README's "Your own classes". Only the first guess: measured time rescales it.
-PRIOR_SECONDS = {"teacher": 0.03, "student": 0.06, "export": 0.05, "int8": 0.05, "card": 0.3}
+# The first guess of each stage's time on 2 CPU cores, before any is measured: seconds per image
+# (224² for export, INT8 and the card; per epoch at a 128² crop for training, scaled by crop² for
+# larger crops) plus a fixed start (loading, validation, export). Training rates: the shipped
+# teacher's 56 min and student's 92.1 min on Imagenette (docs/models.md); the others and the starts
+# from the CPU seconds of the hymenoptera run in README's "Your own classes". Measured time then
+# rescales the guess (Recipe.eta).
+PRIOR_SECONDS = {"teacher": 0.0065, "student": 0.016, "export": 0.12, "int8": 0.02, "card": 0.3}
+STARTUP_SECONDS = {"teacher": 60, "student": 60, "export": 15, "int8": 5, "card": 10}
 # A module of each extra the stages need: checked before hours of training, not after.
 NEEDED = {"torch": "train", "onnx": "train", "skimage": "eval", "httpx": "edge", "fastapi": "cloud"}
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,6 +109,11 @@ def crop_weights(cfg: CropSchedule) -> list[float]:
     return [(progressive_crop(cfg, e) / 128) ** 2 for e in range(cfg.epochs)]
 
 
+def prior(stage: str, images: float) -> float:
+    """What ``stage`` is expected to take on 2 CPU cores before any of it is measured."""
+    return STARTUP_SECONDS[stage] + PRIOR_SECONDS[stage] * images
+
+
 def cpu_seconds() -> float:
     """CPU time of the stages run so far, all cores (on a shared machine, what they cost)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -116,9 +125,9 @@ class Stage:
     name: str
     folder: Path
     argv: list[str]
-    module: (
-        str  # what runs it: python -m MODULE ARGV, a program of its own (tests/test_layering.py)
-    )
+    # What runs it, as python -m MODULE ARGV: each tool is a program of its own, which no other
+    # module imports (tests/test_layering.py).
+    module: str
     prior: float  # seconds this stage is expected to take before any is measured
     epoch_weights: list[float] | None = None  # a training stage: each epoch's share of its work
     resume_argv: list[str] | None = None  # a training stage cut short continues with these
@@ -156,7 +165,7 @@ class Recipe:
                 folder["teacher"],
                 [*argv, *sets],
                 "models.train_reference",
-                PRIOR_SECONDS["teacher"] * n_train * sum(teacher_w),
+                prior("teacher", n_train * sum(teacher_w)),
                 teacher_w,
                 [*argv, "--resume"],
             )
@@ -175,7 +184,7 @@ class Recipe:
                 folder["student"],
                 [*argv, "--config", config, *sets],
                 "models.train",
-                PRIOR_SECONDS["student"] * n_train * sum(student_w),
+                prior("student", n_train * sum(student_w)),
                 student_w,
                 [*argv, "--resume"],
             )
@@ -191,17 +200,17 @@ class Recipe:
                 folder["export"],
                 argv,
                 "models.export",
-                PRIOR_SECONDS["export"] * n_train * pixels,
+                prior("export", n_train * pixels),
             )
         )
         int8_images = min(n_train, 256)
         argv = [str(folder["int8"]), "--data", str(data), *as_flags(args.set_int8)]
         stages.append(
-            Stage("int8", folder["int8"], argv, "models.int8", PRIOR_SECONDS["int8"] * int8_images)
+            Stage("int8", folder["int8"], argv, "models.int8", prior("int8", int8_images))
         )
         argv = ["--bundle", str(folder["card"]), "--data", str(data), "--int8"]
         argv += as_flags(args.set_card)
-        card_cost = PRIOR_SECONDS["card"] * n_val * pixels
+        card_cost = prior("card", n_val * pixels)
         stages.append(Stage("card", folder["card"], argv, "evaluation.card", card_cost))
         self.stages = stages
         self.started = time.time()
@@ -212,7 +221,10 @@ class Recipe:
 
     def say(self, stage: Stage, text: str) -> None:
         i = self.stages.index(stage) + 1
-        print(f"[recipe] {i}/{len(self.stages)} {stage.name}: {text}", file=sys.stderr, flush=True)
+        # On a terminal, over the stage's progress bar (it redraws below), not glued to it.
+        clear = "\r\x1b[K" if sys.stderr.isatty() else ""
+        line = f"{clear}[recipe] {i}/{len(self.stages)} {stage.name}: {text}"
+        print(line, file=sys.stderr, flush=True)
 
     def eta(self, stage: Stage, done_here: float, elapsed: float, left: float) -> str:
         """The recipe's time left: ``done_here`` of ``stage``'s prior was run in ``elapsed``
