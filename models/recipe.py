@@ -72,17 +72,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--recipe",
         choices=["full"],
-        help="run the whole recipe on --data: teacher, student, export, INT8, card "
-        "(models/recipe.py); resumable, with progress and an ETA",
+        help="run the whole recipe on --data: teacher, student (--config and --set apply to it), "
+        "export, INT8, card (models/recipe.py); resumable, with progress and an ETA",
     )
     p.add_argument("--bundle-out", help="with --recipe: where the bundle goes (default OUT/bundle)")
-    for stage in ("teacher", "export", "int8", "card"):
+    examples = {
+        "teacher": "a spic-train-reference config field, e.g. epochs=20",
+        "export": "a spic-export flag, e.g. size=160 for --size 160",
+        "int8": "a spic-int8 flag, e.g. images=128",
+        "card": "a spic-card flag, e.g. limit=500 (true: a bare flag)",
+    }
+    for stage, example in examples.items():
         p.add_argument(
             f"--set-{stage}",
             action="append",
             default=[],
             metavar="KEY=VALUE",
-            help=f"with --recipe: one setting of the {stage} stage (see models/recipe.py)",
+            help=f"with --recipe, repeatable: {example}",
         )
 
 
@@ -268,7 +274,7 @@ class Recipe:
         # Each stage is its own program; PYTHONPATH lets a checkout that is not installed run it.
         env = {
             **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         }
         log = stage.folder / "log.jsonl"
         seen = log.stat().st_size if log.is_file() else 0
@@ -363,12 +369,11 @@ def run_recipe(args: argparse.Namespace) -> int:
     recipe = Recipe(args)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     for i, stage in enumerate(recipe.stages):
-        ran = stage.done() is None
+        if stage.done() is None:  # what follows was made from this stage's older output: redo it
+            for later in recipe.stages[i + 1 :]:
+                later.marker.unlink(missing_ok=True)
         rc = recipe.run_stage(stage)
         if rc != 0:
             return rc
-        if ran:  # what follows was made from this stage's older output: make it again
-            for later in recipe.stages[i + 1 :]:
-                later.marker.unlink(missing_ok=True)
     recipe.install()
     return 0
