@@ -48,7 +48,7 @@ from models.data import scan_image_folder
 from models.trainer import CropSchedule, progressive_crop
 from shared.manifest import load_manifest
 
-STAGES = ("teacher", "student", "export", "int8", "card")
+STAGES = ("teacher", "student", "export", "int8", "unknown", "card")
 STUDENT_CONFIG = Path(__file__).resolve().parent / "configs" / "spic-split-s16-base-qfs.json"
 # README's "Your own classes": the settings the shipped teacher and bundle were made with.
 TEACHER_SETTINGS = ["epochs=50", "ema_decay=0.999"]
@@ -60,8 +60,15 @@ EXPORT_OPTIONS += ["--enhance-from-qf", "48", "--enhance-base-qf", "16"]
 # teacher's 56 min and student's 92.1 min on Imagenette (docs/models.md); the others and the starts
 # from the CPU seconds of the hymenoptera run in README's "Your own classes". Measured time then
 # rescales the guess (Recipe.eta).
-PRIOR_SECONDS = {"teacher": 0.0065, "student": 0.016, "export": 0.12, "int8": 0.02, "card": 0.3}
-STARTUP_SECONDS = {"teacher": 60, "student": 60, "export": 15, "int8": 5, "card": 10}
+PRIOR_SECONDS = {
+    "teacher": 0.0065,
+    "student": 0.016,
+    "export": 0.12,
+    "int8": 0.02,
+    "unknown": 0.02,
+    "card": 0.3,
+}
+STARTUP_SECONDS = {"teacher": 60, "student": 60, "export": 15, "int8": 5, "unknown": 5, "card": 10}
 # A module of each extra the stages need: checked before hours of training, not after.
 NEEDED = {"torch": "train", "onnx": "train", "skimage": "eval", "httpx": "edge", "fastapi": "cloud"}
 ROOT = Path(__file__).resolve().parent.parent
@@ -214,6 +221,19 @@ class Recipe:
         stages.append(
             Stage("int8", folder["int8"], argv, "models.int8", prior("int8", int8_images))
         )
+        # The head's reject rule: its threshold accepts 95% of val frames (evaluation.unknown;
+        # with no foreign photos to measure against, the knn rule, measured best on the shipped).
+        argv = ["--bundle", str(folder["unknown"]), "--data", str(data), "--write", "--no-progress"]
+        unknown_images = min(n_train, 2000) + n_val
+        stages.append(
+            Stage(
+                "unknown",
+                folder["unknown"],
+                argv,
+                "evaluation.unknown",
+                prior("unknown", unknown_images * pixels),
+            )
+        )
         argv = ["--bundle", str(folder["card"]), "--data", str(data), "--int8"]
         argv += as_flags(args.set_card)
         card_cost = prior("card", n_val * pixels)
@@ -251,7 +271,7 @@ class Recipe:
         if stage.resume_argv and (stage.folder / "checkpoint.pt").is_file():
             self.say(stage, "continuing from its last checkpoint")
             return stage.resume_argv
-        if stage.name in ("int8", "card"):
+        if stage.name in ("int8", "unknown", "card"):
             previous = self.stages[self.stages.index(stage) - 1].folder
             shutil.rmtree(stage.folder, ignore_errors=True)
             shutil.copytree(previous, stage.folder, ignore=shutil.ignore_patterns("recipe.json"))

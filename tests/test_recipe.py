@@ -24,13 +24,14 @@ def test_the_recipe_makes_a_bundle_of_the_folders_classes_and_resumes(tiny_data,
     assert main(argv) == 0
     err = capfd.readouterr().err
     for i, stage in enumerate(STAGES, 1):
-        assert f"[recipe] {i}/5 {stage}: start" in err
+        assert f"[recipe] {i}/{len(STAGES)} {stage}: start" in err
         assert re.search(
-            rf"\[recipe\] {i}/5 {stage}: done in \S+ \(\S+ of CPU\), .* ETA \S+ for the", err
+            rf"\[recipe\] {i}/{len(STAGES)} {stage}: done in \S+ \(\S+ of CPU\), .* ETA \S+ for the",
+            err,
         )
         assert (out / stage / "recipe.json").is_file()
     # The ETA is refined after each training epoch.
-    assert re.search(r"\[recipe\] 1/5 teacher: epoch 1/1, \S+ elapsed, ETA \S+ for the", err)
+    assert re.search(r"\[recipe\] 1/6 teacher: epoch 1/1, \S+ elapsed, ETA \S+ for the", err)
 
     manifest = load_manifest(bundle)
     assert [c.id for c in manifest.classes] == sorted(
@@ -40,6 +41,10 @@ def test_the_recipe_makes_a_bundle_of_the_folders_classes_and_resumes(tiny_data,
     assert "encoder_int8" in manifest.files and (bundle / "encoder.int8.onnx").is_file()
     card = (bundle / "MODEL_CARD.md").read_text()
     assert "spic-card --bundle" in card and "spic-int8" in card
+    # Its head answers "unknown" below a threshold that accepts 95% of its val frames.
+    assert manifest.head is not None and manifest.head.reject is not None
+    assert manifest.head.reject.score == "knn" and manifest.head.reject.bank in manifest.files
+    assert "## Unknown" in card and "Reject rule `knn`" in card
     rows = json.loads((bundle / "eval.json").read_text())["rows"]
     assert any("INT8" in r["classifier"] for r in rows)
     # The student started from the teacher's bundle, which also taught it.
@@ -51,7 +56,7 @@ def test_the_recipe_makes_a_bundle_of_the_folders_classes_and_resumes(tiny_data,
     assert main(argv) == 0
     err = capfd.readouterr().err
     for i, stage in enumerate(STAGES, 1):
-        assert f"[recipe] {i}/5 {stage}: complete in {out / stage}, skipped" in err
+        assert f"[recipe] {i}/{len(STAGES)} {stage}: complete in {out / stage}, skipped" in err
     assert ": start" not in err and "already this bundle" in err
     assert (bundle / "manifest.json").stat().st_mtime_ns == mtime
 
@@ -59,7 +64,9 @@ def test_the_recipe_makes_a_bundle_of_the_folders_classes_and_resumes(tiny_data,
     (out / "card" / "recipe.json").unlink()
     assert main(argv) == 0
     err = capfd.readouterr().err
-    assert f"4/5 int8: complete in {out / 'int8'}, skipped" in err and "5/5 card: start" in err
+    assert (
+        f"5/6 unknown: complete in {out / 'unknown'}, skipped" in err and "6/6 card: start" in err
+    )
     assert load_manifest(bundle).model_id == manifest.model_id
 
     # A training stage cut short (its checkpoint there, no completion record, as after Ctrl-C)
