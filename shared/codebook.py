@@ -172,6 +172,11 @@ class Codebook:
         if frame.model_id_hex not in (accept or self.manifest.ids):
             raise ModelMismatchError(frame.model_id_hex, self.manifest.ids)
         self.check_geometry(frame, limits)
+        if frame.frame_type != "key":  # its symbols need a reference: shared.stream decodes it
+            raise BitstreamError(
+                "needs_reference",
+                f"{frame.frame_type} frame {frame.seq} needs frame {frame.ref_seq} of its stream",
+            )
         symbols = self.codec(codec_name(frame.codec), frame.qf).decode(
             frame.payload, frame.latent_shape
         )

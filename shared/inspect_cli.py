@@ -40,12 +40,17 @@ def describe(frame: bitstream.Frame, path: str) -> dict[str, Any]:
         "stride": frame.stride,
         "input_size": [in_w, in_h],
         "image_size": list(frame.image_size),
-        "header_bytes": bitstream.OVERHEAD,
+        "header_bytes": frame.overhead,
         "payload_bytes": len(frame.payload),
         "total_bytes": frame.nbytes,
         "bpp": round(frame.bpp, 6),
         "bits_per_symbol": round(8 * len(frame.payload) / (c * h * w), 6),
-    }
+    } | (
+        {"frame_type": frame.frame_type, "stream_id": frame.stream_id, "seq": frame.seq}
+        | {"ref_seq": frame.ref_seq}
+        if frame.version == bitstream.STREAM_VERSION
+        else {}
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
