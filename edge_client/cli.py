@@ -161,8 +161,11 @@ def cmd_stream(args: argparse.Namespace, settings: EdgeSettings) -> int:
     from edge_client.stream import run_stream
     from edge_client.video import VideoError
 
-    if not 0 <= args.stream_id <= 0xFFFF or args.key_interval < 1 or args.skip_changes < 0:
-        print("spic-edge: bad settings: --stream-id 0..65535, --key-interval ≥ 1", file=sys.stderr)
+    if not 0 <= args.stream_id <= 0xFFFF or args.key_interval < 1 or args.position_changes < 1:
+        print(
+            "spic-edge: bad settings: --stream-id 0..65535, --key-interval ≥ 1, --position-changes ≥ 1",
+            file=sys.stderr,
+        )
         return 2
     try:
         return run_stream(args, settings, make_encoder(settings), make_client(settings))

@@ -192,11 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--key-interval", type=int, default=300, help="a key frame every N frames (300)"
     )
     st.add_argument(
-        "--skip-changes",
+        "--position-changes",
         type=int,
-        default=0,
-        help="a frame with at most this many changed symbols is sent as a skip (0: identical "
-        "only, so every answer is the frame's own)",
+        default=1,
+        metavar="N",
+        help="send a latent position when at least N of its channels changed (1: every change, "
+        "so every answer is the frame's own; more drops sensor-noise flicker, lossy); a frame "
+        "with nothing to send is a header-only skip",
     )
     st.add_argument("--stream-id", type=int, default=0, help="this camera's stream, 0..65535")
     st.add_argument("--max-seconds", type=float, default=None, help="stop after S s of video")

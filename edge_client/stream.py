@@ -61,14 +61,14 @@ class StreamSender:
     device_id: str = "camera"
     stream_id: int = 0
     key_interval: int = 300
-    skip_changes: int = 0
+    position_changes: int = 1
     counts: Counter[str] = field(default_factory=Counter)
     bytes_sent: int = 0
     cpu_ms: list[float] = field(default_factory=list)
     results: list[dict[str, Any]] = field(default_factory=list)
     # Idempotency-Key -> symbols of each frame not yet acknowledged (keyed by the frame's bytes,
     # not its sequence number: a restarted edge numbers its stream from 0 again).
-    _pending: dict[str, np.ndarray] = field(default_factory=dict)
+    _pending: dict[str, tuple[np.ndarray, tuple[int, int]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.coder = StreamEncoder(
@@ -76,7 +76,7 @@ class StreamSender:
             self.encoder.qf,
             stream_id=self.stream_id,
             key_interval=self.key_interval,
-            skip_changes=self.skip_changes,
+            position_changes=self.position_changes,
         )
 
     def code(self, image: Image.Image) -> StreamFrame:
@@ -99,7 +99,7 @@ class StreamSender:
             source=f"stream {self.stream_id} seq {made.seq} {made.kind}",
             taken=taken,
         )
-        self._pending[key] = made.symbols
+        self._pending[key] = (made.symbols, image.size)
         while len(self._pending) > MAX_PENDING:
             del self._pending[next(iter(self._pending))]
         return item
@@ -108,19 +108,14 @@ class StreamSender:
         """The key frame of a queued delta or skip, from the symbols kept for it; None when they
         are not held."""
         frame = bitstream.unpack(data)
-        symbols = self._pending.get(item.key)
-        if frame.stream_id != self.stream_id or symbols is None:
+        kept = self._pending.get(item.key)
+        if frame.stream_id != self.stream_id or kept is None:
             return None
+        symbols, size = kept
         payload = self.coder.codec.encode(symbols)
+        qf = self.coder.qf
         return pack(
-            self.encoder.codebook,
-            symbols,
-            payload,
-            frame.qf,
-            frame.image_size,
-            "key",
-            frame.stream_id,
-            frame.seq,
+            self.encoder.codebook, symbols, payload, qf, size, "key", frame.stream_id, frame.seq
         )
 
     def send(self, item: QueuedFrame, data: bytes) -> dict[str, Any]:
@@ -210,7 +205,7 @@ def run_stream(args: Any, settings: Any, encoder: Any, client: CloudClient) -> i
         device_id=settings.device_id,
         stream_id=args.stream_id,
         key_interval=args.key_interval,
-        skip_changes=args.skip_changes,
+        position_changes=args.position_changes,
     )
     retry_at, shown = 0.0, 0
 

@@ -32,8 +32,9 @@ last decoded symbols of a stream and their sequence number, and decodes the next
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from functools import cached_property
+from dataclasses import dataclass, field, replace
+from functools import cached_property, lru_cache
+from typing import Any
 
 import constriction
 import numpy as np
@@ -44,8 +45,14 @@ from shared.errors import BitstreamError
 
 SCALE = 1 << 16
 P_MIN, P_MAX = 16, 32768
-_BERNOULLI = constriction.stream.model.Bernoulli(perfect=False)
 _CATEGORICAL = constriction.stream.model.Categorical(perfect=False)
+
+
+@lru_cache(maxsize=4096)
+def _bernoulli(p: int) -> Any:
+    """constriction's Bernoulli model of P(1) = p / 2**16, built once: a model per call, not
+    per symbol, is what keeps a delta's coding cheaper than the frame's own."""
+    return constriction.stream.model.Bernoulli(p / SCALE, perfect=False)
 
 
 class DeltaCoder:
@@ -66,28 +73,45 @@ class DeltaCoder:
         weights[np.arange(k)[None, :] > ceiling[:, None]] = 0
         self.weights, self.channels, self.k = weights, c, k
 
-    def channel_p(self, gain: int) -> np.ndarray:
-        p: np.ndarray = np.clip((gain * self.w) >> 2, P_MIN, P_MAX).astype(np.float64) / SCALE
-        return p
+    def channel_p(self, gain: int) -> list[int]:
+        """P(a channel changes | its position changes) of each channel, in 1/2**16."""
+        return [int(p) for p in np.clip((gain * self.w) >> 2, P_MIN, P_MAX)]
+
+    @lru_cache(maxsize=256)  # noqa: B019 (one coder per codec and QF, kept for the process)
+    def channel_models(self, gain: int) -> list[Any]:
+        return [_bernoulli(p) for p in self.channel_p(gain)]
+
+    @cached_property
+    def _changes(self) -> np.ndarray:
+        """(C, K, K) P(new value | channel, previous value, it changed)."""
+        k = self.k
+        w = np.repeat(self.weights[:, None, :], k, axis=1)
+        w[:, np.arange(k), np.arange(k)] = 0
+        with np.errstate(invalid="ignore"):
+            p = w / w.sum(2, keepdims=True)
+        out: np.ndarray = np.nan_to_num(p)
+        return out  # a previous value above the ceiling: never held
 
     def _value_probs(self, chans: np.ndarray, prev: np.ndarray) -> np.ndarray:
-        w = self.weights[chans].copy()
-        w[np.arange(len(prev)), prev] = 0
-        out: np.ndarray = w / w.sum(1, keepdims=True)
+        out: np.ndarray = self._changes[chans, prev]
         return out
+
+    @cached_property
+    def _gain_bits(self) -> tuple[np.ndarray, np.ndarray]:
+        """Bits of a 1 and of a 0 for every (gain, channel): the encoder's search table."""
+        p = np.clip((np.arange(256)[:, None] * self.w[None]) >> 2, P_MIN, P_MAX) / SCALE
+        return -np.log2(p), -np.log2(1 - p)
 
     def _best_gain(self, flags: np.ndarray) -> int:
         """The gain whose channel probabilities code ``flags`` (C, n) in the fewest bits."""
-        ones = flags.sum(1).astype(np.float64)
-        zeros = flags.shape[1] - ones
-        p = np.clip((np.arange(256)[:, None] * self.w[None]) >> 2, P_MIN, P_MAX) / SCALE
-        bits = -(ones * np.log2(p) + zeros * np.log2(1 - p)).sum(1)
-        return int(bits.argmin())
+        ones = np.count_nonzero(flags, axis=1).astype(np.float64)
+        one_bits, zero_bits = self._gain_bits
+        return int((one_bits @ ones + zero_bits @ (flags.shape[1] - ones)).argmin())
 
     def encode(self, prev: np.ndarray, cur: np.ndarray) -> bytes:
         changed = prev != cur
         pos = changed.any(0).ravel()
-        pos_code = min(255, int(pos.mean() * 256))
+        pos_code = min(255, np.count_nonzero(pos) * 256 // pos.size)
         flags = changed.reshape(self.channels, -1)[:, pos]
         gain = self._best_gain(flags) if flags.size else 0
         chans, where = np.nonzero(flags)
@@ -98,10 +122,10 @@ class DeltaCoder:
         if len(p_new):  # pushed in reverse: the decoder pops positions, flags, values
             coder.encode_reverse(p_new, _CATEGORICAL, self._value_probs(chans, p_prev))
         if flags.size:
-            p_c = np.repeat(self.channel_p(gain), flags.shape[1])
-            coder.encode_reverse(flags.ravel().astype(np.int32), _BERNOULLI, p_c)
-        p_pos = np.full(pos.size, (256 * pos_code + 128) / SCALE)
-        coder.encode_reverse(pos.astype(np.int32), _BERNOULLI, p_pos)
+            bits = flags.astype(np.int32)
+            for ch, model in reversed(list(enumerate(self.channel_models(gain)))):
+                coder.encode_reverse(bits[ch], model)
+        coder.encode_reverse(pos.astype(np.int32), _bernoulli(256 * pos_code + 128))
         words: bytes = coder.get_compressed().astype("<u4").tobytes()
         return bytes([pos_code, gain]) + words
 
@@ -114,13 +138,12 @@ class DeltaCoder:
         words = np.frombuffer(payload, dtype="<u4", offset=2).astype(np.uint32)
         try:
             coder = constriction.stream.stack.AnsCoder(words)
-            p_pos = np.full(h * w, (256 * pos_code + 128) / SCALE)
-            pos = coder.decode(_BERNOULLI, p_pos).astype(bool)
+            pos = coder.decode(_bernoulli(256 * pos_code + 128), h * w).astype(bool)
             n = int(pos.sum())
             flags = np.zeros((c, n), dtype=bool)
             if n:
-                p_c = np.repeat(self.channel_p(gain), n)
-                flags = coder.decode(_BERNOULLI, p_c).reshape(c, n).astype(bool)
+                for ch, model in enumerate(self.channel_models(gain)):
+                    flags[ch] = coder.decode(model, n)
             chans, where = np.nonzero(flags)
             at = np.flatnonzero(pos)[where]
             flat = prev.reshape(c, -1).copy()
@@ -152,22 +175,28 @@ class StreamEncoder:
     """The edge's half: each frame's symbols -> a key, delta or skip frame of one stream.
 
     A key frame starts the stream, comes every ``key_interval`` frames (skips counted) and when
-    ``request_key`` is called (the cloud lost the reference). A frame whose symbols differ from
-    the reference in at most ``skip_changes`` positions is a skip (0: only identical symbols, so
-    a stream decodes to exactly the frames coded alone). Every delta and skip refers to the frame
-    just before it, which the edge's durable queue delivers first."""
+    ``request_key`` is called (the cloud lost the reference). Between key frames, a position of
+    the latent is sent when at least ``position_changes`` of its channels differ from what the
+    cloud holds there, with all its channels; other positions keep what the cloud holds, and a
+    frame with no position to send is a skip. With 1 (the default) every change is sent: the
+    stream decodes to exactly the frames coded alone. Higher values drop the flicker of a symbol
+    or two near a quantization boundary that sensor noise makes (lossy: each position then
+    differs from its frame coded alone in fewer than ``position_changes`` channels). Every delta
+    and skip refers to the frame just before it, which the edge's durable queue delivers first."""
 
     codebook: Codebook
     qf: int
     stream_id: int = 0
     key_interval: int = 300
-    skip_changes: int = 0
+    position_changes: int = 1
     first_seq: int = 0
     _prev: np.ndarray | None = field(default=None, init=False)
     _seq: int = field(default=-1, init=False)
     _since_key: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
+        if self.position_changes < 1 or self.key_interval < 1:
+            raise ValueError("position_changes and key_interval are at least 1")
         self._seq = self.first_seq - 1
         self.codec = self.codebook.codec("rans", self.qf)
 
@@ -186,16 +215,18 @@ class StreamEncoder:
     def encode(self, symbols: np.ndarray, image_size: tuple[int, int]) -> StreamFrame:
         self._seq += 1
         seq, prev = self._seq, self._prev
-        key = prev is None or self._since_key + 1 >= self.key_interval
-        if key or prev is None or prev.shape != symbols.shape:
-            kind: bitstream.FrameType = "key"
+        kind: bitstream.FrameType = "key"
+        if prev is None or self._since_key + 1 >= self.key_interval or prev.shape != symbols.shape:
             payload, changed, out = self.codec.encode(symbols), symbols.size, symbols
         else:
-            changed = int((prev != symbols).sum())
-            if changed <= self.skip_changes:
+            differ = prev != symbols
+            send = differ.sum(0) >= self.position_changes
+            out = symbols if self.position_changes == 1 else np.where(send, symbols, prev)
+            changed = int(differ[:, send].sum())
+            if not changed:
                 kind, payload, out = "skip", b"", prev
             else:
-                kind, payload, out = "delta", self.delta.encode(prev, symbols), symbols
+                kind, payload = "delta", self.delta.encode(prev, out)
         self._since_key = 0 if kind == "key" else self._since_key + 1
         self._prev = out
         data = pack(self.codebook, out, payload, self.qf, image_size, kind, self.stream_id, seq)
@@ -234,17 +265,24 @@ def pack(
 
 @dataclass
 class StreamState:
-    """The last decoded frame of one (device, stream): its sequence number, QF and symbols."""
+    """The last decoded frame of one (device, stream): its sequence number, its header (a key
+    frame's fields, which a delta or skip inherits) and its symbols."""
 
     seq: int
-    qf: int
+    header: bitstream.Frame
     symbols: np.ndarray
+
+    @classmethod
+    def after(cls, frame: bitstream.Frame, symbols: np.ndarray) -> StreamState:
+        """The state once ``frame`` (resolved, as ``StreamDecoder.decode`` returns it) is read."""
+        return cls(frame.seq, replace(frame, payload=b""), symbols)
 
 
 class StreamDecoder:
     """The cloud's half (and the edge's mirror of it): a parsed frame and the state of its
-    stream -> the frame's symbols. Work per frame is bounded by the latent's size: a delta pops
-    at most H·W + C·H·W + C·H·W symbols, a key frame is an ordinary frame."""
+    stream -> the frame, with its reference's fields when it is a delta or skip, and its
+    symbols. Work per frame is bounded by the latent's size: a delta pops at most
+    H·W + 2·C·H·W symbols; a key frame is an ordinary frame."""
 
     def __init__(self, codebook: Codebook):
         self.codebook = codebook
@@ -257,11 +295,11 @@ class StreamDecoder:
 
     def decode(
         self, frame: bitstream.Frame, state: StreamState | None, accept: list[str] | None = None
-    ) -> np.ndarray:
-        """The symbols of ``frame`` (checked as ``Codebook.decode_frame`` checks a key frame).
-        ``BitstreamError("needs_reference")`` when ``state`` is not the frame's reference."""
+    ) -> tuple[bitstream.Frame, np.ndarray]:
+        """``BitstreamError("needs_reference")`` when ``state`` is not the frame's reference; a
+        key frame is checked and decoded as ``Codebook.decode_frame`` does."""
         if frame.frame_type == "key":
-            return self.codebook.decode_frame(frame, accept=accept)
+            return frame, self.codebook.decode_frame(frame, accept=accept)
         if state is None or state.seq != frame.ref_seq:
             held = "nothing" if state is None else f"frame {state.seq}"
             raise BitstreamError(
@@ -269,23 +307,12 @@ class StreamDecoder:
                 f"{frame.frame_type} frame {frame.seq} refers to frame {frame.ref_seq}; "
                 f"stream {frame.stream_id} holds {held}: send a key frame",
             )
-        if frame.qf != state.qf or frame.latent_shape != state.symbols.shape:
-            raise BitstreamError(
-                "needs_reference",
-                f"{frame.frame_type} frame {frame.seq} at QF {frame.qf}, shape "
-                f"{frame.latent_shape} cannot refer to a frame at QF {state.qf}, shape "
-                f"{state.symbols.shape}: send a key frame",
-            )
-        try:  # the header checks of a key frame (model id, geometry) without its decoding
-            self.codebook.decode_frame(frame, accept=accept)
-        except BitstreamError as exc:
-            if exc.reason != "needs_reference":
-                raise
+        frame = frame.inherit(state.header)
         if frame.frame_type == "skip":
-            return state.symbols
+            return frame, state.symbols
         symbols = self.coder(frame.qf).decode(frame.payload, state.symbols)
         try:  # constriction's models leave every value codable: a forged one may be too large
             self.codebook.manifest.check_symbols(symbols, frame.qf)
         except ValueError as exc:
             raise BitstreamError("corrupt_payload", str(exc)) from None
-        return symbols
+        return frame, symbols

@@ -43,9 +43,8 @@ def run(codebook, frames, **kw):
     state, made = None, []
     for s in frames:
         f = enc.encode(s, (640, 360))
-        parsed = bitstream.unpack(f.data)
-        got = dec.decode(parsed, state)
-        state = StreamState(parsed.seq, parsed.qf, got)
+        parsed, got = dec.decode(bitstream.unpack(f.data), state)
+        state = StreamState.after(parsed, got)
         made.append((f, got))
     return made
 
@@ -66,15 +65,21 @@ def test_identical_symbols_make_a_header_only_skip(codebook):
     frames = clip(codebook, 3, 0.0)
     made = run(codebook, frames)
     assert [f.kind for f, _ in made] == ["key", "skip", "skip"]
-    assert len(made[1][0].data) == bitstream.OVERHEAD_V2
+    assert len(made[1][0].data) == bitstream.DELTA_OVERHEAD == 22
 
 
-def test_a_skip_threshold_keeps_the_reference_the_cloud_holds(codebook):
-    frames = clip(codebook, 6, 0.0005, seed=3)
-    made = run(codebook, frames, skip_changes=60)
+def test_flicker_below_the_position_threshold_is_not_sent(codebook):
+    frames = clip(codebook, 6, 0.002, seed=3)
+    made = run(codebook, frames, position_changes=8)
     assert {f.kind for f, _ in made[1:]} == {"skip"}
     for _, got in made:  # every frame decodes to the key frame's symbols, on both sides
         np.testing.assert_array_equal(got, frames[0])
+    moved = frames[-1].copy()
+    moved[:, 3, 4] = (moved[:, 3, 4] + 1) % (QF + 1)  # an object: every channel at one place
+    last = run(codebook, [frames[0], moved], position_changes=8)[-1]
+    assert last[0].kind == "delta"
+    np.testing.assert_array_equal(last[1][:, 3, 4], moved[:, 3, 4])
+    assert (last[1] != moved).sum(0).max() < 8
 
 
 def test_a_requested_key_frame_comes_next(codebook):
@@ -92,8 +97,8 @@ def test_a_delta_without_its_reference_needs_a_key_frame(codebook):
     key = bitstream.unpack(enc.encode(frames[0], (1, 1)).data)
     enc.encode(frames[1], (1, 1))  # lost on the way
     delta = bitstream.unpack(enc.encode(frames[2], (1, 1)).data)
-    held = StreamState(key.seq, QF, dec.decode(key, None))
-    for state in (None, held, StreamState(delta.ref_seq, 8, frames[1])):
+    held = StreamState.after(*dec.decode(key, None))
+    for state in (None, held):
         with pytest.raises(BitstreamError) as err:
             dec.decode(delta, state)
         assert err.value.reason == "needs_reference"
