@@ -137,15 +137,37 @@ async def _probabilities(
 
 async def classify(state: ServiceState, frame_in: FrameIn, request_id: str) -> ClassifyResponse:
     """Classify a frame, keep it in the results store (when the settings say so) and tell the
-    webhooks."""
+    webhooks. A frame of a stream (bitstream version 2) goes through its stream's state."""
     body = frame_in.body
+    if body[4:5] == bytes([bitstream.STREAM_VERSION]) and body[:4] == bitstream.MAGIC:
+        from cloud_service.services.streams import classify_stream
+
+        return await classify_stream(state, frame_in, request_id)
     runtime, frame = parse_frame(state, body)
     probs = await _probabilities(state, runtime, frame)
+    return await answer(
+        state, runtime, frame, top_scores(state, runtime, probs), frame_in, request_id
+    )
+
+
+def top_scores(state: ServiceState, runtime: SpicCodec, probs: np.ndarray) -> list[ClassScore]:
     order = np.argsort(-probs)[: state.settings.top_k]
-    top = [
+    return [
         ClassScore(class_id=int(i), label=runtime.labels[i], confidence=float(probs[i]))
         for i in order
     ]
+
+
+async def answer(
+    state: ServiceState,
+    runtime: SpicCodec,
+    frame: bitstream.Frame,
+    top: list[ClassScore],
+    frame_in: FrameIn,
+    request_id: str,
+) -> ClassifyResponse:
+    """The answer for a classified frame, stored and sent to the webhooks."""
+    body = frame_in.body
     answer = ClassifyResponse(
         request_id=request_id,
         model_id=runtime.model_id,
@@ -157,7 +179,7 @@ async def classify(state: ServiceState, frame_in: FrameIn, request_id: str) -> C
         codec=CODEC_IDS[frame.codec],
         bytes=len(body),
         bits=8 * len(body),
-        bpp=frame.bpp,
+        bpp=8 * len(body) / (frame.input_size[0] * frame.input_size[1]),
         latent_shape=list(frame.latent_shape),
         input_size=list(frame.input_size),
         image_size=list(frame.image_size),
