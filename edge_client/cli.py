@@ -154,18 +154,26 @@ def cmd_send(args: argparse.Namespace, settings: EdgeSettings) -> int:
 def cmd_watch(args: argparse.Namespace, settings: EdgeSettings) -> int:
     from edge_client.watch import run_watch
 
+    if args.stream and (why := stream_args_error(args)):
+        print(f"spic-edge: bad settings: {why}", file=sys.stderr)
+        return 2
     return run_watch(args, settings, make_encoder(settings), make_client(settings))
+
+
+def stream_args_error(args: argparse.Namespace) -> str | None:
+    if not 0 <= args.stream_id <= 0xFFFF:
+        return "--stream-id must be 0..65535"
+    if args.key_interval < 1 or args.position_changes < 1:
+        return "--key-interval and --position-changes must be at least 1"
+    return None
 
 
 def cmd_stream(args: argparse.Namespace, settings: EdgeSettings) -> int:
     from edge_client.stream import run_stream
     from edge_client.video import VideoError
 
-    if not 0 <= args.stream_id <= 0xFFFF or args.key_interval < 1 or args.position_changes < 1:
-        print(
-            "spic-edge: bad settings: --stream-id 0..65535, --key-interval ≥ 1, --position-changes ≥ 1",
-            file=sys.stderr,
-        )
+    if why := stream_args_error(args):
+        print(f"spic-edge: bad settings: {why}", file=sys.stderr)
         return 2
     try:
         return run_stream(args, settings, make_encoder(settings), make_client(settings))

@@ -175,6 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="unreadable for this long: moved to .spic-failed",
     )
     w.add_argument(
+        "--stream",
+        action="store_true",
+        help="send the folder's images as one stream of key, delta and skip frames",
+    )
+    _stream_flags(w)
+    w.add_argument(
         "--exit-when-idle", action="store_true", help="stop once the folder and the queue are empty"
     )
     w.add_argument(
@@ -188,10 +194,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     st.add_argument("source", help="video file, rtsp:// or http:// URL, or /dev/videoN")
     st.add_argument("--fps", type=float, default=None, help="frames per second sampled (all)")
-    st.add_argument(
+    _stream_flags(st)
+    st.add_argument("--max-seconds", type=float, default=None, help="stop after S s of video")
+    st.add_argument("--queue-dir", type=Path, default=S, help="frame queue (./.spic-stream-queue)")
+    st.add_argument("--max-queue-mb", type=float, default=S, help="queue size bound")
+    st.add_argument("--ttl-hours", type=float, default=S, help="undelivered frames expire")
+    for parser in (p, enc, snd, w, st):
+        _name_settings(parser)
+    return p
+
+
+def _stream_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "--key-interval", type=int, default=300, help="a key frame every N frames (300)"
     )
-    st.add_argument(
+    parser.add_argument(
         "--position-changes",
         type=int,
         default=1,
@@ -200,14 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
         "so every answer is the frame's own; more drops sensor-noise flicker, lossy); a frame "
         "with nothing to send is a header-only skip",
     )
-    st.add_argument("--stream-id", type=int, default=0, help="this camera's stream, 0..65535")
-    st.add_argument("--max-seconds", type=float, default=None, help="stop after S s of video")
-    st.add_argument("--queue-dir", type=Path, default=S, help="frame queue (./.spic-stream-queue)")
-    st.add_argument("--max-queue-mb", type=float, default=S, help="queue size bound")
-    st.add_argument("--ttl-hours", type=float, default=S, help="undelivered frames expire")
-    for parser in (p, enc, snd, w, st):
-        _name_settings(parser)
-    return p
+    parser.add_argument("--stream-id", type=int, default=0, help="this camera's stream, 0..65535")
 
 
 def _name_settings(parser: argparse.ArgumentParser) -> None:

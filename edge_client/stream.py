@@ -66,8 +66,8 @@ class StreamSender:
     bytes_sent: int = 0
     cpu_ms: list[float] = field(default_factory=list)
     results: list[dict[str, Any]] = field(default_factory=list)
-    # Idempotency-Key -> symbols of each frame not yet acknowledged (keyed by the frame's bytes,
-    # not its sequence number: a restarted edge numbers its stream from 0 again).
+    # stream_key(frame) -> symbols and image size of each frame not yet acknowledged (keyed by
+    # the frame's bytes, not its sequence number: a restarted edge numbers its stream from 0).
     _pending: dict[str, tuple[np.ndarray, tuple[int, int]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -88,6 +88,9 @@ class StreamSender:
         made = self.coder.encode(m.quantize_latent(y, self.encoder.qf), image.size)
         self.cpu_ms.append(1e3 * (time.process_time() - t0))
         self.counts[made.kind] += 1
+        self._pending[stream_key(self.device_id, made.data)] = (made.symbols, image.size)
+        while len(self._pending) > MAX_PENDING:
+            del self._pending[next(iter(self._pending))]
         return made
 
     def capture(self, image: Image.Image, taken: float | None = None) -> QueuedFrame:
@@ -99,16 +102,13 @@ class StreamSender:
             source=f"stream {self.stream_id} seq {made.seq} {made.kind}",
             taken=taken,
         )
-        self._pending[key] = (made.symbols, image.size)
-        while len(self._pending) > MAX_PENDING:
-            del self._pending[next(iter(self._pending))]
         return item
 
-    def promote(self, item: QueuedFrame, data: bytes) -> bytes | None:
+    def promote(self, data: bytes) -> bytes | None:
         """The key frame of a queued delta or skip, from the symbols kept for it; None when they
         are not held."""
         frame = bitstream.unpack(data)
-        kept = self._pending.get(item.key)
+        kept = self._pending.get(stream_key(self.device_id, data))
         if frame.stream_id != self.stream_id or kept is None:
             return None
         symbols, size = kept
@@ -128,7 +128,7 @@ class StreamSender:
         except CloudRejectedError as exc:
             if isinstance(exc, AuthError) or not needs_key(exc):
                 raise
-            key = self.promote(item, data)
+            key = self.promote(data)
             if key is None:
                 self.coder.request_key()
                 raise
@@ -137,8 +137,9 @@ class StreamSender:
             self.bytes_sent += len(key)
             return self.client.classify(key, stream_key(self.device_id, key), captured_at=taken)
 
-    def drain(self) -> bool:
-        """Send every queued frame in order; False when the cloud is unavailable."""
+    def drain(self, report: Any = None) -> bool:
+        """Send every queued frame in order; False when the cloud is unavailable. ``report``
+        (an ``uploader.DrainReport``) counts what was sent and refused."""
         for item in self.queue:
             try:
                 data = item.read()
@@ -152,14 +153,18 @@ class StreamSender:
                 self.queue.set_aside(item, self.queue.root / "rejected")
                 log.warning("REJECTED frame %s (%s): %s", item.key, item.source, exc)
                 self.counts["rejected"] += 1
+                if report is not None:
+                    report.rejected += 1
                 continue
             except BitstreamError as exc:  # not a frame of ours: never sendable
                 self.queue.set_aside(item, self.queue.root / "rejected")
                 log.warning("REJECTED queue file %s: %s", item.source, exc)
                 continue
             self.queue.ack(item)
-            self._pending.pop(item.key, None)
+            self._pending.pop(stream_key(self.device_id, data), None)
             self.results.append({"source": item.source, **result})
+            if report is not None:
+                report.sent += 1
         return True
 
     def summary(self) -> dict[str, Any]:
@@ -181,6 +186,34 @@ class StreamSender:
             "qf": self.encoder.qf,
             "stream_id": self.stream_id,
         }
+
+
+class StreamImages:
+    """``spic-edge watch --stream``: the watcher's encoder, each image coded as the next frame of
+    the stream (the folder's images in capture order are the stream's frames)."""
+
+    def __init__(self, sender: StreamSender):
+        self.sender = sender
+
+    def encode(self, path: Any) -> bytes:
+        return self.sender.code(self.sender.encoder.load(path)).data
+
+
+class StreamUploader:
+    """``spic-edge watch --stream``: the watcher's uploader, draining through ``StreamSender``
+    (a delta whose reference the cloud lacks is re-sent as a key frame)."""
+
+    def __init__(self, sender: StreamSender, on_result: Any):
+        self.sender, self.on_result = sender, on_result
+
+    def drain(self) -> Any:
+        from edge_client.uploader import DrainReport
+
+        report, before = DrainReport(), len(self.sender.results)
+        report.cloud_down = not self.sender.drain(report)
+        for result in self.sender.results[before:]:
+            self.on_result(result.pop("source"), result)
+        return report
 
 
 def run_stream(args: Any, settings: Any, encoder: Any, client: CloudClient) -> int:
