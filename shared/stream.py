@@ -21,13 +21,14 @@ The ANS stack pops, in this order, nothing else, and must then be empty:
    0..ceiling_c (the QF, or ``base_qf`` for the base channels of a layered frame), weights the
    table row c plus one, the previous value's weight set to zero (a change is never to itself).
 
-Tables conditioned on the previous symbol were measured before this choice and not shipped: fitted
-on five clips and applied to the sixth (docs/streams.md), they code 1-10% fewer bytes than this
-prior, and would be a table fitted to a handful of videos shipped in the bundle.
+Tables conditioned on the previous symbol, P(value | previous value, channel), were measured
+before this choice and not shipped: fitted on five clips and applied to the sixth, their ideal
+code length is from 8% below to 32% above this payload's real size (docs/streams.md), and they
+would be tables fitted to a handful of videos, shipped in every bundle.
 
 ``StreamEncoder`` (the edge) turns each frame's symbols into a key, delta or skip frame and keeps
-the symbols the cloud will hold; ``StreamState`` (the cloud, and the edge's mirror of it) holds the
-last decoded symbols of a stream and their sequence number, and decodes the next frame.
+the symbols the cloud will hold; ``StreamDecoder`` (the cloud) decodes a stream's next frame
+against its ``StreamState``: the last frame's sequence number, header fields and symbols.
 """
 
 from __future__ import annotations
