@@ -192,3 +192,23 @@ def test_fuzz_every_bit_flip_and_truncation_of_a_v2_frame(frame, where, bit):
     for bad in (bytes(flipped), data[:cut], data + bytes(cut + 1)):
         with pytest.raises(BitstreamError):
             bitstream.unpack(bad)
+
+
+def test_spic_inspect_describes_stream_frames(tmp_path, capsys):
+    import json
+
+    from shared.inspect_cli import main
+
+    paths = []
+    for name, frame in (
+        ("key", key()),
+        ("delta", delta()),
+        ("skip", delta(frame_type="skip", payload=b"")),
+    ):
+        paths.append(tmp_path / f"{name}.spic")
+        paths[-1].write_bytes(bitstream.pack(frame))
+    assert main([str(p) for p in paths]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [d["frame_type"] for d in lines] == ["key", "delta", "skip"]
+    assert [d["total_bytes"] for d in lines] == [43 + 40, 22 + 40, 22]
+    assert lines[0]["qf"] == 4 and "qf" not in lines[1]  # a delta's QF is its reference's

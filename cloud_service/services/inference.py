@@ -168,7 +168,7 @@ async def answer(
 ) -> ClassifyResponse:
     """The answer for a classified frame, stored and sent to the webhooks."""
     body = frame_in.body
-    answer = ClassifyResponse(
+    result = ClassifyResponse(
         request_id=request_id,
         model_id=runtime.model_id,
         class_id=top[0].class_id,
@@ -186,10 +186,10 @@ async def answer(
         device_id=frame_in.device_id,
     )
     if state.settings.store_results:
-        answer.frame_id = await store_result(state, answer, frame_in)
+        result.frame_id = await store_result(state, result, frame_in)
     if state.webhooks is not None:
-        state.webhooks.submit({"event": "frame", **answer.model_dump()})
-    return answer
+        state.webhooks.submit({"event": "frame", **result.model_dump()})
+    return result
 
 
 async def store_result(state: ServiceState, answer: ClassifyResponse, frame_in: FrameIn) -> int:
