@@ -166,3 +166,21 @@ def test_the_stream_state_survives_a_sigkilled_cloud(engine_settings, encoder, t
         assert len(stored["frames"]) == len(images)
     finally:
         stop(proc)
+
+
+def test_mutated_deltas_never_get_a_5xx(cloud, encoder, tmp_path):
+    coder = StreamSender(encoder, None, FrameQueue(tmp_path / "q"), "cam-f", stream_id=1)
+    key, delta = (coder.code(im).data for im in scene(3, seed=6)[:2])
+    assert post(cloud, key, "cam-f", stream_key("cam-f", key)).status_code == 200
+    parsed = bitstream.unpack(delta)
+    rng = np.random.default_rng(7)
+    statuses = set()
+    for i in range(40):  # well-formed frames (valid CRC) around a payload damaged at random
+        payload = bytearray(parsed.payload)
+        for _ in range(1 + i % 4):
+            payload[rng.integers(len(payload))] = rng.integers(256)
+        cut = len(payload) if i % 3 else 2 + 4 * rng.integers((len(payload) - 2) // 4 + 1)
+        forged = bitstream.pack(replace(parsed, payload=bytes(payload[:cut])))
+        statuses.add(post(cloud, forged, "cam-f", f"mutant-{i}").status_code)
+    # 200 only for a damage that still decodes to exactly the latent (a legal, other delta)
+    assert max(statuses) < 500 and 400 in statuses, statuses

@@ -55,13 +55,14 @@ def need_keyframe(frame: bitstream.Frame, held: Held | None) -> Problem:
     )
 
 
-def store_of(state: ServiceState) -> StreamStore:
-    """The stream store on the results database, opened (and migrated) once per process."""
+async def store_of(state: ServiceState) -> StreamStore:
+    """The stream store on the results database, opened (and migrated, off the event loop) on
+    the first stream frame of the process."""
     store: StreamStore | None = getattr(state, "_stream_store", None)
     if store is None:
         if state.results is None:
             raise Problem(503, "store-unavailable", "results store not open", "retry later")
-        store = StreamStore(state.results.db)
+        store = await asyncio.to_thread(StreamStore, state.results.db)
         state._stream_store = store  # type: ignore[attr-defined]
     return store
 
@@ -111,7 +112,7 @@ async def classify_stream(
         frame = bitstream.unpack(frame_in.body)
     except BitstreamError as exc:
         raise _bad_frame(exc) from None
-    store, device = store_of(state), frame_in.device_id
+    store, device = await store_of(state), frame_in.device_id
     held: Held | None = None
     if frame.frame_type == "key":
         runtime, frame = parse_frame(state, frame_in.body)
