@@ -249,11 +249,27 @@ def run_watch(args: argparse.Namespace, settings: EdgeSettings, encoder: Any, cl
         keep_bytes=int(settings.keep_mb * (1 << 20)),
         keep_s=settings.keep_hours * 3600,
     )
-    uploader = Uploader(
+    uploader: Any = Uploader(
         queue,
         client,
         on_result=lambda item, r: print(prediction_line(item.source, r, args.json), flush=True),
     )
+    if getattr(args, "stream", False):  # the folder's images as one stream's frames
+        from edge_client.stream import StreamImages, StreamSender, StreamUploader
+
+        sender = StreamSender(
+            encoder,
+            client,
+            queue,
+            device_id=settings.device_id,
+            stream_id=args.stream_id,
+            key_interval=args.key_interval,
+            position_changes=args.position_changes,
+        )
+        watcher.encoder = StreamImages(sender)
+        uploader = StreamUploader(
+            sender, lambda src, r: print(prediction_line(src, r, args.json), flush=True)
+        )
     start, was_down = time.monotonic(), False
     limits_known = learn_limits(encoder, client)
     while True:
