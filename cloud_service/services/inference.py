@@ -144,14 +144,9 @@ async def classify(
 ) -> ClassifyResponse:
     """Classify a frame with every head of its codec, answer the default head's prediction (and
     those of the ``heads`` asked for), keep them all in the results store (when the settings say
-    so) and tell the webhooks. A frame of a stream (bitstream version 2) goes through its
-    stream's state."""
-    body = frame_in.body
-    if body[4:5] == bytes([bitstream.STREAM_VERSION]) and body[:4] == bitstream.MAGIC:
-        from cloud_service.services.streams import classify_stream
-
-        return await classify_stream(state, frame_in, request_id, heads)
-    runtime, frame = parse_frame(state, body)
+    so) and tell the webhooks. A frame of a stream (bitstream version 2) goes through
+    ``services.streams`` instead."""
+    runtime, frame = parse_frame(state, frame_in.body)
     names = asked_heads(runtime, heads)  # 422 before any work for a head not served
     rows = await _head_rows(state, runtime, frame)
     main = rows[runtime.default_head]
