@@ -75,7 +75,8 @@ def networks(
     graphs: dict[str, tuple[torch.nn.Module, str, str]] = {
         "encoder": (model.g_a, "image", "latent"),
         "decoder": (model.g_s, "latent", "image"),
-        "classifier": (ClassifierWithFeatures(model.h_c), "latent", "logits,features"),
+        # A new wrapper is in training mode: exported so, its dropout would run (the test caught it).
+        "classifier": (ClassifierWithFeatures(model.h_c).eval(), "latent", "logits,features"),
     }
     if enhancement is not None:
         encoder, decoder = ENHANCEMENT_ROLES
