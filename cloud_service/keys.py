@@ -25,8 +25,9 @@ from cloud_service.database import Database, Migration, migrate, open_database
 from cloud_service.timeutil import now_us
 from shared.schemas import DEVICE_ID
 
-Scope = Literal["upload", "read", "admin"]
-SCOPES: tuple[Scope, ...] = ("upload", "read", "admin")
+# operator: may ask cameras for better pictures of stored frames (POST /v1/frames/{id}/refine)
+Scope = Literal["upload", "read", "admin", "operator"]
+SCOPES: tuple[Scope, ...] = ("upload", "read", "admin", "operator")
 KEY_PREFIX = "spic_"  # marks a key as this service's in logs and secret scanners
 HINT_CHARS = len(KEY_PREFIX) + 4
 

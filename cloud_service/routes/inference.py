@@ -17,7 +17,7 @@ from starlette.requests import ClientDisconnect
 
 from cloud_service.problems import Problem, problem_response
 from cloud_service.routes.common import ERRORS
-from cloud_service.services import inference
+from cloud_service.services import inference, refine
 from cloud_service.services.idempotent import idempotent, scoped_key
 from cloud_service.services.inference import FrameIn
 from cloud_service.state import AuthDep, Caller, ReadyDep, ServiceState, StateDep
@@ -148,7 +148,9 @@ async def classify(request: Request, state: StateDep, frame_in: FrameDep) -> Res
         request.state.model_id = answer.model_id
         return Response(answer.model_dump_json(), media_type="application/json")
 
-    return await _once(request, state, frame_in, run)
+    response = await _once(request, state, frame_in, run)
+    await refine.after_classify(state, frame_in.device_id, response)  # outside replays: fresh
+    return response
 
 
 @router.post(
