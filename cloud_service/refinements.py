@@ -170,14 +170,19 @@ class RefinementStore:
     def take(self, device: str, now_us: int, redeliver_us: int, limit: int) -> list[Refinement]:
         """The device's open requests to hand it now, oldest first, marked ``delivered``: those
         pending, and those delivered over ``redeliver_us`` ago and still unanswered."""
-        with self.db.session() as run:
+        # Asked on every upload answer: the look runs on the read connection, and the writers'
+        # lock is taken only when there is something to hand out.
+        with self.db.read_session() as run:
             rows = run(
                 f"SELECT {COLUMNS} FROM refinements WHERE device = ? AND expires_us > ? AND "
                 "(status = 'pending' OR (status = 'delivered' AND delivered_us < ?)) "
                 "ORDER BY created_us LIMIT ?",
                 (device, now_us, now_us - redeliver_us, limit),
             ).fetchall()
-            taken = []
+        if not rows:
+            return []
+        taken = []
+        with self.db.session() as run:
             for r in rows:
                 # Only the row as read: a concurrent take (another worker) hands it out once.
                 cur = run(

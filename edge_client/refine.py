@@ -153,7 +153,10 @@ class RefineServer:
                         pause = retry_after_seconds(resp.headers.get("Retry-After")) or 1.0
                     else:  # a key refused, an older cloud without the route: say so once
                         if not warned:
-                            log.warning(
+                            # A cloud without the back-channel is no fault of the camera's.
+                            older = resp.status_code in (404, 405, 501)
+                            log.log(
+                                logging.INFO if older else logging.WARNING,
                                 "refinement requests unavailable (HTTP %d): %.200s",
                                 resp.status_code,
                                 resp.text,
