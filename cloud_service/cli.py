@@ -144,8 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--scope",
         choices=SCOPES,
         default="upload",
-        help="upload: send frames; read: query frames and the dashboard; admin: delete frames "
-        "(default upload)",
+        help="upload: send frames; read: query frames and the dashboard; admin: delete frames; "
+        "operator: ask cameras for better pictures of stored frames (default upload)",
     )
     _store_flags(add)
     ls = command("list", "list keys (never the keys themselves)")

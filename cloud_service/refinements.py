@@ -256,6 +256,11 @@ class RefinementStore:
             for request_id in ids:
                 run("DELETE FROM refinements WHERE id = ?", (request_id,))
 
+    def drop_frame(self, frame_id: int) -> int:
+        """Delete every request and picture of a frame (the frame was deleted); how many."""
+        with self.db.session() as run:
+            return int(run("DELETE FROM refinements WHERE frame_id = ?", (frame_id,)).rowcount)
+
     def best(self, frame_id: int) -> tuple[Refinement, bytes] | None:
         """The best picture held for a frame, and its bytes; None when no request is done."""
         with self.db.session() as run:

@@ -71,6 +71,7 @@ def cloud(tmp_path_factory):
     keys = {d: _key(data_dir, "--device", d) for d in DEVICES}
     keys["operator"] = _key(data_dir, "--scope", "operator")
     keys["read"] = _key(data_dir, "--scope", "read")
+    keys["admin"] = _key(data_dir, "--scope", "admin")
     with running_cloud(
         [DEFAULT_BUNDLE], data_dir=data_dir, refine_redeliver_s=3, refine_poll_s=0.2
     ) as url:
@@ -218,6 +219,11 @@ def test_a_frame_whose_original_the_edge_dropped_ends_gone(cloud, tmp_path):
             f"{url}/v1/frames/{frame_id}/reconstruction?best=1", headers=_auth(keys["read"])
         )
         assert best.status_code == 200 and best.headers["spic-picture"] == "frame"
+        # An admin deleting the frame deletes what was asked about it too.
+        gone = httpx.delete(f"{url}/v1/frames/{frame_id}", headers=_auth(keys["admin"]))
+        assert gone.status_code == 204
+        r = httpx.get(f"{url}/v1/refinements/{asked['request_id']}", headers=_auth(keys["read"]))
+        assert r.status_code == 404
     finally:
         edge.stop()
 
@@ -377,6 +383,14 @@ def test_the_frame_index_survives_a_restart_and_is_bounded_with_the_ring(tmp_pat
     lines = (tmp_path / "index.jsonl").read_text().splitlines()
     assert len(again) == 3 and len(lines) <= 2 * 6 + 64 + 2
     assert FrameIndex(tmp_path / "index.jsonl", ring).original(599) == ring / "p499.jpg"
+
+
+def test_watch_serves_refinements_unless_told_not_to():
+    from edge_client.cli import build_parser, load_settings
+
+    parse = build_parser().parse_args
+    assert load_settings(parse(["watch", "cam"])).refine is True
+    assert load_settings(parse(["watch", "cam", "--no-refine"])).refine is False
 
 
 def test_refine_rules_parse_and_match():
