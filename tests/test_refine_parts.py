@@ -92,3 +92,36 @@ def test_the_store_on_both_engines(engine, tmp_path, request):
         assert store.prune_batch(t + 1, 10) == 1 and store.get(c.id) is None
     finally:
         store.close()
+
+
+def test_the_edge_renders_each_kind(tmp_path):
+    """What ``spic-edge watch`` sends for each kind, from one original: a crop frame at the QF
+    asked (its enhancement layer included), a whole-image frame, a JPEG and an AVIF."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+    from skimage import data
+
+    from edge_client.encoder import EdgeEncoder
+    from edge_client.refine import RenderError, render
+    from shared import bitstream
+    from shared.bundles import DEFAULT_BUNDLE
+
+    path = tmp_path / "astronaut.png"
+    Image.fromarray(data.astronaut()[:300, :400]).save(path)  # 400x300: not a multiple of 16
+    encoder = EdgeEncoder(DEFAULT_BUNDLE, cache_dir=False)
+    layer, media = render(encoder, path, "layer", 128, "spic")
+    frame = bitstream.unpack(layer)
+    assert media == "application/octet-stream" and frame.qf == 128
+    assert frame.input_size == (224, 224) and frame.image_size == (400, 300)
+    assert frame.latent_shape[0] == encoder.manifest.channels_at(128)  # the layer's channels too
+    whole = bitstream.unpack(render(encoder, path, "whole", 128, "spic")[0])
+    assert whole.input_size == (400, 304) and whole.image_size == (400, 300)
+    for fmt in ("jpeg", "avif"):
+        picture, media = render(encoder, path, "original", 90, fmt)
+        assert media == f"image/{fmt}"
+        back = np.asarray(Image.open(io.BytesIO(picture)).convert("RGB"))
+        assert back.shape == (300, 400, 3)
+    with pytest.raises(RenderError):
+        render(encoder, path, "layer", 7, "spic")  # not a QF of the bundle
