@@ -29,9 +29,9 @@ def create_app() -> FastAPI:
         runtime.load_heads()
         encoder = runtime.session("encoder")
 
-        def run(x: np.ndarray) -> np.ndarray:
+        def run(x: np.ndarray) -> list[np.ndarray]:
             y = encoder.run(None, {"image": x})[0]
-            return runtime.classify_latents(y)
+            return list(runtime.classify_latents(y))  # one row per image
 
         app.state.runtime = runtime
         app.state.batcher = Batcher(

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
 
 from cloud_service import problems
 from cloud_service.admission import Admission
-from cloud_service.batcher import Batcher, HeavyLane
+from cloud_service.batcher import HeavyLane
 from cloud_service.database import StoreUnavailable, open_database
 from cloud_service.idempotency import IdempotencyStore
 from cloud_service.idempotency_sql import SqlIdempotencyStore
@@ -33,51 +33,22 @@ from cloud_service.routes import (
     devices,
     docs,
     frames,
+    heads,
     health,
     inference,
+    labels,
     live,
     models,
     refine,
 )
 from cloud_service.services.refine import refine_loop
+from cloud_service.services.serving import load_models, reload
+from cloud_service.services.serving import open_codec as open_codec  # the cloud's codec opener
 from cloud_service.settings import Settings, get_settings
 from cloud_service.state import ServiceState, auth_enabled
 from cloud_service.webhooks import WebhookSender
-from shared.runtime import SpicCodec
 
 log = logging.getLogger("spic.cloud")
-
-
-def open_codec(path: str | Path, settings: Settings) -> SpicCodec:
-    """A codec for serving: no memory arena, its limits capped by the settings, heads open."""
-    codec = SpicCodec(path, settings.inference_threads, limits=settings.limits, arena=False)
-    codec.load_heads()
-    return codec
-
-
-async def load_models(state: ServiceState) -> None:
-    settings = state.settings
-    try:
-        for path in settings.bundles:
-            runtime = await asyncio.to_thread(open_codec, path, settings)
-            taken = [i for i in runtime.ids if state.runtime_for(i) is not None]
-            if taken:
-                raise ValueError(f"bundle {path} has the id of another codec: {taken[0]}")
-            state.add_runtime(runtime)
-            state.batchers[runtime.model_id] = Batcher(
-                runtime.classify_latents,
-                settings.max_batch_size,
-                settings.max_batch_delay_ms / 1000,
-                settings.queue_size,
-                state.metrics,
-                max_wait_s=settings.max_queue_wait_ms / 1000,
-            )
-            log.info("loaded model %s (%s) from %s", runtime.model_id, runtime.manifest.name, path)
-    except Exception as exc:  # keep serving /healthz and say why /readyz is not ready
-        state.load_error = f"{type(exc).__name__}: {exc}"
-        log.error("model loading failed: %s", state.load_error)
-        return
-    state.ready = True
 
 
 async def check_store(state: ServiceState) -> None:
@@ -89,6 +60,25 @@ async def check_store(state: ServiceState) -> None:
     except StoreUnavailable as exc:
         log.error("results store unusable: %s", exc)
     state.store_checked = True
+
+
+def install_reload(state: ServiceState) -> bool:
+    """SIGHUP rescans the model folder, the uploaded heads and the --head folders
+    (``cloud_service.services.serving.reload``); whether the handler is installed."""
+    loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Task[None]] = set()
+
+    def on_hup() -> None:
+        task = loop.create_task(reload(state))
+        tasks.add(task)  # held until done: the loop keeps only a weak reference
+        task.add_done_callback(tasks.discard)
+
+    try:
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
+    except (NotImplementedError, RuntimeError, ValueError):  # no signals here (another thread)
+        log.warning("SIGHUP reload not available in this process")
+        return False
+    return True
 
 
 @asynccontextmanager
@@ -118,7 +108,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.webhooks = WebhookSender(
             s.webhook_url, s.webhook_secret, state.metrics, s.webhook_max_attempts
         )
+    reloads = install_reload(state)
     yield
+    if reloads:
+        asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
     loader.cancel()
     retention.cancel()
     checker.cancel()
@@ -188,8 +181,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     health.install_metrics(app, protected=bool(settings.metrics_key))
     app.include_router(models.router)
+    app.include_router(heads.router)
     app.include_router(inference.router)
     app.include_router(frames.router)
+    app.include_router(labels.router)
     app.include_router(live.router)
     app.include_router(devices.router)
     app.include_router(refine.router)

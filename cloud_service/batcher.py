@@ -21,9 +21,9 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -32,16 +32,19 @@ from shared.tuning import release_memory
 
 log = logging.getLogger("spic.cloud.batcher")
 T = TypeVar("T")
+R = TypeVar("R")  # what the run function answers per frame
 
 
 class Overloaded(Exception):
     """No room for this request now; a retry after Retry-After may succeed."""
 
 
-class Batcher:
+class Batcher(Generic[R]):
+    """``run`` takes the (N, ...) stack of the frames' latents and answers one row per frame."""
+
     def __init__(
         self,
-        run: Callable[[np.ndarray], np.ndarray],
+        run: Callable[[np.ndarray], Sequence[R]],
         max_batch: int,
         max_delay_s: float,
         queue_size: int,
@@ -54,13 +57,13 @@ class Batcher:
         # Room for a batch beyond queue_size: the worker takes its next batch from the queue a
         # moment after the last one is answered, and the service admits queue_size + max_batch
         # classify requests (admission.py), so a frame it admitted never finds the queue full.
-        self.queue: asyncio.Queue[tuple[np.ndarray, asyncio.Future[np.ndarray], float]] = (
-            asyncio.Queue(maxsize=queue_size + max_batch)
+        self.queue: asyncio.Queue[tuple[np.ndarray, asyncio.Future[R], float]] = asyncio.Queue(
+            maxsize=queue_size + max_batch
         )
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spic-infer")
         self.restarts = 0
         self._closing = False
-        self._in_hand: list[tuple[np.ndarray, asyncio.Future[np.ndarray], float]] = []
+        self._in_hand: list[tuple[np.ndarray, asyncio.Future[R], float]] = []
         self._start()
 
     def _start(self) -> None:
@@ -90,8 +93,8 @@ class Batcher:
             self.metrics.shed.labels("queue_full").inc()
             raise Overloaded
 
-    async def submit(self, latent: np.ndarray) -> np.ndarray:
-        fut: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+    async def submit(self, latent: np.ndarray) -> R:
+        fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         try:
             self.queue.put_nowait((latent, fut, time.perf_counter()))
         except asyncio.QueueFull:
@@ -100,7 +103,7 @@ class Batcher:
         self.metrics.queue_depth.set(self.queue.qsize())
         return await fut
 
-    async def _gather(self) -> list[tuple[np.ndarray, asyncio.Future[np.ndarray], float]]:
+    async def _gather(self) -> list[tuple[np.ndarray, asyncio.Future[R], float]]:
         batch = [await self.queue.get()]
         deadline = time.perf_counter() + self.max_delay_s
         while len(batch) < self.max_batch:
@@ -119,8 +122,8 @@ class Batcher:
         return batch
 
     def _admit(
-        self, batch: list[tuple[np.ndarray, asyncio.Future[np.ndarray], float]]
-    ) -> list[tuple[np.ndarray, asyncio.Future[np.ndarray], float]]:
+        self, batch: list[tuple[np.ndarray, asyncio.Future[R], float]]
+    ) -> list[tuple[np.ndarray, asyncio.Future[R], float]]:
         """Drop waiters that left, shed frames that waited too long; the rest run."""
         start, live = time.perf_counter(), []
         for item in batch:

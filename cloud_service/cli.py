@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import uvicorn  # at the top: without the cloud extra, spic-cloud says which to install
@@ -22,6 +23,7 @@ from cloud_service.database import StoreUnavailable
 from cloud_service.keys import SCOPES, ApiKey, open_keys
 from cloud_service.settings import Settings
 from cloud_service.timeutil import format_rfc3339
+from shared.bundles import shipped_bundles
 
 EXAMPLES = """examples:
   spic-cloud serve --port 8000
@@ -37,7 +39,10 @@ Every other setting is an environment variable SPIC_CLOUD_<NAME> (README: "Cloud
 SERVE_EXAMPLES = """examples:
   spic-cloud serve                              # 127.0.0.1:8000, every shipped bundle
   spic-cloud serve --host 0.0.0.0 --port 8000 --workers 2
-  spic-cloud serve --bundle models/bundles/spic-imagenette --bundle /models/custom
+  spic-cloud serve --bundle /models/custom       # the shipped bundles and /models/custom
+  spic-cloud serve --only --bundle /models/custom   # /models/custom alone
+  spic-cloud serve --head /models/heads/birds    # one more head for the codec it names
+  kill -HUP <pid>                               # rescan SPIC_CLOUD_MODEL_DIR, DATA_DIR/heads, --head
   SPIC_CLOUD_API_KEYS=k1,k2 SPIC_CLOUD_READ_KEYS=r1 spic-cloud serve   # keys for any device"""
 
 KEYS_EXAMPLES = """The keys live in the service's database: SQLite in SPIC_CLOUD_DATA_DIR/keys.sqlite, or the
@@ -110,8 +115,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--bundle",
         action="append",
         metavar="DIR",
-        help="a model bundle folder to serve; repeat for several (env SPIC_CLOUD_BUNDLES, "
-        "comma-separated; default every shipped bundle)",
+        help="a model bundle folder to serve beside the shipped ones (or beside "
+        "SPIC_CLOUD_BUNDLES, comma-separated, when set); repeat for several",
+    )
+    s.add_argument(
+        "--only",
+        action="store_true",
+        help="serve only the --bundle bundles, not the shipped ones",
+    )
+    s.add_argument(
+        "--head",
+        action="append",
+        metavar="DIR",
+        help="a head folder (head.json + head.onnx) to serve for the codec it names, beside the "
+        "codec's own classifier; repeat for several (env SPIC_CLOUD_HEADS, comma-separated)",
     )
     s.add_argument(
         "--log-level",
@@ -144,8 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--scope",
         choices=SCOPES,
         default="upload",
-        help="upload: send frames; read: query frames and the dashboard; admin: delete frames; "
-        "operator: ask cameras for better pictures of stored frames (default upload)",
+        help="upload: send frames; read: query frames and the dashboard; admin: delete frames "
+        "and add heads; labeller: label stored frames; operator: ask cameras for better "
+        "pictures of stored frames (default upload)",
     )
     _store_flags(add)
     ls = command("list", "list keys (never the keys themselves)")
@@ -234,8 +252,28 @@ def keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def served_bundles(given: list[str] | None, only: bool) -> str | None:
+    """SPIC_CLOUD_BUNDLES for ``--bundle``: added to the shipped bundles (or to the variable's own
+    list, when set) unless ``only``; None leaves the variable as it is."""
+    if not given:
+        return None
+    base: list[str] = []
+    if not only:
+        env = os.environ.get("SPIC_CLOUD_BUNDLES", "")
+        base = [b.strip() for b in env.split(",") if b.strip()]
+        base = base or [str(p) for p in shipped_bundles()]
+    seen = {Path(b).resolve() for b in base}
+    return ",".join(base + [b for b in given if Path(b).resolve() not in seen])
+
+
 def serve(args: argparse.Namespace) -> int:
-    flags = {"BUNDLES": ",".join(args.bundle) if args.bundle else None}
+    if args.only and not args.bundle:
+        print("spic-cloud: --only serves the --bundle bundles: name at least one", file=sys.stderr)
+        return 2
+    flags = {"BUNDLES": served_bundles(args.bundle, args.only)}
+    if args.head:
+        env = os.environ.get("SPIC_CLOUD_HEADS", "")
+        flags["HEADS"] = ",".join([h for h in env.split(",") if h.strip()] + args.head)
     flags |= {"HOST": args.host, "PORT": args.port, "WORKERS": args.workers}
     for name, value in flags.items():
         if value is not None:

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from cloud_service.harness import CloudProcess, free_port, start_cloud, stop, wait_ready
+from cloud_service.harness import CloudProcess, free_port, spawn_cloud, stop, wait_ready
 
 
 def postgres_bin() -> Path:
@@ -228,12 +228,19 @@ def running_cluster(
     urls: list[str] = []
     nginx = None
     try:
-        for _ in range(replicas):
-            proc, url = start_cloud(
-                bundles, None, None, "warning", database_url=database_url, **settings
+        # All spawned first, then awaited: the replicas load their models side by side. Their
+        # ports are told apart here, as none is bound yet.
+        ports: set[int] = set()
+        while len(ports) < replicas:
+            ports.add(free_port())
+        for port in sorted(ports):
+            proc, url = spawn_cloud(
+                bundles, port, None, "warning", database_url=database_url, **settings
             )
             procs.append(proc)
             urls.append(url)
+        for proc, url in zip(procs, urls, strict=True):
+            wait_ready(proc, url + "/readyz")
         nginx = Nginx([u.removeprefix("http://") for u in urls])
         yield Cluster(nginx.url, procs, nginx.proc.pid)
     finally:

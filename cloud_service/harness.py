@@ -49,11 +49,13 @@ def spawn_cloud(
     port: int | None = None,
     log_path: Path | None = None,
     log_level: str = "warning",
+    *,
+    cli_args: tuple[str, ...] = (),
     **settings: object,
 ) -> tuple[CloudProcess, str]:
     """Start the service with ``SPIC_CLOUD_<NAME>`` set from ``settings``, without waiting (for a
     service expected not to become ready). ``bundles=None`` leaves the bundles to the service's
-    default."""
+    default; ``cli_args`` go to ``spic-cloud serve`` (``--bundle``, ``--only``, ``--head``)."""
     port = port or free_port()
     if log_path is None:
         fd, name = tempfile.mkstemp(prefix="spic-cloud-", suffix=".log")
@@ -68,6 +70,7 @@ def spawn_cloud(
     env.update({f"SPIC_CLOUD_{k.upper()}": str(v) for k, v in settings.items()})
     command = [sys.executable, "-m", "cloud_service.cli", "serve"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", log_level]
+    command += list(cli_args)
     with log_path.open("wb") as log:  # the child keeps its own descriptor
         proc = CloudProcess(command, env=env, stdout=subprocess.DEVNULL, stderr=log)
     proc.log_path = log_path
@@ -109,6 +112,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 def cloud_process(
     bundles: list[Path] | None, log_level: str = "warning", **settings: object
 ) -> Iterator[tuple[str, CloudProcess]]:
+    """``settings`` as ``spawn_cloud`` takes them, ``cli_args`` included."""
     proc, url = start_cloud(bundles, None, None, log_level, **settings)
     try:
         yield url, proc

@@ -2,7 +2,7 @@
 
 ``spic-cloud keys add --device cam-1`` makes a key of 256 random bits and prints it once; the
 database keeps only its SHA-256 (a key that random needs no slow hash: nothing can be guessed), a
-few leading characters to tell keys apart in a listing, its scope (upload, read, admin) and, for
+few leading characters to tell keys apart in a listing, its scope (upload, read, admin, labeller) and, for
 an upload key, the one device it may send as. Revoking a key marks its row; the service looks a
 key up per request through a cache of ``SPIC_CLOUD_KEY_CACHE_S`` seconds, so a revocation takes
 effect within that time on every replica, without a restart.
@@ -25,9 +25,10 @@ from cloud_service.database import Database, Migration, migrate, open_database
 from cloud_service.timeutil import now_us
 from shared.schemas import DEVICE_ID
 
-# operator: may ask cameras for better pictures of stored frames (POST /v1/frames/{id}/refine)
-Scope = Literal["upload", "read", "admin", "operator"]
-SCOPES: tuple[Scope, ...] = ("upload", "read", "admin", "operator")
+# labeller: may label stored frames (PUT /v1/frames/{id}/label) for training heads, nothing else.
+# operator: may ask cameras for better pictures of stored frames (POST /v1/frames/{id}/refine).
+Scope = Literal["upload", "read", "admin", "labeller", "operator"]
+SCOPES: tuple[Scope, ...] = ("upload", "read", "admin", "labeller", "operator")
 KEY_PREFIX = "spic_"  # marks a key as this service's in logs and secret scanners
 HINT_CHARS = len(KEY_PREFIX) + 4
 

@@ -77,14 +77,39 @@ MIGRATIONS: list[Migration] = [
             "CREATE INDEX frames_confidence ON frames (confidence)",
         ],
     ),
+    (
+        3,  # heads: the default head's reject verdict, and every head's prediction (JSON)
+        [
+            "ALTER TABLE frames ADD COLUMN unknown INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE frames ADD COLUMN heads TEXT",
+        ],
+        [
+            "ALTER TABLE frames ADD COLUMN unknown INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE frames ADD COLUMN heads TEXT",
+        ],
+    ),
+    (
+        4,  # labels given to stored frames, to train heads from (cloud_service/labels.py)
+        [
+            "CREATE TABLE labels (frame_id INTEGER PRIMARY KEY, label TEXT NOT NULL, "
+            "labelled_at INTEGER NOT NULL)",
+        ],
+        [
+            "CREATE TABLE labels (frame_id BIGINT PRIMARY KEY, label TEXT NOT NULL, "
+            "labelled_at BIGINT NOT NULL)",
+        ],
+    ),
 ]
 # The time a frame is filed under; written exactly as the indexes above name it, so that both
 # engines' planners match it to them.
 AT = "COALESCE(captured_us, received_us)"
 COLUMNS = (
     "id, device, captured_us, received_us, model_id, qf, bytes, bpp, class_id, label, "
-    "confidence, top_k"
+    "confidence, top_k, unknown, heads"
 )
+# What /v1/stats groups by label: an unknown frame's ``label`` column keeps its most probable
+# class (SQLite cannot drop NOT NULL cheaply), read back as null; it counts under "unknown".
+LABEL_OR_UNKNOWN = "CASE WHEN unknown = 1 THEN 'unknown' ELSE label END"
 
 
 class KeyReused(Exception):
@@ -118,8 +143,9 @@ class DeviceSummary:
 @dataclass
 class FrameQuery:
     device: str | None = None
-    label: str | None = None
+    label: str | None = None  # matches frames with a label: never an unknown one
     min_confidence: float | None = None
+    unknown: bool | None = None
     after_us: int | None = None  # filed (``AT``) at or after
     before_us: int | None = None  # filed before
     limit: int = 50
@@ -149,7 +175,11 @@ PREDICTION_COLUMNS = ("model_id", "qf", "bytes", "bpp", "class_id", "label", "co
 
 def _record(row: Sequence[Any]) -> FrameRecord:
     fields = dict(zip(PREDICTION_COLUMNS, row[4:11], strict=True))
-    prediction = Prediction(**fields, top_k=json.loads(row[11]))
+    unknown = bool(row[12])
+    if unknown:
+        fields["label"] = None
+    heads = None if row[13] is None else json.loads(row[13])
+    prediction = Prediction(**fields, unknown=unknown, top_k=json.loads(row[11]), heads=heads)
     return FrameRecord(row[1], row[2], int(row[3]), prediction, id=int(row[0]))
 
 
@@ -170,20 +200,26 @@ class ResultsStore:
         ``KeyReused`` if the key is stored with another frame: an idempotency store that forgot
         the key (a restart, its TTL) must not turn the new frame into the old one's answer."""
         p = record.prediction
+        # An unknown frame's label column holds its most probable class (read back as null).
+        label = p.top_k[0].label if p.label is None and p.top_k else p.label
+        columns = {c: getattr(p, c) for c in PREDICTION_COLUMNS} | {"label": label or ""}
+        heads = None if p.heads is None else {n: h.model_dump() for n, h in p.heads.items()}
         values = (
             record.device,
             record.captured_us,
             record.received_us,
-            *(getattr(p, column) for column in PREDICTION_COLUMNS),
+            *columns.values(),
             json.dumps([s.model_dump() for s in p.top_k]),
             frame,
             idem_key,
+            int(p.unknown),
+            None if heads is None else json.dumps(heads),
         )
         with self.db.session() as run:
             row = run(
                 "INSERT INTO frames (device, captured_us, received_us, model_id, qf, bytes, bpp, "
-                "class_id, label, confidence, top_k, frame, idem_key) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "class_id, label, confidence, top_k, frame, idem_key, unknown, heads) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (idem_key) DO NOTHING RETURNING id",
                 values,
             ).fetchone()
@@ -224,8 +260,10 @@ class ResultsStore:
         params: list[Any] = []
         for condition, value in (
             ("device = ?", q.device),
-            ("lower(label) = lower(?)", q.label),  # `Church` finds `church`
+            # `Church` finds `church`; an unknown frame has no label to match
+            ("lower(label) = lower(?) AND unknown = 0", q.label),
             ("confidence >= ?", q.min_confidence),
+            ("unknown = ?", None if q.unknown is None else int(q.unknown)),
             (f"{AT} >= ?", q.after_us),
             (f"{AT} < ?", q.before_us),
         ):
@@ -263,8 +301,10 @@ class ResultsStore:
     ) -> list[tuple[str, int, int]]:
         """(group, bucket start in µs, count) per ``group_by`` (label or device) and time
         bucket of ``bucket_us`` (of ``AT``), oldest bucket first; at most ``max_rows`` + 1 rows
-        (one more tells the caller there were too many)."""
-        column = {"label": "label", "device": "device"}[group_by]  # never user text in SQL
+        (one more tells the caller there were too many). Unknown frames count under the label
+        "unknown"."""
+        # never user text in SQL
+        column = {"label": LABEL_OR_UNKNOWN, "device": "device"}[group_by]
         where, params = self._filters(q)
         # Integer division rounds toward zero; bucket starts are taken for times after 1970.
         sql = f"SELECT {column}, ({AT} / ?) * ? AS bucket, COUNT(*) FROM frames"
@@ -289,8 +329,8 @@ class ResultsStore:
 
     def devices(self, since_us: int, limit: int) -> list[DeviceSummary]:
         """Per camera (at most ``limit``, by name): frames stored and the newest one's ``AT``
-        (from the device index alone), then frames, unknowns (stored without a label) and bytes
-        filed since ``since_us``."""
+        (from the device index alone), then frames, unknowns (the default head refused them)
+        and bytes filed since ``since_us``."""
         with self.db.read_session() as run:
             totals = run(
                 f"SELECT device, COUNT(*), MAX({AT}) FROM frames GROUP BY device "
@@ -298,7 +338,7 @@ class ResultsStore:
                 (limit,),
             ).fetchall()
             recent = run(
-                "SELECT device, COUNT(*), SUM(CASE WHEN label IS NULL THEN 1 ELSE 0 END), "
+                "SELECT device, COUNT(*), SUM(CASE WHEN unknown = 1 THEN 1 ELSE 0 END), "
                 f"SUM(bytes) FROM frames WHERE {AT} >= ? GROUP BY device",
                 (since_us,),
             ).fetchall()

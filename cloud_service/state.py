@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -30,7 +31,7 @@ class ServiceState:
     idempotency: IdempotencyStore
     runtimes: dict[str, SpicCodec] = field(default_factory=dict)  # by codec id
     aliases: dict[str, SpicCodec] = field(default_factory=dict)  # by an older id of a codec
-    batchers: dict[str, Batcher] = field(default_factory=dict)
+    batchers: dict[str, Batcher[Any]] = field(default_factory=dict)
     heavy: HeavyLane | None = None
     results: ResultsStore | None = None
     keys: KeyStore | None = None  # per-device keys; opened by the lifespan
@@ -40,6 +41,8 @@ class ServiceState:
     ready: bool = False
     load_error: str | None = None
     store_checked: bool = False  # the results store's file was read whole once since start
+    # Loading, SIGHUP reloads and head uploads change what is served one at a time.
+    reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
         self.reconstructions = ReconstructionCache(self.settings.reconstruction_cache, self.metrics)
@@ -162,18 +165,19 @@ def identify(state: ServiceState, token: str) -> Caller | None:
     return None if stored is None else Caller(stored.namespace, stored.scope, stored.device)
 
 
-def authorize(request: Request, state: ServiceState, scope: Scope) -> Caller:
-    """The caller, when its key is of ``scope``; 401/403 otherwise (403 ``wrong-key-scope`` for a
-    valid key of another kind)."""
+def authorize(request: Request, state: ServiceState, scope: Scope, *also: Scope) -> Caller:
+    """The caller, when its key is of ``scope`` (or one of ``also``); 401/403 otherwise (403
+    ``wrong-key-scope`` for a valid key of another kind)."""
     caller = identify(state, bearer_token(request))
     if caller is None:
         raise not_accepted()
-    if caller.scope != scope:
+    if caller.scope != scope and caller.scope not in also:
         raise Problem(
             403,
             "wrong-key-scope",
             "key of the wrong kind",
-            "upload keys may only send frames, read keys only query, admin keys only delete",
+            "upload keys may only send frames, read keys only query, admin keys only delete and "
+            "add heads, labeller keys only label frames",
         )
     return caller
 
@@ -201,6 +205,15 @@ def require_admin_key(request: Request, state: StateDep, _bearer: BearerDep) -> 
 
 
 AdminAuthDep = Annotated[None, Depends(require_admin_key)]
+
+
+def require_label_key(request: Request, state: StateDep, _bearer: BearerDep) -> None:
+    """Labelling a stored frame needs a labeller or an admin key whenever keys are on."""
+    if auth_enabled(state):
+        authorize(request, state, "labeller", "admin")
+
+
+LabelAuthDep = Annotated[None, Depends(require_label_key)]
 
 
 AuthDep = Annotated[Caller, Depends(require_api_key)]

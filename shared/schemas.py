@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 # A camera's id (X-Device-Id, a key's device): a slug of 1 to 64 characters.
 DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -17,17 +17,36 @@ class ClassScore(BaseModel):
     confidence: float = Field(ge=0, le=1)
 
 
+class HeadPrediction(BaseModel):
+    """One head's answer for a frame (``?heads=``): ``label`` null when the head's reject rule
+    says the frame is unlike what it was trained on; ``top_k`` keeps the scores either way."""
+
+    head_id: str
+    label: str | None
+    confidence: float = Field(ge=0, le=1, description="the largest class probability")
+    unknown: bool = False
+    score: float | None = Field(None, description="the reject rule's score; null without a rule")
+    top_k: list[ClassScore]
+
+
 class Prediction(BaseModel):
-    """What the cloud concluded from one frame, as answered and as stored."""
+    """What the cloud concluded from one frame, as answered and as stored: the top-level fields
+    are the codec's default head's."""
 
     model_id: str
     qf: int
     bytes: int = Field(description="size of the whole frame, header included")
     bpp: float = Field(description="bits of the whole frame per pixel of the encoder's input")
-    class_id: int
-    label: str
+    class_id: int = Field(description="the most probable class, also when the frame is unknown")
+    label: str | None = Field(description="the most probable class's label; null when unknown")
     confidence: float = Field(ge=0, le=1)
+    unknown: bool = Field(False, description="the default head's reject rule refused the frame")
     top_k: list[ClassScore]
+    heads: dict[str, HeadPrediction] | None = Field(
+        None,
+        description="per head: in an answer, the heads asked for (?heads=); in a stored frame, "
+        "every head the codec served when it came",
+    )
 
 
 class ClassifyResponse(Prediction):
@@ -82,6 +101,24 @@ class ModelInfo(BaseModel):
         description="the largest frame served: max_input_pixels and max_input_side of the "
         "encoder's input (the bundle's own limits, capped by the service's settings)"
     )
+    aliases: list[str] = Field(
+        default_factory=list, description="older ids of this codec its frames may carry"
+    )
+    default_head: str = Field("", description="the head whose answer is the top-level one")
+    heads: list[HeadInfo] = Field(default_factory=list, description="every head served")
+    decoders: list[str] = Field(default_factory=list, description="the reconstruction graphs")
+
+
+class HeadInfo(BaseModel):
+    """A classifier head served for a codec (``Head.describe()``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    head_id: str
+    codec_id: str
+    classes: list[dict[str, Any]]
+    reject: dict[str, Any] | None = Field(description="score, threshold and accept, or null")
 
 
 class ModelsResponse(BaseModel):

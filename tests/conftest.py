@@ -149,14 +149,30 @@ def tiny_reference_ft(tiny_reference, tiny_bundle, tiny_data, tmp_path_factory) 
 
 
 @pytest.fixture(scope="session")
-def postgres_server():
-    """A real PostgreSQL server on 127.0.0.1 for this test session, in a temporary folder.
-    Yields a function that makes a fresh, empty database and returns its URL."""
+def postgres():
+    """A real PostgreSQL server on 127.0.0.1 for this test session, in a temporary folder. One
+    for all: each server costs an initdb and a removal of its folder (6 s on the CI machine).
+    A test that stops or restarts it starts it again before it ends (``postgres_running``)."""
     from cloud_service.cluster import PostgresServer
 
     server = PostgresServer()
-    yield server.new_database
+    yield server
     server.close()
+
+
+@pytest.fixture()
+def postgres_running(postgres):
+    """``postgres`` for a test that stops it: running again afterwards, whatever happened."""
+    yield postgres
+    if postgres.proc is None or postgres.proc.poll() is not None:
+        postgres.start()
+
+
+@pytest.fixture(scope="session")
+def postgres_server(postgres):
+    """A function that makes a fresh, empty database on the session's PostgreSQL server and
+    returns its URL."""
+    return postgres.new_database
 
 
 def on_engine(request: pytest.FixtureRequest, settings: dict[str, object]) -> dict[str, object]:

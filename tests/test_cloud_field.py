@@ -254,14 +254,19 @@ def test_size_retention_deletes_in_batches(tmp_path):
     _old_rows(tmp_path / "results.sqlite", 2000, now_us(), size=1024)
     kept = FrameRecord("new", None, now_us() + 1, prediction(1024, 0.1), None)
     newest = store.add(kept, bytes(1024))
-    settings = Settings(retention_days=0, retention_mb=100 / 1024, retention_batch=300)
+    settings = Settings(
+        retention_days=0, retention_mb=100 / 1024, retention_batch=300, retention_pause_ms=10
+    )
     state = ServiceState(settings, Metrics(), IdempotencyStore(), results=store)
     steps: list[float] = []
 
     async def watch(task: asyncio.Task[None]) -> None:
         while not task.done():
             steps.append(_sample(state, "spic_frames_removed_total", reason="size"))
-            await asyncio.sleep(0)
+            # 1 ms, not 0: a loop that never sleeps holds the GIL the deleting thread needs for
+            # each row it steps (20 s in the full suite). Retention pauses 10 ms between batches,
+            # and this timer always fires first, so every batch is still seen.
+            await asyncio.sleep(0.001)
 
     async def run() -> None:
         task = asyncio.create_task(apply_retention(state))

@@ -70,7 +70,8 @@ def test_dashboard_shows_frames_live_filters_and_details(browser, tiny_bundle, t
         encoder.encode(Image.fromarray(rng.integers(0, 255, (80, 96, 3), dtype=np.uint8)))
         for _ in range(3)
     ]
-    settings = dict(api_keys=UPLOAD, read_keys=READ, data_dir=tmp_path)
+    # A stream the page had open is given 1 s, not 5, to end when the service stops.
+    settings = dict(api_keys=UPLOAD, read_keys=READ, data_dir=tmp_path, shutdown_timeout_s=1)
     with running_cloud([tiny_bundle], **settings) as url:
         first = send(url, frames[0], "cam-a", "k0")
         send(url, frames[2], "cam-a", "k2", ago_s=60)  # stored after, captured before
@@ -146,3 +147,42 @@ def test_dashboard_shows_frames_live_filters_and_details(browser, tiny_bundle, t
         browser.find_element(By.ID, "apply").click()
         wait.until(lambda _: card_ids() == set())
         wait.until(lambda _: texts("#chart text.empty") == ["no frames match"])
+        # Leaving the page ends its live stream first: quitting took 6.7 s once with it open.
+        browser.get("about:blank")
+
+
+def test_dashboard_shows_unknown_frames(browser, tiny_bundle, tmp_path):
+    """A frame the default head refuses reads "unknown" in the feed, the legend and the label
+    filter (which asks for ?unknown=true)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    from tests.test_heads_cloud import unknown_bundle
+
+    bundle = unknown_bundle(tiny_bundle, tmp_path / "bundle")
+    rng = np.random.default_rng(1)
+    encoder = EdgeEncoder(bundle, cache_dir=False)
+    frame = encoder.encode(Image.fromarray(rng.integers(0, 255, (80, 96, 3), dtype=np.uint8)))
+    settings = dict(api_keys=UPLOAD, read_keys=READ, data_dir=tmp_path / "d")
+    with running_cloud([bundle], **settings) as url:
+        sent = send(url, frame, "cam-u", "u0")
+        browser.get(url + "/")
+        wait = WebDriverWait(browser, 20)
+        browser.find_element(By.ID, "key").send_keys(READ)
+        browser.find_element(By.CSS_SELECTOR, "#key-form button").click()
+        card = f'.card[data-frame-id="{sent}"]'
+        wait.until(lambda _: browser.find_elements(By.CSS_SELECTOR, card))
+        shown = browser.find_element(By.CSS_SELECTOR, card)
+        assert shown.get_attribute("data-label") == "unknown"
+        assert "unknown" in shown.get_attribute("class").split()
+        assert shown.text.startswith("unknown (")
+        wait.until(lambda _: "unknown" in browser.find_element(By.ID, "legend").text)
+        label_filter = Select(browser.find_element(By.ID, "f-label"))
+        unknown = [o for o in label_filter.options if o.text.startswith("unknown")]
+        assert len(unknown) == 1
+        label_filter.select_by_visible_text(unknown[0].text)
+        browser.find_element(By.ID, "apply").click()
+        asked = "return performance.getEntriesByType('resource').map(e => e.name)"
+        wait.until(lambda _: any("unknown=true" in u for u in browser.execute_script(asked)))
+        wait.until(lambda _: browser.find_elements(By.CSS_SELECTOR, card))
+        assert len(browser.find_elements(By.CSS_SELECTOR, ".card")) == 1

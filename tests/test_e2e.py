@@ -235,7 +235,11 @@ def test_cloud_crash_mid_stream(system):
         time.sleep(0.02)
     s.cloud.send_signal(signal.SIGKILL)
     s.cloud.wait()
-    time.sleep(2)  # the edge queues meanwhile
+    # The edge queues meanwhile: wait until it has (polled, not a fixed 2 s sleep).
+    deadline = time.time() + 60
+    while not list(s.queue.glob("*.frame")) and time.time() < deadline:
+        time.sleep(0.05)
+    assert list(s.queue.glob("*.frame")), "the edge queued nothing while the cloud was down"
     s.start_cloud()  # same idempotency database: answers given before the crash are replayed
     s.wait_for(40)
     assert_exactly_once(s, 40)
@@ -254,6 +258,9 @@ def test_edge_crash_mid_queue(system):
     s.start_edge()
     s.wait_for(40)
     assert_exactly_once(s, 40)
+
+
+PER_CAMERA = 3
 
 
 def test_overloaded_cloud_edge_backs_off(system, tiny_bundle):
@@ -289,8 +296,10 @@ def test_overloaded_cloud_edge_backs_off(system, tiny_bundle):
             f.mkdir()
             folders.append((f, q))
             s.start_edge(f, q)
-            drop_images(f, 10, start=10 * i)
-        s.wait_for(30, timeout=180, queues=tuple(q for _, q in folders))
+            # 3 a camera, not 10: ~87 % of requests are shed, so every edge still meets 503s, in a
+            # quarter of the time (each shed frame waits out Retry-After: 1 s)
+            drop_images(f, PER_CAMERA, start=PER_CAMERA * i)
+        s.wait_for(3 * PER_CAMERA, timeout=180, queues=tuple(q for _, q in folders))
     finally:
         stop.set()
         for t in threads:
@@ -305,4 +314,4 @@ def test_overloaded_cloud_edge_backs_off(system, tiny_bundle):
         and '"idempotency_key": null' not in line
     ]
     assert edge_503, "the edges were never told to back off"
-    assert_exactly_once(s, 30)
+    assert_exactly_once(s, 3 * PER_CAMERA)

@@ -275,3 +275,14 @@ def test_encode_latent_gives_the_bytes_of_encode(tiny_bundle):
         for codec in ("rans", "huffman"):
             other = EdgeEncoder(tiny_bundle, qf=qf, codec=codec, cache_dir=False)
             assert one.encode_latent(y, image.size, qf, codec) == other.encode(image)
+
+
+def test_an_unknown_answer_is_printed_as_unknown():
+    from edge_client.report import prediction_line
+
+    answer = {"bytes": 500, "bpp": 0.08, "qf": 16, "request_id": "r", "confidence": 0.4}
+    known = prediction_line("a.jpg", {**answer, "label": "tench", "unknown": False}, False)
+    assert known.startswith("a.jpg: tench (40.0%)")
+    top = [{"class_id": 0, "label": "tench", "confidence": 0.4}]
+    refused = {**answer, "label": None, "unknown": True, "top_k": top}
+    assert prediction_line("b.jpg", refused, False).startswith("b.jpg: unknown (closest: tench)")

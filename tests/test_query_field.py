@@ -262,12 +262,21 @@ def test_a_store_of_the_previous_schema_is_upgraded_in_place(tmp_path):
     old = ResultsStore.__new__(ResultsStore)
     old.db, old.engine = SqliteDatabase(tmp_path / "results.sqlite"), "sqlite"
     assert migrate(old.db, "spic_schema", MIGRATIONS[:1]) == 1
-    frame_id = old.add(record("cam-old", 5_000_000), b"x")
+    with old.db.session() as run:  # a row as schema 1 wrote it: no unknown, no heads
+        frame_id = run(
+            "INSERT INTO frames (device, captured_us, received_us, model_id, qf, bytes, bpp, "
+            "class_id, label, confidence, top_k, frame) VALUES "
+            "('cam-old', 5000000, 5001000, 'm', 16, 300, 0.1, 0, 'church', 0.5, '[]', x'78') "
+            "RETURNING id"
+        ).fetchone()[0]
     old.close()
     store = open_store("", tmp_path)
     assert store.schema_version == MIGRATIONS[-1][0]
     found, _ = store.query(FrameQuery(label="CHURCH", after_us=5_000_000, before_us=5_000_001))
     assert [r.id for r in found] == [frame_id]
+    # Migration 3: a frame stored before heads reads as known, with no per-head predictions.
+    assert found[0].prediction.unknown is False and found[0].prediction.heads is None
+    assert found[0].prediction.label == "church"
     store.close()
 
 

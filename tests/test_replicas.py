@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from PIL import Image
 
-from cloud_service.cluster import PostgresServer, nginx_config, running_cluster
+from cloud_service.cluster import nginx_config, running_cluster
 from cloud_service.database import PostgresDatabase, StoreUnavailable
 from cloud_service.harness import ROOT
 from cloud_service.idempotency import Stored
@@ -83,19 +83,17 @@ def test_on_postgresql_the_ttl_bounds_the_shared_table(postgres_server):
     store.close()
 
 
-def test_a_database_restart_costs_a_503_then_nothing():
-    server = PostgresServer()
-    try:
-        store = SqlIdempotencyStore(PostgresDatabase(server.new_database()))
-        assert store.begin("a", b"x") is None
-        server.stop()
-        with pytest.raises(StoreUnavailable):
-            store.begin("b", b"x")
-        server.start()
-        assert store.begin("b", b"x") is None  # the pool replaced its broken connection
-        store.close()
-    finally:
-        server.close()
+def test_a_database_restart_costs_a_503_then_nothing(postgres_running):
+    server = postgres_running
+    # A 1 s wait for a connection, not the 5 s default: the 503 comes as surely, sooner.
+    store = SqlIdempotencyStore(PostgresDatabase(server.new_database(), timeout_s=1.0))
+    assert store.begin("a", b"x") is None
+    server.stop()
+    with pytest.raises(StoreUnavailable):
+        store.begin("b", b"x")
+    server.start()
+    assert store.begin("b", b"x") is None  # the pool replaced its broken connection
+    store.close()
 
 
 def test_the_compose_load_balancer_uses_the_same_rules():
@@ -115,65 +113,64 @@ def frames(tiny_bundle: Path) -> list[bytes]:
     return [encoder.encode(Image.fromarray(image)) for image in images]
 
 
-def test_replicas_behind_nginx_classify_every_frame_exactly_once(tiny_bundle, frames):
+def test_replicas_behind_nginx_classify_every_frame_exactly_once(
+    tiny_bundle, frames, postgres_running
+):
     """Three edges stream through nginx; one replica is SIGKILLed mid-stream and PostgreSQL is
     restarted once. Every frame is answered, stored once and queryable through the balancer."""
     devices, per_device = 3, 40
-    server = PostgresServer()
-    try:
-        database_url = server.new_database()
-        settings = dict(api_keys="up", read_keys="read", idempotency_lease_s=3)
-        with running_cluster([tiny_bundle], database_url, replicas=3, **settings) as cluster:
-            sent = threading.Event()
-            progress = [0] * devices
+    server = postgres_running
+    database_url = server.new_database()
+    settings = dict(api_keys="up", read_keys="read", idempotency_lease_s=3)
+    with running_cluster([tiny_bundle], database_url, replicas=3, **settings) as cluster:
+        sent = threading.Event()
+        progress = [0] * devices
 
-            def edge(device: int) -> list[dict]:
-                client = CloudClient(
-                    cluster.url,
-                    api_key="up",
-                    device_id=f"cam-{device}",
-                    max_retries=40,  # the edge's queue would keep the frame; here, keep trying
-                    backoff_base=0.05,
-                    backoff_cap=1.0,
-                )
-                answers = []
-                try:
-                    for i in range(per_device):
-                        frame = frames[(device + i) % len(frames)]
-                        key = frame_key(f"cam-{device}", f"{i:04d}.jpg", frame)
-                        answers.append(client.classify(frame, key))
-                        progress[device] = i + 1
-                finally:
-                    client.close()
-                    sent.set()
-                return answers
+        def edge(device: int) -> list[dict]:
+            client = CloudClient(
+                cluster.url,
+                api_key="up",
+                device_id=f"cam-{device}",
+                max_retries=40,  # the edge's queue would keep the frame; here, keep trying
+                backoff_base=0.05,
+                backoff_cap=1.0,
+            )
+            answers = []
+            try:
+                for i in range(per_device):
+                    frame = frames[(device + i) % len(frames)]
+                    key = frame_key(f"cam-{device}", f"{i:04d}.jpg", frame)
+                    answers.append(client.classify(frame, key))
+                    progress[device] = i + 1
+            finally:
+                client.close()
+                sent.set()
+            return answers
 
-            with ThreadPoolExecutor(devices) as pool:
-                futures = [pool.submit(edge, d) for d in range(devices)]
-                wait_until(lambda: sum(progress) >= devices * per_device // 4)
-                cluster.replicas[1].kill()  # SIGKILL: no goodbye, claims left open
-                wait_until(lambda: sum(progress) >= devices * per_device // 2)
-                server.restart()
-                answers = [a for f in futures for a in f.result(timeout=240)]
+        with ThreadPoolExecutor(devices) as pool:
+            futures = [pool.submit(edge, d) for d in range(devices)]
+            wait_until(lambda: sum(progress) >= devices * per_device // 4)
+            cluster.replicas[1].kill()  # SIGKILL: no goodbye, claims left open
+            wait_until(lambda: sum(progress) >= devices * per_device // 2)
+            server.restart()
+            answers = [a for f in futures for a in f.result(timeout=240)]
 
-            assert cluster.replicas[1].poll() is not None
-            assert len(answers) == devices * per_device
-            ids = [a["frame_id"] for a in answers]
-            assert None not in ids and len(set(ids)) == len(ids)
-            with psycopg.connect(database_url) as conn:
-                stored, keys = conn.execute(
-                    "SELECT COUNT(*), COUNT(DISTINCT idem_key) FROM frames"
-                ).fetchone()
-            assert stored == keys == devices * per_device  # no duplicate, none lost
-            for frame_id in ids[:: per_device // 4]:  # queryable through the balancer
-                got = httpx.get(
-                    f"{cluster.url}/v1/frames/{frame_id}",
-                    headers={"Authorization": "Bearer read"},
-                    timeout=10,
-                )
-                assert got.status_code == 200 and got.json()["frame_id"] == frame_id
-    finally:
-        server.close()
+        assert cluster.replicas[1].poll() is not None
+        assert len(answers) == devices * per_device
+        ids = [a["frame_id"] for a in answers]
+        assert None not in ids and len(set(ids)) == len(ids)
+        with psycopg.connect(database_url) as conn:
+            stored, keys = conn.execute(
+                "SELECT COUNT(*), COUNT(DISTINCT idem_key) FROM frames"
+            ).fetchone()
+        assert stored == keys == devices * per_device  # no duplicate, none lost
+        for frame_id in ids[:: per_device // 4]:  # queryable through the balancer
+            got = httpx.get(
+                f"{cluster.url}/v1/frames/{frame_id}",
+                headers={"Authorization": "Bearer read"},
+                timeout=10,
+            )
+            assert got.status_code == 200 and got.json()["frame_id"] == frame_id
 
 
 def wait_until(condition, timeout: float = 120) -> None:

@@ -4,6 +4,7 @@
 "use strict";
 const $ = (id) => document.getElementById(id);
 const PALETTE = ["#4fb3ff", "#ffb14f", "#7ee081", "#ff6b6b", "#c792ea", "#f7d154", "#5ce1e6", "#ff8fcf", "#a3be8c", "#d08770"];
+const UNKNOWN_COLOR = "#8a8f98";  // frames the head refused: grey, apart from the classes
 let key = localStorage.getItem("spic-read-key") || "";
 let cursor = null, stream = null, shown = 0, lastEventId = null;
 
@@ -20,10 +21,17 @@ async function api(path) {
 function setStatus(text) { $("status").textContent = text; }
 function isoFromLocal(v) { return v ? new Date(v).toISOString() : ""; }
 
+// A frame the codec's default head refused has no label (label null, unknown true): it is shown,
+// filtered and counted as "unknown" (GET /v1/stats groups it so).
+const UNKNOWN = "unknown";
+const UNKNOWN_CHOICE = "\u0000unknown";  // the label filter's value for ?unknown=true
+function shownLabel(frame) { return frame.unknown ? UNKNOWN : frame.label; }
+
 function filters(withTime) {
   const p = new URLSearchParams();
   if ($("f-device").value) p.set("device", $("f-device").value);
-  if ($("f-label").value) p.set("label", $("f-label").value);
+  if ($("f-label").value === UNKNOWN_CHOICE) p.set("unknown", "true");
+  else if ($("f-label").value) p.set("label", $("f-label").value);
   if ($("f-confidence").value) p.set("min_confidence", String(+$("f-confidence").value / 100));
   if (withTime) {
     if ($("f-after").value) p.set("after", isoFromLocal($("f-after").value));
@@ -61,16 +69,18 @@ async function pumpThumbs() {
 
 function card(frame) {
   const el = document.createElement("div");
-  el.className = "card";
+  el.className = frame.unknown ? "card unknown" : "card";
   el.dataset.frameId = frame.frame_id;
-  el.dataset.label = frame.label;
+  el.dataset.label = shownLabel(frame);
   el.dataset.device = frame.device_id;
   const img = document.createElement("img");
-  img.alt = frame.label;
+  img.alt = shownLabel(frame);
   const text = document.createElement("div");
   const when = new Date(frame.captured_at || frame.received_at).toLocaleString();
   text.innerHTML = "<b></b><span class=meta></span>";
-  text.querySelector("b").textContent = frame.label + " " + (100 * frame.confidence).toFixed(0) + "%";
+  text.querySelector("b").textContent = frame.unknown
+    ? UNKNOWN + " (" + frame.top_k[0].label + "? " + (100 * frame.confidence).toFixed(0) + "%)"
+    : frame.label + " " + (100 * frame.confidence).toFixed(0) + "%";
   text.querySelector(".meta").textContent = frame.device_id + " · " + frame.bytes + " B · " + when;
   el.append(img, text);
   el.addEventListener("click", () => showDetail(frame));
@@ -159,7 +169,7 @@ async function loadChart() {
       if (!row) return;
       const rect = svgEl("rect", {
         x: cx - bw / 2, width: bw, y: y(acc + row.count), height: y(acc) - y(acc + row.count),
-        fill: PALETTE[j % PALETTE.length],
+        fill: color(label, j),
       });
       rect.append(svgEl("title", {}, label + ": " + row.count + " at " + new Date(b).toLocaleString()));
       svg.append(rect);
@@ -171,11 +181,13 @@ async function loadChart() {
   $("legend").replaceChildren(...labels.map((label, j) => {
     const s = document.createElement("span");
     s.innerHTML = "<i></i>";
-    s.querySelector("i").style.background = PALETTE[j % PALETTE.length];
+    s.querySelector("i").style.background = color(label, j);
     s.append(label);
     return s;
   }));
 }
+
+function color(label, j) { return label === UNKNOWN ? UNKNOWN_COLOR : PALETTE[j % PALETTE.length]; }
 
 function localMidnight() { const d = new Date(); d.setHours(0, 0, 0, 0); return d.toISOString(); }
 
@@ -206,12 +218,14 @@ async function loadChoices() {
   const labels = [...new Set(models.flatMap((m) => m.classes.map((c) => c.label)))];
   for (const [select, names] of [["f-device", devices.sort()], ["f-label", labels.sort()]]) {
     const current = $(select).value;
-    $(select).replaceChildren(new Option("all", ""), ...names.map((n) => new Option(n, n)));
-    $(select).value = names.includes(current) ? current : "";
+    const extra = select === "f-label" ? [new Option(UNKNOWN + " (refused by the head)", UNKNOWN_CHOICE)] : [];
+    $(select).replaceChildren(new Option("all", ""), ...names.map((n) => new Option(n, n)), ...extra);
+    $(select).value = names.includes(current) || (extra.length && current === UNKNOWN_CHOICE) ? current : "";
   }
 }
 
 function addChoice(select, value) {
+  if (value === null || value === undefined) return;
   if (![...$(select).options].some((o) => o.value === value)) $(select).append(new Option(value, value));
 }
 
@@ -256,12 +270,15 @@ async function showDetail(frame) {
   $("detail").dataset.frameId = String(frame.frame_id);
   $("d-refine-status").textContent = "";
   $("d-fetch").onclick = () => fetchFull(frame);
-  $("d-title").textContent = "Frame " + frame.frame_id + ": " + frame.label;
+  $("d-title").textContent = "Frame " + frame.frame_id + ": " + shownLabel(frame);
   const rows = [
     ["camera", frame.device_id], ["captured", frame.captured_at || "not sent"], ["received", frame.received_at],
     ["frame", frame.bytes + " B, " + frame.bpp.toFixed(4) + " bits/px"], ["QF", frame.qf], ["model", frame.model_id],
     ["JPEG Q75 of this picture", "measuring…"],
   ];
+  for (const [name, h] of Object.entries(frame.heads || {})) {  // every head the codec served
+    rows.splice(rows.length - 1, 0, ["head " + name, (h.unknown ? UNKNOWN + " (" + h.top_k[0].label + "?)" : h.label) + " " + (100 * h.confidence).toFixed(1) + "%"]);
+  }
   $("d-table").replaceChildren(...rows.map(([k, v]) => {
     const tr = document.createElement("tr");
     tr.innerHTML = "<td></td><td></td>";

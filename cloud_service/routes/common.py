@@ -54,12 +54,21 @@ def _filters(
     device: Annotated[str | None, Query(pattern=DEVICE_ID.pattern)] = None,
     label: Annotated[
         str | None,
-        Query(pattern=r"^[^\x00-\x1f\x7f]{1,200}$", description="any case: Church finds church"),
+        Query(
+            pattern=r"^[^\x00-\x1f\x7f]{1,200}$",
+            description="any case: Church finds church; never matches an unknown frame",
+        ),
     ] = None,
     min_confidence: Annotated[float | None, Query(ge=0, le=1)] = None,
+    unknown: Annotated[
+        bool | None,
+        Query(
+            description="true: only frames the default head called unknown; false: only the others"
+        ),
+    ] = None,
 ) -> FrameQuery:
     """The filters /v1/frames, /v1/stats and /v1/events share."""
-    return FrameQuery(device=device, label=label, min_confidence=min_confidence)
+    return FrameQuery(device=device, label=label, min_confidence=min_confidence, unknown=unknown)
 
 
 frame_filters = Depends(_filters)

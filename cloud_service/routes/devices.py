@@ -2,8 +2,8 @@
 it sent since a time (today, by default).
 
 Times are capture times (``AT`` in ``cloud_service.results``: received when the camera sent no
-``X-Captured-At``). ``unknowns`` counts the frames stored without a label; none are yet, so it is
-0 until the service stores such answers.
+``X-Captured-At``). ``unknowns_since`` counts the frames the codec's default head called unknown
+(its reject rule refused them: ``unknown: true``, ``label: null``).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class DeviceRow(BaseModel):
     )
     frames: int = Field(description="frames stored from this camera")
     frames_since: int = Field(description="frames captured since `since`")
-    unknowns_since: int = Field(description="of those, frames stored without a label")
+    unknowns_since: int = Field(description="of those, frames the default head called unknown")
     bytes_since: int = Field(description="of those, the bytes the camera sent")
 
 

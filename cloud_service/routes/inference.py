@@ -12,11 +12,12 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from starlette.requests import ClientDisconnect
 
 from cloud_service.problems import Problem, problem_response
 from cloud_service.routes.common import ERRORS
+from cloud_service.routes.query_params import strict_query
 from cloud_service.services import inference, refine
 from cloud_service.services.idempotent import idempotent, scoped_key
 from cloud_service.services.inference import FrameIn
@@ -133,6 +134,16 @@ async def frame_in(
 
 
 FrameDep = Annotated[FrameIn, Depends(frame_in)]
+HeadsParam = Annotated[
+    str | None,
+    Query(
+        max_length=2000,
+        pattern=r"^[a-z0-9._,-]+$",
+        description="comma-separated head names, or `all`: the answer's `heads` holds each one's "
+        "prediction (GET /v1/models lists the heads of each codec); the top-level fields stay "
+        "the default head's",
+    ),
+]
 
 
 @router.post(
@@ -140,11 +151,14 @@ FrameDep = Annotated[FrameIn, Depends(frame_in)]
     response_model=ClassifyResponse,
     responses=ERRORS,
     openapi_extra=FRAME_BODY,
+    dependencies=[strict_query],
     summary="Classify a SPIC frame from its latent (no pixel decode)",
 )
-async def classify(request: Request, state: StateDep, frame_in: FrameDep) -> Response:
+async def classify(
+    request: Request, state: StateDep, frame_in: FrameDep, heads: HeadsParam = None
+) -> Response:
     async def run() -> Response:
-        answer = await inference.classify(state, frame_in, request.state.request_id)
+        answer = await inference.classify(state, frame_in, request.state.request_id, heads)
         request.state.model_id = answer.model_id
         return Response(answer.model_dump_json(), media_type="application/json")
 

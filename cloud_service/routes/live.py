@@ -1,7 +1,8 @@
 """Aggregates and live events over the results store, for read keys.
 
-    GET /v1/stats?group_by=label|device&bucket=1h|auto&after=&before=&device=&label=&min_confidence=
-        counts per group and bucket of capture time (``AT``: received time when none was sent)
+    GET /v1/stats?group_by=label|device&bucket=1h|auto&after=&before=&device=&label=&min_confidence=&unknown=
+        counts per group and bucket of capture time (``AT``: received time when none was sent);
+        frames the default head called unknown count under the label "unknown"
     GET /v1/events?device=&label=&min_confidence=                   Server-Sent Events
 
 A stats answer is bounded before it is computed: the buckets between the first and last matching
@@ -90,7 +91,15 @@ def choose_bucket(bucket: str, span: tuple[int, int] | None) -> str:
     )
 
 
-@router.get("/stats", response_model=StatsResponse, responses=QUERY_ERRORS, summary="Counts")
+@router.get(
+    "/stats",
+    response_model=StatsResponse,
+    responses=QUERY_ERRORS,
+    summary="Counts",
+    description="Frames per group and bucket of capture time. Grouped by label, the frames the "
+    "codec's default head called unknown (`unknown: true`, `label: null`) count under the group "
+    '"unknown".',
+)
 async def stats(
     state: StateDep,
     _auth: ReadAuthDep,

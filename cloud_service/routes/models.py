@@ -1,4 +1,5 @@
-"""``GET /v1/models``: the bundles served, for any key the service accepts.
+"""``GET /v1/models``: the codecs served, their heads and decoders, for any key the service
+accepts.
 
 Cameras (upload keys) read it for the QFs and limits; consumers (read keys) and operators (admin
 keys) for the classes their frames are labelled with.
@@ -21,7 +22,7 @@ from cloud_service.state import (
     identify,
     not_accepted,
 )
-from shared.schemas import ModelInfo, ModelsResponse
+from shared.schemas import HeadInfo, ModelInfo, ModelsResponse
 
 router = APIRouter(prefix="/v1", tags=["models"], dependencies=[strict_query])
 
@@ -38,13 +39,15 @@ AnyKeyDep = Annotated[None, Depends(require_any_key)]
 @router.get(
     "/models",
     response_model=ModelsResponse,
-    summary="The model bundles this service serves",
+    summary="The codecs this service serves, with their heads and decoders",
     responses={s: ERRORS[s] for s in (401, 403, 503)},
 )
 def list_models(state: StateDep, _caller: AnyKeyDep, _ready: ReadyDep) -> ModelsResponse:
     infos = []
     for runtime in state.runtimes.values():
         m = runtime.manifest
+        roles = ["decoder"] + ([m.enhancement.decoder] if m.enhancement is not None else [])
+        decoders = [r for r in roles if r in m.files]
         infos.append(
             ModelInfo(
                 model_id=m.model_id,
@@ -62,6 +65,10 @@ def list_models(state: StateDep, _caller: AnyKeyDep, _ready: ReadyDep) -> Models
                 stride=m.latent.stride,
                 preprocessing=m.preprocessing.model_dump(),
                 limits=runtime.limits.model_dump(),
+                aliases=m.aliases,
+                default_head=runtime.default_head,
+                heads=[HeadInfo(**h.describe()) for h in runtime.heads.values()],
+                decoders=decoders,
             )
         )
     return ModelsResponse(models=infos)

@@ -22,13 +22,20 @@ from cloud_service.batcher import Overloaded
 from cloud_service.problems import Problem
 from cloud_service.results import FrameRecord, KeyReused
 from cloud_service.services.idempotent import ReusedInStore
+from cloud_service.services.predictions import (
+    FrameRows,
+    asked_heads,
+    head_predictions,
+    run_heads,
+    top_scores,
+)
 from cloud_service.state import ServiceState
 from cloud_service.timeutil import now_us
 from shared import bitstream
 from shared.codecs import CODEC_IDS
 from shared.errors import BitstreamError
 from shared.runtime import SpicCodec
-from shared.schemas import ClassifyResponse, ClassScore, Prediction
+from shared.schemas import ClassifyResponse, Prediction
 
 T = TypeVar("T")
 # A frame's header is sound but it does not fit the model: the status says which way.
@@ -85,9 +92,8 @@ def decode_latent(runtime: SpicCodec, frame: bitstream.Frame) -> np.ndarray:
         raise _bad_frame(exc) from None
 
 
-def _classify_one(runtime: SpicCodec, frame: bitstream.Frame) -> np.ndarray:
-    probs: np.ndarray = runtime.classify_latents(decode_latent(runtime, frame)[None])[0]
-    return probs
+def _classify_one(runtime: SpicCodec, frame: bitstream.Frame) -> FrameRows:
+    return run_heads(runtime, decode_latent(runtime, frame)[None])[0]
 
 
 def reconstruct_png(runtime: SpicCodec, frame: bitstream.Frame) -> bytes:
@@ -118,9 +124,7 @@ async def run_heavy(state: ServiceState, fn: Callable[..., T], *args: object) ->
         raise overloaded(state) from None
 
 
-async def _probabilities(
-    state: ServiceState, runtime: SpicCodec, frame: bitstream.Frame
-) -> np.ndarray:
+async def _head_rows(state: ServiceState, runtime: SpicCodec, frame: bitstream.Frame) -> FrameRows:
     if frame.latent_shape[1:] != runtime.native_shape[1:]:
         return await run_heavy(state, _classify_one, runtime, frame)
     batcher = state.batchers[runtime.model_id]
@@ -129,30 +133,34 @@ async def _probabilities(
         latent = await asyncio.to_thread(decode_latent, runtime, frame)
         # The classifier reads the base channels: frames with and without an enhancement layer
         # share a batch.
-        probs: np.ndarray = await batcher.submit(latent[: runtime.manifest.latent.channels])
+        rows: FrameRows = await batcher.submit(latent[: runtime.manifest.latent.channels])
     except Overloaded:
         raise overloaded(state) from None
-    return probs
+    return rows
 
 
-async def classify(state: ServiceState, frame_in: FrameIn, request_id: str) -> ClassifyResponse:
-    """Classify a frame, keep it in the results store (when the settings say so) and tell the
-    webhooks."""
+async def classify(
+    state: ServiceState, frame_in: FrameIn, request_id: str, heads: str | None = None
+) -> ClassifyResponse:
+    """Classify a frame with every head of its codec, answer the default head's prediction (and
+    those of the ``heads`` asked for), keep them all in the results store (when the settings say
+    so) and tell the webhooks."""
     body = frame_in.body
     runtime, frame = parse_frame(state, body)
-    probs = await _probabilities(state, runtime, frame)
-    order = np.argsort(-probs)[: state.settings.top_k]
-    top = [
-        ClassScore(class_id=int(i), label=runtime.labels[i], confidence=float(probs[i]))
-        for i in order
-    ]
+    names = asked_heads(runtime, heads)  # 422 before any work for a head not served
+    rows = await _head_rows(state, runtime, frame)
+    k = state.settings.top_k
+    main = rows[runtime.default_head]
+    top = top_scores(main, k)
     answer = ClassifyResponse(
         request_id=request_id,
         model_id=runtime.model_id,
         class_id=top[0].class_id,
-        label=top[0].label,
+        label=None if main.unknown else top[0].label,
         confidence=top[0].confidence,
+        unknown=main.unknown,
         top_k=top,
+        heads=None if names is None else head_predictions(rows, names, k),
         qf=frame.qf,
         codec=CODEC_IDS[frame.codec],
         bytes=len(body),
@@ -164,7 +172,8 @@ async def classify(state: ServiceState, frame_in: FrameIn, request_id: str) -> C
         device_id=frame_in.device_id,
     )
     if state.settings.store_results:
-        answer.frame_id = await store_result(state, answer, frame_in)
+        stored = answer.model_copy(update={"heads": head_predictions(rows, None, k)})
+        answer.frame_id = await store_result(state, stored, frame_in)
     if state.webhooks is not None:
         state.webhooks.submit({"event": "frame", **answer.model_dump()})
     return answer
