@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cloud_service.harness import CloudProcess, free_port, spawn_cloud, stop, wait_ready
 
@@ -234,9 +235,8 @@ def running_cluster(
         while len(ports) < replicas:
             ports.add(free_port())
         for port in sorted(ports):
-            proc, url = spawn_cloud(
-                bundles, port, None, "warning", database_url=database_url, **settings
-            )
+            extra: dict[str, Any] = {"database_url": database_url, **settings}
+            proc, url = spawn_cloud(bundles, port, None, "warning", **extra)
             procs.append(proc)
             urls.append(url)
         for proc, url in zip(procs, urls, strict=True):

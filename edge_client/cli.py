@@ -5,6 +5,8 @@
                                           print each prediction
     spic-edge watch DIR --url URL         camera mode: encode new images, queue them on disk,
                                           upload in capture order, keep going while the cloud is down
+    spic-edge stream SOURCE --url URL     fixed-camera mode: a video file, URL or device sampled
+                                          at --fps, sent as key, delta and skip frames (queued)
 
 Every option can also come from the environment as SPIC_EDGE_<OPTION> (for example
 SPIC_EDGE_URL, SPIC_EDGE_API_KEY, SPIC_EDGE_QUEUE_DIR); a flag wins over the environment. Both are
@@ -152,7 +154,31 @@ def cmd_send(args: argparse.Namespace, settings: EdgeSettings) -> int:
 def cmd_watch(args: argparse.Namespace, settings: EdgeSettings) -> int:
     from edge_client.watch import run_watch
 
+    if args.stream and (why := stream_args_error(args)):
+        print(f"spic-edge: bad settings: {why}", file=sys.stderr)
+        return 2
     return run_watch(args, settings, make_encoder(settings), make_client(settings))
+
+
+def stream_args_error(args: argparse.Namespace) -> str | None:
+    if not 0 <= args.stream_id <= 0xFFFF:
+        return "--stream-id must be 0..65535"
+    if args.key_interval < 1 or args.position_changes < 1:
+        return "--key-interval and --position-changes must be at least 1"
+    return None
+
+
+def cmd_stream(args: argparse.Namespace, settings: EdgeSettings) -> int:
+    from edge_client.stream import run_stream
+    from edge_client.video import VideoError
+
+    if why := stream_args_error(args):
+        print(f"spic-edge: bad settings: {why}", file=sys.stderr)
+        return 2
+    try:
+        return run_stream(args, settings, make_encoder(settings), make_client(settings))
+    except VideoError as exc:
+        raise EdgeError(str(exc)) from exc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     from shared.tuning import tune_malloc
 
     tune_malloc()
-    commands = {"encode": cmd_encode, "send": cmd_send, "watch": cmd_watch}
+    commands = {"encode": cmd_encode, "send": cmd_send, "watch": cmd_watch, "stream": cmd_stream}
     try:
         return commands[args.command](args, settings)
     except EdgeError as exc:

@@ -22,6 +22,7 @@ examples:
   spic-edge send photo.jpg frames/old.spic --url http://127.0.0.1:8000 --api-key KEY
   spic-edge watch /var/camera --url http://cloud:8000 --api-key KEY --keep-mb 256
   SPIC_EDGE_URL=http://cloud:8000 SPIC_EDGE_API_KEY=KEY spic-edge watch /var/camera
+  spic-edge stream clip.mp4 --url http://cloud:8000 --fps 5 --json   a fixed camera's video
 
 Every setting can come from a SPIC_EDGE_* variable (named in each flag's help); a flag wins.
 Errors are one line on stderr: exit status 1, 2 for bad settings."""
@@ -42,6 +43,11 @@ examples:
   spic-edge watch /var/camera --url http://cloud:8000 --api-key KEY
   spic-edge watch /var/camera --url http://cloud:8000 --keep-hours 6 --keep-mb 256
   spic-edge watch /var/camera --url http://cloud:8000 --queue-dir /data/spic-queue -v""",
+    "stream": """\
+examples:
+  spic-edge stream clip.mp4 --url http://cloud:8000 --api-key KEY --fps 5 --json
+  spic-edge stream rtsp://cam/stream --url http://cloud:8000 --key-interval 300
+  spic-edge stream /dev/video0 --url http://cloud:8000 --fps 2 --max-seconds 3600""",
 }
 
 
@@ -176,14 +182,49 @@ def build_parser() -> argparse.ArgumentParser:
         help="unreadable for this long: moved to .spic-failed",
     )
     w.add_argument(
+        "--stream",
+        action="store_true",
+        help="send the folder's images as one stream of key, delta and skip frames",
+    )
+    _stream_flags(w)
+    w.add_argument(
         "--exit-when-idle", action="store_true", help="stop once the folder and the queue are empty"
     )
     w.add_argument(
         "--max-seconds", type=float, default=None, help="stop after this long (tests, demos)"
     )
-    for parser in (p, enc, snd, w):
+    st = command(
+        "stream",
+        [common, net],
+        "fixed-camera mode: sample a video file, URL or device (ffmpeg) at --fps and send key, "
+        "delta and skip frames of one stream through the disk queue",
+    )
+    st.add_argument("source", help="video file, rtsp:// or http:// URL, or /dev/videoN")
+    st.add_argument("--fps", type=float, default=None, help="frames per second sampled (all)")
+    _stream_flags(st)
+    st.add_argument("--max-seconds", type=float, default=None, help="stop after S s of video")
+    st.add_argument("--queue-dir", type=Path, default=S, help="frame queue (./.spic-stream-queue)")
+    st.add_argument("--max-queue-mb", type=float, default=S, help="queue size bound")
+    st.add_argument("--ttl-hours", type=float, default=S, help="undelivered frames expire")
+    for parser in (p, enc, snd, w, st):
         _name_settings(parser)
     return p
+
+
+def _stream_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--key-interval", type=int, default=300, help="a key frame every N frames (300)"
+    )
+    parser.add_argument(
+        "--position-changes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="send a latent position when at least N of its channels changed (1: every change, "
+        "so every answer is the frame's own; more drops sensor-noise flicker, lossy); a frame "
+        "with nothing to send is a header-only skip",
+    )
+    parser.add_argument("--stream-id", type=int, default=0, help="this camera's stream, 0..65535")
 
 
 def _name_settings(parser: argparse.ArgumentParser) -> None:

@@ -266,12 +266,28 @@ def run_watch(args: argparse.Namespace, settings: EdgeSettings, encoder: Any, cl
             watcher.index.uploaded(item.key, result.get("frame_id"))
         print(prediction_line(item.source, result, args.json), flush=True)
 
-    uploader = Uploader(queue, client, on_result=on_result)
+    uploader: Any = Uploader(queue, client, on_result=on_result)
     refiner = None
     if watcher.index is not None:  # the cloud may ask for better pictures of what was sent
         refiner = RefineServer(client, encoder, watcher.index, settings.device_id)
         client.on_refine = refiner.offer_header
         refiner.start()
+    if getattr(args, "stream", False):  # the folder's images as one stream's frames
+        from edge_client.stream import StreamImages, StreamSender, StreamUploader
+
+        sender = StreamSender(
+            encoder,
+            client,
+            queue,
+            device_id=settings.device_id,
+            stream_id=args.stream_id,
+            key_interval=args.key_interval,
+            position_changes=args.position_changes,
+        )
+        watcher.encoder = StreamImages(sender)
+        uploader = StreamUploader(
+            sender, lambda src, r: print(prediction_line(src, r, args.json), flush=True)
+        )
     start, was_down = time.monotonic(), False
     limits_known = learn_limits(encoder, client)
     while True:

@@ -15,9 +15,10 @@ import sys
 from pathlib import Path
 
 from evaluation.pairs import paired
+from evaluation.reject_card import unknown_markdown
 from evaluation.spic_eval import evaluate_spic, labelled_images, rows_to_dicts
 from models.data import DATA_HELP, split_folder
-from shared.manifest import Manifest, load_manifest, record_measurements
+from shared.manifest import load_manifest, record_measurements
 from shared.measurements import Measurements, OperatingPoint
 
 # The default bundle's targets (issue 11), checked on the rows by target_lines.
@@ -189,36 +190,6 @@ def measurements(rows: list[dict], command: str, dataset: str) -> Measurements:
     ]
     n_images = max(int(r["n_images"]) for r in rows)
     return Measurements(dataset=dataset, n_images=n_images, command=command, points=points)
-
-
-def unknown_markdown(manifest: Manifest) -> str:
-    """The card's "## Unknown" section: the head's reject rule and what it did on foreign photos."""
-    rule = manifest.head.reject if manifest.head else None
-    lines = ["", "## Unknown", ""]
-    if rule is None:
-        return "\n".join(
-            [
-                *lines,
-                "No reject rule: every frame gets a label (`python -m evaluation.unknown`).",
-                "",
-            ]
-        )
-    lines.append(
-        f"Reject rule `{rule.score}`"
-        + (f" (k = {rule.k}, bank `{manifest.files[rule.bank].path}`)" if rule.bank else "")
-        + f": a frame scoring below **{rule.threshold:.4f}** is answered `unknown`; the threshold"
-        f" accepts {rule.accept:.0%} of the validation frames."
-    )
-    m = rule.measured
-    if m is not None:
-        lines += [
-            "",
-            f"On {m.n_foreign} foreign photos ({m.foreign}) against {m.n_in} validation frames:"
-            f" AUROC **{m.auroc:.3f}**, **{m.foreign_accepted:.1%}** of the foreign photos accepted.",
-            "",
-            f"`{m.command}`",
-        ]
-    return "\n".join([*lines, ""])
 
 
 def main(argv: list[str] | None = None) -> int:

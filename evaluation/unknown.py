@@ -29,7 +29,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from edge_client.encoder import EdgeEncoder
-from evaluation.card import unknown_markdown
+from evaluation.reject_card import unknown_markdown
 from models.data import DATA_HELP, split_folder
 from shared.manifest import BundleFile, load_manifest, write_manifest
 from shared.reject import (
@@ -130,17 +130,20 @@ def measure(args: argparse.Namespace) -> dict:
         s_in = score_by(kind, val_logits, val_feats, bank16, args.k)
         th = threshold_for(s_in, args.accept)
         per = {n: score_by(kind, lo, fe, bank16, args.k) for n, (lo, fe) in foreign.items()}
+        rules[kind] = {"threshold": th, "per_source": {}}
+        if not per:  # nothing foreign to measure against: the threshold alone
+            continue
         pooled = np.concatenate(list(per.values()))
-        rules[kind] = {
+        rules[kind] |= {
             "auroc": auroc(s_in, pooled),
             "foreign_accepted": float((pooled >= th).mean()),
-            "threshold": th,
             "per_source": {
                 n: {"n": len(s), "auroc": auroc(s_in, s), "accepted": float((s >= th).mean())}
                 for n, s in per.items()
             },
         }
-    best = max(rules, key=lambda k: float(rules[k]["auroc"]))
+    # Without foreign photos, knn: the rule measured best on the shipped head.
+    best = max(rules, key=lambda k: float(rules[k]["auroc"])) if foreign else "knn"
     return {
         "bundle": str(args.bundle),
         "qf": scorer.encoder.qf,
@@ -173,7 +176,9 @@ def write_rule(bundle: Path, result: dict, command: str) -> None:
         accept=result["accept"],
         k=result["k"],
         bank=bank_role,
-        measured=RejectMeasured(
+        measured=None
+        if not r["per_source"]
+        else RejectMeasured(
             auroc=r["auroc"],
             foreign_accepted=r["foreign_accepted"],
             n_in=result["n_val"],
@@ -182,7 +187,8 @@ def write_rule(bundle: Path, result: dict, command: str) -> None:
             command=command,
         ),
     )
-    name = manifest.head.name if manifest.head else "bundle"
+    slug = re.sub(r"[^a-z0-9._-]+", "-", manifest.name.lower()).strip("-._")[:64] or "bundle"
+    name = manifest.head.name if manifest.head else slug
     head = EmbeddedHead(name=name, reject=rule)
     new = write_manifest(bundle, manifest.model_copy(update={"files": files, "head": head}))
     if new.model_id != manifest.model_id:

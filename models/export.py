@@ -18,6 +18,7 @@ import shlex
 import sys
 import warnings
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import onnxruntime as ort
@@ -46,6 +47,26 @@ FILES = {"encoder": "encoder.onnx", "decoder": "decoder.onnx", "classifier": "cl
 ENHANCEMENT_ROLES = ("enhancement_encoder", "enhanced_decoder")
 
 
+class ClassifierWithFeatures(torch.nn.Module):
+    """h_c with a second output, ``features``: its penultimate block's activations max-pooled
+    over space, what a head's ``knn`` reject rule compares (shared/reject.py). Measured on the
+    shipped head, they separate foreign photos better than the last block's or the logits
+    (docs/research/unknown.md)."""
+
+    def __init__(self, h_c: torch.nn.Module):
+        super().__init__()
+        self.h_c = h_c
+
+    def forward(self, y_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        blocks = list(cast(torch.nn.Sequential, self.h_c.features))
+        head = cast(torch.nn.Module, self.h_c.head)
+        x = y_hat
+        for block in blocks[:-1]:
+            x = block(x)
+        features = torch.amax(x, dim=(2, 3))
+        return head(blocks[-1](x)), features
+
+
 def networks(
     model: SPIC, enhancement: KLTEnhancement | None
 ) -> dict[str, tuple[torch.nn.Module, str, str]]:
@@ -54,7 +75,7 @@ def networks(
     graphs: dict[str, tuple[torch.nn.Module, str, str]] = {
         "encoder": (model.g_a, "image", "latent"),
         "decoder": (model.g_s, "latent", "image"),
-        "classifier": (model.h_c, "latent", "logits"),
+        "classifier": (ClassifierWithFeatures(model.h_c), "latent", "logits,features"),
     }
     if enhancement is not None:
         encoder, decoder = ENHANCEMENT_ROLES
@@ -75,6 +96,7 @@ def export_onnx(model: SPIC, out: Path, enhancement: KLTEnhancement | None = Non
         if role == ENHANCEMENT_ROLES[1]:
             c = enhancement.analysis.out_channels  # type: ignore[union-attr]
         arg = x if in_name == "image" else torch.rand(2, c, probe // s, probe // s)
+        outs = out_name.split(",")
         out_axes = {0: "batch"} if role == "classifier" else {0: "batch", 2: "height", 3: "width"}
         # The TorchScript exporter (dynamo=False) needs no onnxscript and handles plain conv nets;
         # torch marks it deprecated, which is noise here.
@@ -85,8 +107,9 @@ def export_onnx(model: SPIC, out: Path, enhancement: KLTEnhancement | None = Non
                 (arg,),
                 str(out / files[role]),
                 input_names=[in_name],
-                output_names=[out_name],
-                dynamic_axes={in_name: {0: "batch", 2: "height", 3: "width"}, out_name: out_axes},
+                output_names=outs,
+                dynamic_axes={in_name: {0: "batch", 2: "height", 3: "width"}}
+                | {o: out_axes for o in outs},
                 opset_version=OPSET,
                 dynamo=False,
             )

@@ -1,5 +1,8 @@
 """spic-train: multi-task training of SPIC, L = w(QF)·MSE + α·rate + β·cross-entropy.
 
+``spic-train --recipe full`` runs the whole recipe instead: teacher, this, export, INT8 and the
+model card, resumable, with an ETA (models/recipe.py).
+
 The loop is models/trainer.py's, which spic-train-reference shares; this module is the recipe:
 the loss, the batches, the dual update of alpha and what a checkpoint records. Runs on CPU by
 default; ``--device cuda`` for a GPU; under ``torchrun`` it trains data-parallel with DDP (gloo on
@@ -41,6 +44,8 @@ from models.objective import (
     saturation_penalty,
     update_alpha,
 )
+from models.recipe import add_arguments as add_recipe_arguments
+from models.recipe import run_recipe
 from models.split_resnet import init_from_reference, matched_layers
 from models.trainer import Trainer, load_checkpoint_file, progressive_crop, to_tensor
 from models.zoo import create_model
@@ -66,6 +71,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         help="stop after this many epochs (checkpointed); continue later with --resume",
     )
+    add_recipe_arguments(p)
     return p.parse_args(argv)
 
 
@@ -246,6 +252,8 @@ class SPICTrainer(Trainer):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.recipe:  # the whole recipe, this command among its stages (models/recipe.py)
+        return run_recipe(args)
     # The command as it ran, kept in the checkpoint (one line per run, --resume runs appended) so
     # the model card records what was actually typed, not a reconstruction.
     command = "spic-train " + shlex.join(sys.argv[1:] if argv is None else argv)

@@ -219,4 +219,6 @@ class Trainer:
             if metrics is not None:
                 self.write_log({"val": metrics})
                 print(json.dumps({"val": metrics}), file=sys.stderr)
+            # What spic-train --recipe (models/recipe.py) refines its ETA from while a stage trains.
+            self.write_log({"epoch_end": {"epoch": self.epoch, "epochs": self.epochs}})
         return last_epoch

@@ -169,6 +169,11 @@ class Codebook:
     ) -> np.ndarray:
         """Entropy-decode a parsed frame after ``check_geometry``; (C, H, W) uint16 symbols.
         ``accept``: the ids the frame may carry (default: the codec id and its aliases)."""
+        if frame.frame_type != "key":  # its symbols need a reference: shared.stream decodes it
+            raise BitstreamError(
+                "needs_reference",
+                f"{frame.frame_type} frame {frame.seq} needs frame {frame.ref_seq} of its stream",
+            )
         if frame.model_id_hex not in (accept or self.manifest.ids):
             raise ModelMismatchError(frame.model_id_hex, self.manifest.ids)
         self.check_geometry(frame, limits)

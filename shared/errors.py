@@ -21,6 +21,10 @@ reason                 meaning
                        each other or with the model (``Codebook.check_geometry``)
 ``over_limit``         a well-formed frame larger than the model serves (its
                        manifest's ``limits``, capped by the service's settings)
+``stream``             a version-2 frame's type, sequence and reference fields
+                       contradict each other (``shared.bitstream`` rule 5)
+``needs_reference``    a delta or skip frame read without the frame it refers to
+                       (``shared.stream``); the sender answers with a key frame
 =====================  ==========================================================
 """
 
@@ -38,6 +42,8 @@ REASONS = (
     "table_mismatch",
     "geometry",
     "over_limit",
+    "stream",
+    "needs_reference",
 )
 
 

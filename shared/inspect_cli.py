@@ -27,6 +27,17 @@ file is a valid frame, 2 when any is not (one line on stderr per bad file)."""
 
 
 def describe(frame: bitstream.Frame, path: str) -> dict[str, Any]:
+    stream = {}
+    if frame.version == bitstream.STREAM_VERSION:
+        stream = {"frame_type": frame.frame_type, "stream_id": frame.stream_id, "seq": frame.seq}
+        stream["ref_seq"] = frame.ref_seq
+    sizes = {
+        "header_bytes": frame.overhead,
+        "payload_bytes": len(frame.payload),
+        "total_bytes": frame.nbytes,
+    }
+    if frame.frame_type != "key":  # its codec, QF, model and shape are its reference's
+        return {"file": path, "version": frame.version, **stream, **sizes}
     c, h, w = frame.latent_shape
     in_w, in_h = frame.input_size
     return {
@@ -40,11 +51,10 @@ def describe(frame: bitstream.Frame, path: str) -> dict[str, Any]:
         "stride": frame.stride,
         "input_size": [in_w, in_h],
         "image_size": list(frame.image_size),
-        "header_bytes": bitstream.OVERHEAD,
-        "payload_bytes": len(frame.payload),
-        "total_bytes": frame.nbytes,
+        **sizes,
         "bpp": round(frame.bpp, 6),
         "bits_per_symbol": round(8 * len(frame.payload) / (c * h * w), 6),
+        **stream,
     }
 
 

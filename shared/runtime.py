@@ -122,7 +122,8 @@ class SpicCodec:
     def parse(self, data: bytes) -> bitstream.Frame:
         """Header, CRC and geometry against this codec and its serving limits; BitstreamError."""
         frame = bitstream.unpack(data)
-        self.codebook.check_geometry(frame, self.limits)
+        if frame.frame_type == "key":  # a delta's or skip's geometry is its reference's
+            self.codebook.check_geometry(frame, self.limits)
         return frame
 
     def decompress(self, frame: bitstream.Frame) -> np.ndarray:

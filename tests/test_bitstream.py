@@ -118,7 +118,8 @@ def _forge(**fields) -> bytes:
     ("fields", "reason"),
     [
         ({"magic": b"JPEG"}, "bad_magic"),
-        ({"version": 2}, "unsupported_version"),
+        ({"version": 3}, "unsupported_version"),
+        ({"version": 2}, "truncated"),  # a version-1 header is short of the stream fields
         ({"codec": 9}, "unknown_codec"),
         ({"qf": 0}, "limits"),
         ({"stride_log2": 8}, "limits"),

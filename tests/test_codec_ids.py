@@ -167,5 +167,7 @@ def test_the_shipped_card_gives_the_reject_rule_and_what_it_did():
     assert rule is not None and rule.measured is not None
     section = card.split("## Unknown", 1)[1]
     assert f"**{rule.threshold:.4f}**" in section and f"**{rule.measured.auroc:.3f}**" in section
-    assert f"**{rule.measured.foreign_accepted:.1%}**" in section and "evaluation.unknown" in section
+    assert (
+        f"**{rule.measured.foreign_accepted:.1%}**" in section and "evaluation.unknown" in section
+    )
     assert f"Codec id `{m.model_id}`" in card

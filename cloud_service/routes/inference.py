@@ -18,11 +18,12 @@ from starlette.requests import ClientDisconnect
 from cloud_service.problems import Problem, problem_response
 from cloud_service.routes.common import ERRORS
 from cloud_service.routes.query_params import strict_query
-from cloud_service.services import inference, refine
+from cloud_service.services import inference, refine, streams
 from cloud_service.services.idempotent import idempotent, scoped_key
 from cloud_service.services.inference import FrameIn
 from cloud_service.state import AuthDep, Caller, ReadyDep, ServiceState, StateDep
 from cloud_service.timeutil import parse_rfc3339
+from shared.bitstream import MAGIC, STREAM_VERSION
 from shared.schemas import DEVICE_ID, ClassifyResponse
 
 router = APIRouter(prefix="/v1", tags=["inference"])
@@ -154,11 +155,17 @@ HeadsParam = Annotated[
     dependencies=[strict_query],
     summary="Classify a SPIC frame from its latent (no pixel decode)",
 )
+def is_stream(body: bytes) -> bool:
+    return body[:4] == MAGIC and body[4:5] == bytes([STREAM_VERSION])
+
+
 async def classify(
     request: Request, state: StateDep, frame_in: FrameDep, heads: HeadsParam = None
 ) -> Response:
     async def run() -> Response:
-        answer = await inference.classify(state, frame_in, request.state.request_id, heads)
+        # A frame of a stream (bitstream version 2) is read against its stream's state.
+        handler = streams.classify_stream if is_stream(frame_in.body) else inference.classify
+        answer = await handler(state, frame_in, request.state.request_id, heads)
         request.state.model_id = answer.model_id
         return Response(answer.model_dump_json(), media_type="application/json")
 

@@ -35,7 +35,7 @@ from shared import bitstream
 from shared.codecs import CODEC_IDS
 from shared.errors import BitstreamError
 from shared.runtime import SpicCodec
-from shared.schemas import ClassifyResponse, Prediction
+from shared.schemas import ClassifyResponse, ClassScore, Prediction
 
 T = TypeVar("T")
 # A frame's header is sound but it does not fit the model: the status says which way.
@@ -144,39 +144,56 @@ async def classify(
 ) -> ClassifyResponse:
     """Classify a frame with every head of its codec, answer the default head's prediction (and
     those of the ``heads`` asked for), keep them all in the results store (when the settings say
-    so) and tell the webhooks."""
-    body = frame_in.body
-    runtime, frame = parse_frame(state, body)
+    so) and tell the webhooks. A frame of a stream (bitstream version 2) goes through
+    ``services.streams`` instead."""
+    runtime, frame = parse_frame(state, frame_in.body)
     names = asked_heads(runtime, heads)  # 422 before any work for a head not served
     rows = await _head_rows(state, runtime, frame)
-    k = state.settings.top_k
     main = rows[runtime.default_head]
-    top = top_scores(main, k)
-    answer = ClassifyResponse(
+    top = top_scores(main, state.settings.top_k)
+    return await answer(state, runtime, frame, top, main.unknown, frame_in, request_id, rows, names)
+
+
+async def answer(
+    state: ServiceState,
+    runtime: SpicCodec,
+    frame: bitstream.Frame,
+    top: list[ClassScore],
+    unknown: bool,
+    frame_in: FrameIn,
+    request_id: str,
+    rows: FrameRows | None = None,
+    names: list[str] | None = None,
+) -> ClassifyResponse:
+    """The answer for a classified frame (the default head's ``top``; every head's ``rows`` when
+    they ran), stored and sent to the webhooks."""
+    body, k = frame_in.body, state.settings.top_k
+    result = ClassifyResponse(
         request_id=request_id,
         model_id=runtime.model_id,
         class_id=top[0].class_id,
-        label=None if main.unknown else top[0].label,
+        label=None if unknown else top[0].label,
         confidence=top[0].confidence,
-        unknown=main.unknown,
+        unknown=unknown,
         top_k=top,
-        heads=None if names is None else head_predictions(rows, names, k),
+        heads=None if names is None or rows is None else head_predictions(rows, names, k),
         qf=frame.qf,
         codec=CODEC_IDS[frame.codec],
         bytes=len(body),
         bits=8 * len(body),
-        bpp=frame.bpp,
+        bpp=8 * len(body) / (frame.input_size[0] * frame.input_size[1]),
         latent_shape=list(frame.latent_shape),
         input_size=list(frame.input_size),
         image_size=list(frame.image_size),
         device_id=frame_in.device_id,
     )
     if state.settings.store_results:
-        stored = answer.model_copy(update={"heads": head_predictions(rows, None, k)})
-        answer.frame_id = await store_result(state, stored, frame_in)
+        every = None if rows is None else head_predictions(rows, None, k)
+        stored = result.model_copy(update={"heads": every})
+        result.frame_id = await store_result(state, stored, frame_in)
     if state.webhooks is not None:
-        state.webhooks.submit({"event": "frame", **answer.model_dump()})
-    return answer
+        state.webhooks.submit({"event": "frame", **result.model_dump()})
+    return result
 
 
 async def store_result(state: ServiceState, answer: ClassifyResponse, frame_in: FrameIn) -> int:
