@@ -147,6 +147,10 @@ HeadsParam = Annotated[
 ]
 
 
+def is_stream(body: bytes) -> bool:
+    return body[:4] == MAGIC and body[4:5] == bytes([STREAM_VERSION])
+
+
 @router.post(
     "/classify",
     response_model=ClassifyResponse,
@@ -155,10 +159,6 @@ HeadsParam = Annotated[
     dependencies=[strict_query],
     summary="Classify a SPIC frame from its latent (no pixel decode)",
 )
-def is_stream(body: bytes) -> bool:
-    return body[:4] == MAGIC and body[4:5] == bytes([STREAM_VERSION])
-
-
 async def classify(
     request: Request, state: StateDep, frame_in: FrameDep, heads: HeadsParam = None
 ) -> Response:
