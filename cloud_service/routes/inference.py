@@ -23,7 +23,6 @@ from cloud_service.services.idempotent import idempotent, scoped_key
 from cloud_service.services.inference import FrameIn
 from cloud_service.state import AuthDep, Caller, ReadyDep, ServiceState, StateDep
 from cloud_service.timeutil import parse_rfc3339
-from shared.bitstream import MAGIC, STREAM_VERSION
 from shared.schemas import DEVICE_ID, ClassifyResponse
 
 router = APIRouter(prefix="/v1", tags=["inference"])
@@ -164,7 +163,9 @@ async def classify(
 ) -> Response:
     async def run() -> Response:
         # A frame of a stream (bitstream version 2) is read against its stream's state.
-        handler = streams.classify_stream if is_stream(frame_in.body) else inference.classify
+        handler = (
+            streams.classify_stream if streams.is_stream(frame_in.body) else inference.classify
+        )
         answer = await handler(state, frame_in, request.state.request_id, heads)
         request.state.model_id = answer.model_id
         return Response(answer.model_dump_json(), media_type="application/json")

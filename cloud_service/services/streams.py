@@ -41,6 +41,11 @@ from shared.schemas import ClassifyResponse, ClassScore
 from shared.stream import StreamDecoder, StreamState
 
 
+def is_stream(body: bytes) -> bool:
+    """A frame of a stream (bitstream version 2), from its first five bytes."""
+    return body[:4] == bitstream.MAGIC and body[4:5] == bytes([bitstream.STREAM_VERSION])
+
+
 def need_keyframe(frame: bitstream.Frame, held: Held | None) -> Problem:
     return Problem(
         409,
