@@ -146,10 +146,6 @@ HeadsParam = Annotated[
 ]
 
 
-def is_stream(body: bytes) -> bool:
-    return body[:4] == MAGIC and body[4:5] == bytes([STREAM_VERSION])
-
-
 @router.post(
     "/classify",
     response_model=ClassifyResponse,
