@@ -25,6 +25,7 @@ from cloud_service.idempotency_sql import SqlIdempotencyStore
 from cloud_service.keys import open_keys
 from cloud_service.metrics import Metrics
 from cloud_service.observe import Observe
+from cloud_service.refinements import open_refiner
 from cloud_service.results import open_store
 from cloud_service.retention import retention_loop
 from cloud_service.routes import (
@@ -38,7 +39,9 @@ from cloud_service.routes import (
     labels,
     live,
     models,
+    refine,
 )
+from cloud_service.services.refine import refine_loop
 from cloud_service.services.serving import load_models, reload
 from cloud_service.services.serving import open_codec as open_codec  # the cloud's codec opener
 from cloud_service.settings import Settings, get_settings
@@ -87,6 +90,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     s = state.settings
     state.results = await asyncio.to_thread(open_store, s.database_url, s.data_dir)
     state.keys = await asyncio.to_thread(open_keys, s.database_url, s.data_dir, s.key_cache_s)
+    state.refinements = await asyncio.to_thread(open_refiner, s.database_url, s.data_dir)
     if s.api_keys:
         log.warning(
             "SPIC_CLOUD_API_KEYS: %d upload key(s) that may send as ANY device; give each camera "
@@ -98,6 +102,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     loader = asyncio.create_task(load_models(state))
     retention = asyncio.create_task(retention_loop(state))
     checker = asyncio.create_task(check_store(state))
+    refining = asyncio.create_task(refine_loop(state))
     if state.settings.webhook_url:
         s = state.settings
         state.webhooks = WebhookSender(
@@ -110,6 +115,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     loader.cancel()
     retention.cancel()
     checker.cancel()
+    refining.cancel()
     for batcher in state.batchers.values():
         await batcher.close()
     state.heavy.close()
@@ -117,6 +123,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await state.webhooks.close()
     state.results.close()
     state.keys.close()
+    state.refinements.close()
     state.idempotency.close()
 
 
@@ -180,6 +187,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(labels.router)
     app.include_router(live.router)
     app.include_router(devices.router)
+    app.include_router(refine.router)
     docs.install(app)
     dashboard.install(app)
     document_security(app, settings)

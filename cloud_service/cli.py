@@ -162,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=SCOPES,
         default="upload",
         help="upload: send frames; read: query frames and the dashboard; admin: delete frames "
-        "and add heads; labeller: label stored frames (default upload)",
+        "and add heads; labeller: label stored frames; operator: ask cameras for better "
+        "pictures of stored frames (default upload)",
     )
     _store_flags(add)
     ls = command("list", "list keys (never the keys themselves)")

@@ -26,8 +26,9 @@ from cloud_service.timeutil import now_us
 from shared.schemas import DEVICE_ID
 
 # labeller: may label stored frames (PUT /v1/frames/{id}/label) for training heads, nothing else.
-Scope = Literal["upload", "read", "admin", "labeller"]
-SCOPES: tuple[Scope, ...] = ("upload", "read", "admin", "labeller")
+# operator: may ask cameras for better pictures of stored frames (POST /v1/frames/{id}/refine).
+Scope = Literal["upload", "read", "admin", "labeller", "operator"]
+SCOPES: tuple[Scope, ...] = ("upload", "read", "admin", "labeller", "operator")
 KEY_PREFIX = "spic_"  # marks a key as this service's in logs and secret scanners
 HINT_CHARS = len(KEY_PREFIX) + 4
 

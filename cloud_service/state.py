@@ -17,6 +17,7 @@ from cloud_service.keys import KeyStore, Scope
 from cloud_service.metrics import Metrics
 from cloud_service.problems import Problem
 from cloud_service.reconstruction_cache import ReconstructionCache
+from cloud_service.refinements import Refiner
 from cloud_service.results import ResultsStore
 from cloud_service.settings import Settings
 from cloud_service.webhooks import WebhookSender
@@ -35,6 +36,7 @@ class ServiceState:
     results: ResultsStore | None = None
     keys: KeyStore | None = None  # per-device keys; opened by the lifespan
     webhooks: WebhookSender | None = None
+    refinements: Refiner | None = None  # refinement requests and pictures; opened by the lifespan
     reconstructions: ReconstructionCache = field(init=False)  # bounded by the settings
     ready: bool = False
     load_error: str | None = None

@@ -29,6 +29,7 @@ from edge_client.errors import AuthError, CloudRejectedError, CloudUnavailableEr
 log = logging.getLogger("spic.edge.client")
 RETRYABLE = {408, 425, 429, 500, 502, 503, 504}
 IN_FLIGHT_TYPE = "urn:spic:problem:request-in-flight"
+REFINE_HEADER = "SPIC-Refine-Requests"  # the cloud's requests for better pictures, as JSON
 
 
 def retryable(status: int, problem: dict[str, Any]) -> bool:
@@ -86,6 +87,7 @@ class CloudClient:
         # ca_cert: the CA bundle (or the pinned self-signed certificate) an https:// cloud's
         # certificate must chain to; None trusts the system's CAs.
         verify = ssl.create_default_context(cafile=ca_cert) if ca_cert else True
+        self.verify = verify  # for other connections to the same cloud (the refine long-poll)
         self.http = client or httpx.Client(timeout=timeout, verify=verify)
         self.timeout = timeout
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -97,6 +99,9 @@ class CloudClient:
             backoff_cap,
         )
         self.sleep, self.rng = sleep, rng or random.Random()
+        # Told the cloud's refinement requests piggybacked on a classify answer (the header's
+        # JSON text); see edge_client.refine.
+        self.on_refine: Callable[[str], None] | None = None
 
     def close(self) -> None:
         self.http.close()
@@ -113,7 +118,11 @@ class CloudClient:
 
         ``captured_at`` (seconds since the epoch) travels as ``X-Captured-At`` (RFC 3339)."""
         extra = {} if captured_at is None else {"X-Captured-At": rfc3339(captured_at)}
-        answer: dict[str, Any] = self._post("/v1/classify", frame, idempotency_key, extra).json()
+        resp = self._post("/v1/classify", frame, idempotency_key, extra)
+        answer: dict[str, Any] = resp.json()
+        asked = resp.headers.get(REFINE_HEADER)
+        if asked and self.on_refine is not None:
+            self.on_refine(asked)
         return answer
 
     def models(self) -> list[dict[str, Any]]:

@@ -34,6 +34,8 @@ class OriginalsRing:
         now: Callable[[], float] = time.time,
     ):
         self.folder, self.max_bytes, self.max_age_s, self.now = folder, max_bytes, max_age_s, now
+        # told the names of the originals a trim drops (the frame index forgets them)
+        self.on_drop: Callable[[list[str]], None] | None = None
         self._heap: list[tuple[float, str, int]] = []  # (entered, name, bytes), oldest on top
         self._bytes = 0
         try:
@@ -58,21 +60,23 @@ class OriginalsRing:
     def total_bytes(self) -> int:
         return self._bytes
 
-    def keep(self, path: Path) -> None:
-        """Move a captured image into the ring, then drop what the bounds no longer allow.
-        Raises ``OSError`` when the image cannot be moved or deleted (a read-only folder)."""
+    def keep(self, path: Path) -> str | None:
+        """Move a captured image into the ring, then drop what the bounds no longer allow; its
+        name in the ring (None when none is kept). Raises ``OSError`` when the image cannot be
+        moved or deleted (a read-only folder)."""
         if self.keeps_none:
             path.unlink()
-            return
+            return None
         target = unique_path(self.folder, path.name)
         os.replace(path, target)
         try:
             st = target.stat()
         except OSError:
-            return
+            return None
         heapq.heappush(self._heap, (st.st_ctime, target.name, st.st_size))
         self._bytes += st.st_size
         self.trim()
+        return target.name if target.exists() else None  # a trim may drop it at once
 
     def trim(self) -> list[str]:
         """Delete the oldest originals until the ring is within its bounds; returns their names."""
@@ -89,6 +93,8 @@ class OriginalsRing:
                 log.warning("cannot delete original %s from %s: %s", name, self.folder, exc)
                 continue
             dropped.append(name)
+        if dropped and self.on_drop is not None:
+            self.on_drop(dropped)
         if dropped:
             shown = ", ".join(dropped[:NAMES_LOGGED])
             more = f" and {len(dropped) - NAMES_LOGGED} more" if len(dropped) > NAMES_LOGGED else ""

@@ -158,6 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument(
         "--keep-mb", type=float, default=S, help="originals past this size, oldest first, too"
     )
+    w.add_argument(
+        "--no-refine",
+        dest="refine",
+        action="store_false",
+        default=S,
+        help="do not answer the cloud's requests for better pictures of frames sent",
+    )
     w.add_argument("--interval", type=float, default=S, help="seconds between scans")
     w.add_argument("--max-queue-mb", type=float, default=S, help="queue size bound")
     w.add_argument("--ttl-hours", type=float, default=S, help="undelivered frames expire")

@@ -61,6 +61,10 @@ class EdgeSettings(BaseSettings):
     # never fills its card with what it has already sent.
     keep_hours: float = Field(24.0, ge=0)
     keep_mb: float = Field(512.0, ge=0)
+    # Serve the cloud's requests for better pictures of frames sent (issue 35): a long-poll of
+    # GET /v1/devices/{id}/requests and the requests piggybacked on upload answers, answered from
+    # the ring of originals. --no-refine: none.
+    refine: bool = True
 
     @field_validator("url")
     @classmethod

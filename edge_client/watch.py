@@ -40,15 +40,18 @@ from edge_client.errors import (
     ImageRefusedError,
     QueueFullError,
 )
+from edge_client.frame_index import FrameIndex
 from edge_client.frame_queue import FrameQueue, unique_path
 from edge_client.limits import learn_limits
 from edge_client.originals import OriginalsRing
+from edge_client.refine import RefineServer
 from edge_client.report import prediction_line
 from edge_client.settings import EdgeSettings
 from edge_client.uploader import Uploader
 from shared.preprocess import IMAGE_SUFFIXES
 
 log = logging.getLogger("spic.edge.watch")
+INDEX_NAME = ".spic-index.jsonl"  # in the watch folder: which original each stored frame was
 
 
 @dataclass
@@ -73,8 +76,12 @@ class Watcher:
     paused: str | None = None  # why capture is paused (the queue's disk), None while it runs
     moved: int = 0  # images that left the folder (captured or set aside): the loop's progress
 
+    index: FrameIndex | None = None  # frame id -> original in the ring, for refinements
+
     def __post_init__(self) -> None:
         self.originals = OriginalsRing(self.done, self.keep_bytes, self.keep_s)
+        if self.index is not None:
+            self.originals.on_drop = self.index.forget
 
     def scan(self) -> list[Path]:
         """Settled images not yet captured, oldest first."""
@@ -144,7 +151,7 @@ class Watcher:
             if self.paused is not None:
                 self.paused = None
                 log.warning("capture resumed: %s", self._space())
-        self._finish(path)
+        self._finish(path, key)
         return True
 
     def _space(self) -> str:
@@ -202,13 +209,15 @@ class Watcher:
             return
         log.warning("%s: %s; moved to %s", path.name, why, target)
 
-    def _finish(self, path: Path) -> None:
+    def _finish(self, path: Path, key: str | None = None) -> None:
         self._seen.pop(path, None)
         self._warned.discard(path)
         self.moved += 1
         if not self.read_only:
             try:
-                self.originals.keep(path)
+                name = self.originals.keep(path)
+                if name is not None and key is not None and self.index is not None:
+                    self.index.captured(key, name)
                 return
             except OSError as exc:
                 self.read_only = True
@@ -237,23 +246,32 @@ def run_watch(args: argparse.Namespace, settings: EdgeSettings, encoder: Any, cl
         ttl_s=settings.ttl_hours * 3600,
         policy=settings.policy,
     )
+    done = settings.done_dir or folder / ".spic-done"
     watcher = Watcher(
         folder,
         queue,
         encoder,
-        done=settings.done_dir or folder / ".spic-done",
+        done=done,
         failed=folder / ".spic-failed",
         settle_s=settings.settle_s,
         give_up_s=settings.give_up_s,
         device_id=settings.device_id,
         keep_bytes=int(settings.keep_mb * (1 << 20)),
         keep_s=settings.keep_hours * 3600,
+        index=FrameIndex(folder / INDEX_NAME, done) if settings.refine else None,
     )
-    uploader: Any = Uploader(
-        queue,
-        client,
-        on_result=lambda item, r: print(prediction_line(item.source, r, args.json), flush=True),
-    )
+
+    def on_result(item: Any, result: dict[str, Any]) -> None:
+        if watcher.index is not None:
+            watcher.index.uploaded(item.key, result.get("frame_id"))
+        print(prediction_line(item.source, result, args.json), flush=True)
+
+    uploader: Any = Uploader(queue, client, on_result=on_result)
+    refiner = None
+    if watcher.index is not None:  # the cloud may ask for better pictures of what was sent
+        refiner = RefineServer(client, encoder, watcher.index, settings.device_id)
+        client.on_refine = refiner.offer_header
+        refiner.start()
     if getattr(args, "stream", False):  # the folder's images as one stream's frames
         from edge_client.stream import StreamImages, StreamSender, StreamUploader
 
@@ -278,6 +296,7 @@ def run_watch(args: argparse.Namespace, settings: EdgeSettings, encoder: Any, cl
         captured = watcher.capture_all()
         watcher.originals.trim()  # the age bound holds while no image arrives, too
         report = uploader.drain()
+        served = refiner.serve() if refiner is not None else 0
         if report.sent and not limits_known:  # the cloud was away at start: ask it now
             limits_known = learn_limits(encoder, client)
         if report.cloud_down != was_down:
@@ -293,6 +312,11 @@ def run_watch(args: argparse.Namespace, settings: EdgeSettings, encoder: Any, cl
         # Listing the folder again only when asked to stop once idle.
         idle = args.exit_when_idle and len(queue) == 0 and not watcher.pending_images()
         if idle or (args.max_seconds and time.monotonic() - start > args.max_seconds):
+            if refiner is not None:
+                refiner.stop()
             return 0
-        if report.cloud_down or not (captured or report.sent):  # nothing moved: wait, not spin
-            time.sleep(settings.interval)
+        if report.cloud_down or not (captured or report.sent or served):  # wait, not spin
+            if refiner is not None:
+                refiner.wait(settings.interval)  # a refinement request cuts the wait short
+            else:
+                time.sleep(settings.interval)

@@ -17,6 +17,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = (
     ("cloud_service/settings.py", "Settings", "SPIC_CLOUD_", "The cloud (`spic-cloud serve`)"),
+    (
+        "cloud_service/refine_settings.py",
+        "RefineSettings",
+        "SPIC_CLOUD_REFINE_",
+        "Refinement on demand (`spic-cloud serve`; docs/refinement.md)",
+    ),
     ("edge_client/settings.py", "EdgeSettings", "SPIC_EDGE_", "The edge (`spic-edge`)"),
 )
 HEAD = """# Configuration

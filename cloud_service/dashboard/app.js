@@ -229,8 +229,47 @@ function addChoice(select, value) {
   if (![...$(select).options].some((o) => o.value === value)) $(select).append(new Option(value, value));
 }
 
+// Refinement (docs/refinement.md): the best picture held for a frame, and asking its camera for
+// the original with an operator or admin key (asked for once, kept in this browser).
+function showing(frame) { return $("detail").dataset.frameId === String(frame.frame_id); }
+async function showBest(frame) {
+  const r = await api(frame.reconstruction + "?best=1");
+  const which = r.headers.get("SPIC-Picture") || "frame";
+  if (which === "frame" || !showing(frame)) return;
+  $("d-image").src = URL.createObjectURL(await r.blob());
+  $("d-refine-status").textContent = "the camera's " + which.split(" ")[1];
+}
+async function fetchFull(frame) {
+  const say = (text) => { if (showing(frame)) $("d-refine-status").textContent = text; };
+  let op = localStorage.getItem("spic-operator-key");
+  if (!op) {
+    op = prompt("An operator or admin key, to ask the camera");
+    if (!op) return;
+    localStorage.setItem("spic-operator-key", op);
+  }
+  const r = await fetch("/v1/frames/" + frame.frame_id + "/refine", {
+    method: "POST", body: JSON.stringify({ kind: "original" }),
+    headers: { Authorization: "Bearer " + op, "Content-Type": "application/json" },
+  });
+  if (!r.ok) {
+    if (r.status === 401 || r.status === 403) localStorage.removeItem("spic-operator-key");
+    return say("not asked: " + r.status);
+  }
+  let q = await r.json();
+  for (let i = 0; i < 240 && (q.status === "pending" || q.status === "delivered"); i++) {
+    say("asked the camera: " + q.status + "…");
+    await new Promise((done) => setTimeout(done, 500));
+    q = await (await api("/v1/refinements/" + q.request_id)).json();
+  }
+  if (q.status === "done") await showBest(frame);
+  else say("no picture: " + q.status + (q.detail ? " (" + q.detail + ")" : ""));
+}
+
 async function showDetail(frame) {
   $("detail").hidden = false;
+  $("detail").dataset.frameId = String(frame.frame_id);
+  $("d-refine-status").textContent = "";
+  $("d-fetch").onclick = () => fetchFull(frame);
   $("d-title").textContent = "Frame " + frame.frame_id + ": " + shownLabel(frame);
   const rows = [
     ["camera", frame.device_id], ["captured", frame.captured_at || "not sent"], ["received", frame.received_at],
@@ -253,6 +292,7 @@ async function showDetail(frame) {
   }));
   const blob = await (await api(frame.reconstruction)).blob();
   $("d-image").src = URL.createObjectURL(blob);
+  showBest(frame);  // a refinement the camera sent, if any, replaces the frame's own picture
   // What a camera uploading JPEG would have sent for the same picture (the browser's encoder).
   const bitmap = await createImageBitmap(blob);
   const canvas = document.createElement("canvas");

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Path, Query, Response
 from cloud_service.problems import Problem
 from cloud_service.routes.common import CAPTURED, QUERY_ERRORS, frame_filters, get_bytes, query_time
 from cloud_service.routes.query_params import strict_query
-from cloud_service.services import frames
+from cloud_service.services import frames, refine
 from cloud_service.services.frames import FrameQuery, decode_cursor
 from cloud_service.state import AdminAuthDep, ReadAuthDep, ReadyDep, StateDep
 from shared.schemas import FramesPage, StoredFrame
@@ -95,9 +95,17 @@ async def get_bitstream(frame_id: FrameId, state: StateDep, _auth: ReadAuthDep) 
     "The frame re-rendered by its bundle's decoder (PNG, cached)",
 )
 async def get_reconstruction(
-    frame_id: FrameId, state: StateDep, _auth: ReadAuthDep, _ready: ReadyDep
+    frame_id: FrameId,
+    state: StateDep,
+    _auth: ReadAuthDep,
+    _ready: ReadyDep,
+    best: Annotated[
+        bool, Query(description="the best picture held: a camera's refinement, if one came")
+    ] = False,
 ) -> Response:
     png = await frames.reconstruction(state, frame_id)  # 409 if its bundle is no longer served
     if png is None:
         raise _not_found(frame_id)
+    if best:  # issue 35: the refinement is looked up only once the frame is known to be stored
+        return await refine.best_response(state, frame_id, png)
     return Response(png, media_type="image/png")

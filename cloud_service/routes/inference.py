@@ -18,7 +18,7 @@ from starlette.requests import ClientDisconnect
 from cloud_service.problems import Problem, problem_response
 from cloud_service.routes.common import ERRORS
 from cloud_service.routes.query_params import strict_query
-from cloud_service.services import inference, streams
+from cloud_service.services import inference, refine, streams
 from cloud_service.services.idempotent import idempotent, scoped_key
 from cloud_service.services.inference import FrameIn
 from cloud_service.state import AuthDep, Caller, ReadyDep, ServiceState, StateDep
@@ -166,7 +166,9 @@ async def classify(
         request.state.model_id = answer.model_id
         return Response(answer.model_dump_json(), media_type="application/json")
 
-    return await _once(request, state, frame_in, run)
+    response = await _once(request, state, frame_in, run)
+    await refine.after_classify(state, frame_in.device_id, response)  # outside replays: fresh
+    return response
 
 
 @router.post(

@@ -78,10 +78,13 @@ async def frame_bytes(results: ResultsStore, frame_id: int) -> bytes | None:
 
 
 async def delete(state: ServiceState, frame_id: int) -> bool:
-    """Delete a stored frame and its cached reconstruction; False if it was not stored."""
+    """Delete a stored frame, its cached reconstruction and its refinements; False if it was not
+    stored."""
     if not await asyncio.to_thread(store(state).delete, frame_id):
         return False
     state.reconstructions.drop(frame_id)
+    if state.refinements is not None:  # the cameras' better pictures of it go with it
+        await asyncio.to_thread(state.refinements.store.drop_frame, frame_id)
     state.metrics.frames_removed.labels("deleted").inc()
     return True
 
