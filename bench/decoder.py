@@ -20,6 +20,7 @@ import argparse
 import json
 import shlex
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +37,22 @@ from shared.runtime import SpicCodec
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def same_bytes(
+    job: tuple[np.ndarray, list[int]],
+) -> dict[tuple[str, int], tuple[float, float, int, bool]]:
+    """One image, each format at each budget: (format, budget's index) -> PSNR, SSIM, bytes, fits."""
+    image, budgets = job
+    out = {}
+    for fmt in FORMATS:
+        enc = Encoder(image, fmt)
+        for j, budget in enumerate(budgets):
+            f = fit(enc, budget, psnr, ssim)
+            out[fmt, j] = (f.psnr, f.ssim, f.bytes, f.fits)
+    return out
+
+
 def baselines(
-    cache: LatentCache, keep: np.ndarray, qfs: list[int], path: Path | None
+    cache: LatentCache, keep: np.ndarray, qfs: list[int], path: Path | None, workers: int = 2
 ) -> dict[str, dict[str, dict[str, float]]]:
     """QF -> format -> mean PSNR, SSIM, bytes and the share that fit; kept in ``path``."""
     key = {"n": len(keep), "qfs": qfs, "codec_id": cache.codec_id}
@@ -47,14 +62,14 @@ def baselines(
             return dict(saved["result"])
     assert cache.frame_bytes is not None, "the val cache has no frame sizes (spic-decoder cache)"
     rows: dict[tuple[int, str], list[tuple[float, float, int, bool]]] = {}
-    for n, i in enumerate(keep):
-        for fmt in FORMATS:
-            enc = Encoder(np.asarray(cache.images[i]), fmt)
-            for j, qf in enumerate(qfs):
-                f = fit(enc, int(cache.frame_bytes[i, j]), psnr, ssim)
-                rows.setdefault((qf, fmt), []).append((f.psnr, f.ssim, f.bytes, f.fits))
-        if n % 50 == 0:
-            print(f"same bytes: {n}/{len(keep)}", file=sys.stderr, flush=True)
+    jobs = [(np.asarray(cache.images[i]), [int(b) for b in cache.frame_bytes[i]]) for i in keep]
+    # Two worker processes: AVIF's encoder dominates and runs one image per core.
+    with ProcessPoolExecutor(workers) as pool:
+        for n, fitted in enumerate(pool.map(same_bytes, jobs, chunksize=4)):
+            for (fmt, j), f in fitted.items():
+                rows.setdefault((qfs[j], fmt), []).append(f)
+            if n % 50 == 0:
+                print(f"same bytes: {n}/{len(keep)}", file=sys.stderr, flush=True)
     result: dict[str, dict[str, dict[str, float]]] = {}
     for (qf, fmt), r in rows.items():
         a = np.asarray(r, dtype=np.float64)
@@ -126,6 +141,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--decoder", type=Path, action="append", default=[], help="decoder folder")
     ap.add_argument("--qfs", default="1,2,4,8,16")
     ap.add_argument("--val-limit", type=int, default=500)
+    ap.add_argument(
+        "--same-bytes-limit",
+        type=int,
+        default=None,
+        help="WebP/AVIF on the first N of the same seeded order (default: --val-limit)",
+    )
     ap.add_argument("--remeasure", action="store_true", help="decode even when measured alike")
     ap.add_argument("--baselines", type=Path, default=None, help="keep WebP/AVIF results here")
     ap.add_argument("--json", type=Path, default=ROOT / "docs/results/bench/decoder.json")
@@ -141,9 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         f"the cache's frame sizes are for {cache.meta['frame_qfs']}"
     )
     keep = val_indices(len(cache), a.val_limit)
-    today = measure(
-        graph_decoder(codec.path / codec.manifest.files["decoder"].path), cache, qfs, len(keep)
-    )
+    today_graph = graph_decoder(codec.path / codec.manifest.files["decoder"].path)
+    today = measure(today_graph, cache, qfs, len(keep))
     new: dict[str, dict[str, object]] = {}
     opened = []
     for folder in a.decoder:
@@ -168,7 +188,12 @@ def main(argv: list[str] | None = None) -> int:
             "train_seconds": m.train_seconds if m else None,
             "command": m.command if m else None,
         }
-    base = baselines(cache, keep, qfs, a.baselines)
+    keep_sb = val_indices(len(cache), a.same_bytes_limit or len(keep))
+    base = baselines(cache, keep_sb, qfs, a.baselines)
+    # Today's decoder on the WebP/AVIF subset too, so that a smaller subset's shift shows.
+    today_sb = (
+        today if len(keep_sb) == len(keep) else measure(today_graph, cache, qfs, len(keep_sb))
+    )
     assert cache.frame_bytes is not None
     size = cache.images.shape[1]
     table = {}
@@ -180,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
             "today": today[str(qf)],
             "new": {n: v["per_qf"][str(qf)] for n, v in new.items()},  # type: ignore[index]
             **base[str(qf)],
+            "today_on_same_bytes_subset": today_sb[str(qf)],
         }
     best = {
         qf: max((v["psnr"] for v in t["new"].values()), default=None) for qf, t in table.items()
@@ -194,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         "codec_id": codec.model_id,
         "codec_id_after_adding_decoders": codec.model_id,
         "val": f"{len(keep)} of {len(cache)} ({cache.meta['root']}, models.data.seeded_subset)",
+        "val_same_bytes": f"the first {len(keep_sb)} of the same seeded order (webp, avif)",
         "decoders": {n: {k: v for k, v in d.items() if k != "per_qf"} for n, d in new.items()},
         "per_qf": table,
         "best_new_gain_db": gain,
