@@ -8,9 +8,10 @@
 ``SpicCodec`` owns the manifest, the codebook and every ONNX session, each opened the first time
 it is needed: a camera never opens a classifier, a cloud never opens an encoder. Heads
 (``shared.heads``) are registered on the codec they read: the bundle's own classifier, and any
-number added later, none of which changes the codec id a frame carries. The edge
-(``edge_client.encoder``), the cloud (``cloud_service.services``), the evaluation and the
-benchmarks all go through this object.
+number added later, none of which changes the codec id a frame carries; so are decoders
+(``shared.decoders``, ``add_decoder``), which ``reconstruct`` prefers for the QFs they serve.
+The edge (``edge_client.encoder``), the cloud (``cloud_service.services``), the evaluation and
+the benchmarks all go through this object.
 """
 
 from __future__ import annotations
