@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             per_qf = measure(
                 graph_decoder(folder / d.manifest.files["graph"].path, a.threads),
                 cache,
-                qfs,
+                [q for q in qfs if d.serves(q)],
                 len(keep),
             )
         new[d.name] = {
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             "frame_bytes": frame,
             "bpp": frame * 8 / size**2,
             "today": today[str(qf)],
-            "new": {n: v["per_qf"][str(qf)] for n, v in new.items()},  # type: ignore[index]
+            "new": {n: v["per_qf"][str(qf)] for n, v in new.items() if str(qf) in v["per_qf"]},  # type: ignore[index,operator]
             **base[str(qf)],
             "today_on_same_bytes_subset": today_sb[str(qf)],
         }
