@@ -8,9 +8,10 @@
 ``SpicCodec`` owns the manifest, the codebook and every ONNX session, each opened the first time
 it is needed: a camera never opens a classifier, a cloud never opens an encoder. Heads
 (``shared.heads``) are registered on the codec they read: the bundle's own classifier, and any
-number added later, none of which changes the codec id a frame carries. The edge
-(``edge_client.encoder``), the cloud (``cloud_service.services``), the evaluation and the
-benchmarks all go through this object.
+number added later, none of which changes the codec id a frame carries; so are decoders
+(``shared.decoders``, ``add_decoder``), which ``reconstruct`` prefers for the QFs they serve.
+The edge (``edge_client.encoder``), the cloud (``cloud_service.services``), the evaluation and
+the benchmarks all go through this object.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import onnxruntime as ort
 
 from shared import bitstream
 from shared.codebook import Codebook
+from shared.decoders import Decoder
 from shared.heads import Head, HeadAnswers
 from shared.manifest import Manifest, ServingLimits, load_manifest
 from shared.onnx_session import make_session
@@ -61,6 +63,8 @@ class SpicCodec:
         self._sessions: dict[str, ort.InferenceSession] = {}
         self._lock = threading.Lock()
         self.heads: dict[str, Head] = {}
+        # Decoders added on the cloud side (shared.decoders), the latest registered first.
+        self.decoders: list[Decoder] = []
         self.default_head = self.manifest.head.name if self.manifest.head else "bundle"
 
     # -- what the codec is ----------------------------------------------------------------------
@@ -180,12 +184,32 @@ class SpicCodec:
 
     # -- pictures -------------------------------------------------------------------------------
 
+    def add_decoder(self, decoder: Decoder) -> None:
+        """Register a base-latent decoder: ``reconstruct`` prefers it for the QFs it serves.
+        The codec id is untouched (a decoder is no part of it); one of another codec is refused."""
+        if decoder.codec_id not in self.ids:
+            raise ValueError(
+                f"decoder {decoder.name} reads codec {decoder.codec_id}; this is {self.model_id}"
+            )
+        others = [d for d in self.decoders if d.name != decoder.name]
+        self.decoders = [decoder, *others]  # a new list: readers see one or the other
+
+    def decoder_for(self, qf: int) -> Decoder | None:
+        """The registered decoder that renders frames made at ``qf``, None for the bundle's."""
+        if self.manifest.decoder_role(qf) != "decoder":
+            return None  # an enhancement layer's frames keep the layer's own decoder
+        return next((d for d in self.decoders if d.serves(qf)), None)
+
     def reconstruct(self, y_hat: np.ndarray, qf: int) -> np.ndarray:
         """(N, C, h, w) latents of frames made at ``qf`` -> (N, H, W, 3) uint8 images."""
         role, base = self.manifest.decoder_role(qf), self.manifest.latent.channels
         # The base decoder reads the base channels; an enhancement layer's, the layer's own.
         y = y_hat[:, :base] if role == "decoder" else y_hat[:, base:]
-        x = self.session(role).run(None, {"latent": y.astype(np.float32)})[0]
+        added = self.decoder_for(qf)
+        if added is not None:
+            x = added.run(y)
+        else:
+            x = self.session(role).run(None, {"latent": y.astype(np.float32)})[0]
         images: np.ndarray = to_uint8_image(x)
         return images
 
