@@ -1,6 +1,6 @@
 """The console scripts, each behind a guard that names the extra to install.
 
-``pip install ".[edge]"`` installs all nine scripts (a wheel cannot install scripts per extra),
+``pip install ".[edge]"`` installs all ten scripts (a wheel cannot install scripts per extra),
 but only the edge's dependencies. Each script imports its module by name only when run, so a
 script whose extra is missing says so in one line instead of a ``ModuleNotFoundError``
 traceback. This module imports nothing of the project's other packages itself.
@@ -61,3 +61,4 @@ spic_int8 = _script("spic-int8", "models.int8", "train")
 spic_train_reference = _script("spic-train-reference", "models.train_reference", "train,eval,edge")
 spic_card = _script("spic-card", "evaluation.card", "eval,edge,cloud")
 spic_eval = _script("spic-eval", "evaluation.cli", "eval,edge,cloud")
+spic_head = _script("spic-head", "models.head_cli", "train")
