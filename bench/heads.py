@@ -36,8 +36,9 @@ OUT = Path("docs/results/bench/heads.json")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--codec", type=Path, default=Path("models/bundles/spic-imagenette"))
-    p.add_argument("--reference", type=Path, required=True, help="the pixel reference bundle")
-    p.add_argument("--data", action="append", required=True, help="NAME=DIR, repeatable")
+    p.add_argument("--reference", type=Path, help="the pixel reference bundle")
+    p.add_argument("--data", action="append", default=[], help="NAME=DIR, repeatable")
+    p.add_argument("--table", action="store_true", help="print --out's rows as a Markdown table")
     p.add_argument("--shares", type=float, nargs="+", default=[0.25, 1.0])
     p.add_argument("--kinds", nargs="*", choices=KINDS, default=list(KINDS))
     p.add_argument("--no-pixel", action="store_true", help="skip the pixel baseline")
@@ -135,8 +136,35 @@ def save(args: argparse.Namespace, codec: SpicCodec, row: dict) -> dict:
     return summary
 
 
+def table(summary: dict) -> str:
+    """The rows as docs/research/heads.md shows them: per set and share, each method's val top-1
+    and training CPU seconds, and that time over the pixel baseline's."""
+    rows = sorted(summary["rows"], key=lambda r: (r["dataset"], r["share"], r["method"]))
+    pixel = {(r["dataset"], r["share"]): r for r in rows if r["method"].startswith("pixel")}
+    out = [
+        "| set | share (train images) | method | val top-1 | Δ vs pixel | train CPU s | "
+        "× pixel's time | wall s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        base = pixel.get((r["dataset"], r["share"]))
+        delta = f"{100 * (r['top1'] - base['top1']):+.1f}" if base else "n/a"
+        ratio = f"{r['train_cpu_seconds'] / base['train_cpu_seconds']:.3f}" if base else "n/a"
+        out.append(
+            f"| {r['dataset']} | {r['share']:g} ({r['n_train']}) | {r['method']} | "
+            f"{100 * r['top1']:.1f}% | {delta} | {r['train_cpu_seconds']:.0f} | {ratio} | "
+            f"{r['train_seconds']:.0f} |"
+        )
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.table:
+        print(table(json.loads(args.out.read_text())))
+        return 0
+    if args.reference is None and not args.no_pixel:
+        raise SystemExit("--reference is needed for the pixel baseline (or --no-pixel)")
     args.argv = sys.argv[1:] if argv is None else argv
     torch.set_num_threads(args.threads)
     codec = SpicCodec(args.codec, threads=args.threads)

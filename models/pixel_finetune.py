@@ -5,8 +5,8 @@ The reference is a reference bundle (``models/reference_bundle.py``; the Imagene
 ``reference-imagenette-ema``, ResNet18-half, trained from nothing by this project, no ImageNet
 weight), loaded as a torch module from its ONNX file (``models.split_resnet.reference_network``,
 BatchNorm folded). Its last layer is replaced for the new classes and every layer is trained with
-the recipe ``spic-head``'s fine-tune uses (AdamW, one-cycle, the trunk at a tenth of the new
-layer's rate, label smoothing 0.1, a random mirror per image and epoch), on clean center crops as
+the recipe ``spic-head``'s fine-tune uses (AdamW, one-cycle, the trunk at ``TRUNK_RATIO`` of the
+new layer's rate, label smoothing 0.1, a random mirror per image and epoch), on clean center crops as
 the codec's cameras prepare them. The seconds count the training steps after the crops are in
 memory, as ``spic-head``'s count them after the latents are.
 """
@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from models.data import scan_image_folder
+from models.head_train import TRUNK_RATIO
 from shared.preprocess import load_rgb, prepare
 
 
@@ -81,7 +82,7 @@ def finetune_reference(
     net = reference_network(reference).requires_grad_(True)
     net.head = nn.Linear(net.head.in_features, len(train.classes))
     groups = [
-        {"params": net.features.parameters(), "lr": lr / 10},
+        {"params": net.features.parameters(), "lr": lr * TRUNK_RATIO},
         {"params": net.head.parameters(), "lr": lr},
     ]
     opt = torch.optim.AdamW(groups, weight_decay=1e-4)
