@@ -39,8 +39,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--reference", type=Path, help="the pixel reference bundle")
     p.add_argument("--data", action="append", default=[], help="NAME=DIR, repeatable")
     p.add_argument("--table", action="store_true", help="print --out's rows as a Markdown table")
+    p.add_argument("--methods", nargs="+", help="--table: only these methods (exact names)")
     p.add_argument("--shares", type=float, nargs="+", default=[0.25, 1.0])
     p.add_argument("--kinds", nargs="*", choices=KINDS, default=list(KINDS))
+    p.add_argument("--epochs", type=int, help="the heads' epochs (default: each kind's own)")
     p.add_argument("--no-pixel", action="store_true", help="skip the pixel baseline")
     p.add_argument("--threads", type=int, default=1, help="1: CPU seconds comparable across runs")
     p.add_argument("--out", type=Path, default=OUT)
@@ -61,7 +63,7 @@ def run_heads(args: argparse.Namespace, codec: SpicCodec, name: str, data: Path)
     for share in args.shares:
         train = fraction(train_all, share)
         for kind in args.kinds:
-            result = train_head(codec, train, qf, kind, progress=False)
+            result = train_head(codec, train, qf, kind, args.epochs, progress=False)
             top1 = top1_per_qf(codec, result.model, val, [qf])[str(qf)]
             rows.append(
                 {
@@ -69,7 +71,8 @@ def run_heads(args: argparse.Namespace, codec: SpicCodec, name: str, data: Path)
                     "share": share,
                     "n_train": len(train),
                     "n_val": len(val),
-                    "method": f"spic-head {kind}",
+                    "method": f"spic-head {kind}"
+                    + (f", {args.epochs} epochs" if args.epochs else ""),
                     "qf": qf,
                     "epochs": result.epochs,
                     "top1": round(top1, 4),
@@ -77,7 +80,8 @@ def run_heads(args: argparse.Namespace, codec: SpicCodec, name: str, data: Path)
                     "train_cpu_seconds": round(result.cpu_seconds, 1),
                     "encode_seconds_whole_set": round(encode_s, 1),
                     "encode_cpu_seconds_whole_set": round(encode_cpu, 1),
-                    "command": head_command(args.codec, str(data), kind, share),
+                    "command": head_command(args.codec, str(data), kind, share)
+                    + (f" --epochs {args.epochs}" if args.epochs else ""),
                 }
             )
             save(args, codec, rows[-1])
@@ -136,7 +140,7 @@ def save(args: argparse.Namespace, codec: SpicCodec, row: dict) -> dict:
     return summary
 
 
-def table(summary: dict) -> str:
+def table(summary: dict, methods: list[str] | None = None) -> str:
     """The rows as docs/research/heads.md shows them: per set and share, each method's val top-1
     and training CPU seconds, and that time over the pixel baseline's."""
     rows = sorted(summary["rows"], key=lambda r: (r["dataset"], r["share"], r["method"]))
@@ -147,6 +151,8 @@ def table(summary: dict) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        if methods and r["method"] not in methods:
+            continue
         base = pixel.get((r["dataset"], r["share"]))
         delta = f"{100 * (r['top1'] - base['top1']):+.1f}" if base else "n/a"
         ratio = f"{r['train_cpu_seconds'] / base['train_cpu_seconds']:.3f}" if base else "n/a"
@@ -161,7 +167,7 @@ def table(summary: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.table:
-        print(table(json.loads(args.out.read_text())))
+        print(table(json.loads(args.out.read_text()), args.methods))
         return 0
     if args.reference is None and not args.no_pixel:
         raise SystemExit("--reference is needed for the pixel baseline (or --no-pixel)")

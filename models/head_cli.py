@@ -23,7 +23,7 @@ from pathlib import Path
 from models.head_cloud import cloud_sets, fetch_labelled
 from models.head_data import fraction, load_folder_sets
 from models.head_export import fit_reject, head_name, write_head_folder
-from models.head_train import EPOCHS, KINDS, auto_kind, top1_per_qf, train_head
+from models.head_train import DEFAULT_KIND, EPOCHS, KINDS, top1_per_qf, train_head
 from shared.entrypoints import package_version
 from shared.heads import HEAD_NAME, HeadMeasured
 from shared.runtime import SpicCodec
@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     t.add_argument("--qf", type=int, help="--data: the QF images are encoded at (codec default)")
     t.add_argument("--name", help="the head's name (default: the --out folder's)")
     t.add_argument(
-        "--kind", choices=("auto", *KINDS), default="auto", help="head kind (auto: by data size)"
+        "--kind", choices=KINDS, default=DEFAULT_KIND, help=f"head kind (default {DEFAULT_KIND})"
     )
     t.add_argument("--epochs", type=int, help=f"default per kind: {EPOCHS}")
     t.add_argument("--no-mirror", action="store_true", help="--data: no mirrored copies")
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         dataset = str(args.data)
     encode_seconds = time.perf_counter() - t0
     train = fraction(train, args.share, args.seed)
-    kind = auto_kind(train) if args.kind == "auto" else args.kind
+    kind = args.kind
     result = train_head(codec, train, qf, kind, args.epochs, seed=args.seed, progress=progress)
     qfs = sorted({q for q in CARD_QFS if q in codec.manifest.qfs} | ({qf} if qf else set()))
     top1 = top1_per_qf(codec, result.model, val, qfs)
@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         "kind": kind,
         "n_train": len(train),
         "epochs": result.epochs,
+        "train_cpu_seconds": round(result.cpu_seconds, 2),
         "encode_seconds": round(encode_seconds, 2),
     }
     measured = HeadMeasured(
