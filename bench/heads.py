@@ -140,6 +140,16 @@ def save(args: argparse.Namespace, codec: SpicCodec, row: dict) -> dict:
     return summary
 
 
+def short_command(row: dict) -> str:
+    """A row's command without the parts every row shares (codec, output folder, data root)."""
+    if row["method"].startswith("pixel"):
+        return f"bench/heads.py --data {row['dataset']}=DIR --kinds --shares {row['share']:g}"
+    flags = row["command"].split(" --out heads/NAME")[1]
+    return (
+        f"spic-head train --data {Path(row['command'].split(' --data ')[1].split()[0]).name}{flags}"
+    )
+
+
 def table(summary: dict, methods: list[str] | None = None) -> str:
     """The rows as docs/research/heads.md shows them: per set and share, each method's val top-1
     and training CPU seconds, and that time over the pixel baseline's."""
@@ -147,8 +157,8 @@ def table(summary: dict, methods: list[str] | None = None) -> str:
     pixel = {(r["dataset"], r["share"]): r for r in rows if r["method"].startswith("pixel")}
     out = [
         "| set | share (train images) | method | val top-1 | Δ vs pixel | train CPU s | "
-        "× pixel's time | wall s |",
-        "|---|---|---|---|---|---|---|---|",
+        "× pixel's time | wall s | command |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if methods and r["method"] not in methods:
@@ -159,7 +169,7 @@ def table(summary: dict, methods: list[str] | None = None) -> str:
         out.append(
             f"| {r['dataset']} | {r['share']:g} ({r['n_train']}) | {r['method']} | "
             f"{100 * r['top1']:.1f}% | {delta} | {r['train_cpu_seconds']:.0f} | {ratio} | "
-            f"{r['train_seconds']:.0f} |"
+            f"{r['train_seconds']:.0f} | `{short_command(r)}` |"
         )
     return "\n".join(out)
 

@@ -52,6 +52,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--kind", choices=KINDS, default=DEFAULT_KIND, help=f"head kind (default {DEFAULT_KIND})"
     )
     t.add_argument("--epochs", type=int, help=f"default per kind: {EPOCHS}")
+    t.add_argument(
+        "--mix-qfs",
+        type=int,
+        nargs="+",
+        metavar="Q",
+        help="--data: train each batch at one of these QFs (a head serves the QFs it saw)",
+    )
     t.add_argument("--no-mirror", action="store_true", help="--data: no mirrored copies")
     t.add_argument(
         "--share",
@@ -114,8 +121,16 @@ def main(argv: list[str] | None = None) -> int:
     encode_seconds = time.perf_counter() - t0
     train = fraction(train, args.share, args.seed)
     kind = args.kind
-    result = train_head(codec, train, qf, kind, args.epochs, seed=args.seed, progress=progress)
-    qfs = sorted({q for q in CARD_QFS if q in codec.manifest.qfs} | ({qf} if qf else set()))
+    mix = args.mix_qfs
+    if mix and not set(mix) <= set(codec.manifest.qfs):
+        print(f"spic-head: --mix-qfs {mix}: not all of {codec.manifest.qfs}", file=sys.stderr)
+        return 2
+    result = train_head(
+        codec, train, qf, kind, args.epochs, seed=args.seed, progress=progress, mix=mix
+    )
+    qfs = sorted(
+        {q for q in CARD_QFS if q in codec.manifest.qfs} | ({qf} if qf else set()) | set(mix or [])
+    )
     top1 = top1_per_qf(codec, result.model, val, qfs)
     foreign = None
     if args.foreign is not None:
@@ -138,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         "n_train": len(train),
         "epochs": result.epochs,
         "train_cpu_seconds": round(result.cpu_seconds, 2),
+        "mix_qfs": mix,
         "encode_seconds": round(encode_seconds, 2),
     }
     measured = HeadMeasured(

@@ -184,6 +184,8 @@ def card(
                 f"({r.measured.n_foreign} photos, {100 * r.measured.foreign_accepted:.1f}% accepted)"
             )
     extra = me.model_extra or {}
+    cpu = f" ({extra['train_cpu_seconds']:.1f} CPU s)" if "train_cpu_seconds" in extra else ""
+    mix = f", each batch at one of QFs {extra['mix_qfs']}" if extra.get("mix_qfs") else ""
     encode = (
         f", latents made in {extra['encode_seconds']:.1f} s" if "encode_seconds" in extra else ""
     )
@@ -196,8 +198,8 @@ Made by:
 
     {me.command}
 
-Trained on {len(train)} frames of {me.dataset} at {sent} ({result.epochs} epochs, final loss
-{result.losses[-1]:.3f}) in **{me.train_seconds:.1f} s**{encode}; validation: {me.n_val} frames.
+Trained on {len(train)} frames of {me.dataset} at {sent}{mix} ({result.epochs} epochs, final
+loss {result.losses[-1]:.3f}) in **{me.train_seconds:.1f} s**{cpu}{encode}; validation: {me.n_val} frames.
 
 | QF | val top-1 |
 |---|---|

@@ -140,9 +140,12 @@ def train_head(
     batch: int = 64,
     seed: int = 0,
     progress: bool = True,
+    mix: list[int] | None = None,
 ) -> TrainResult:
-    """Train a head of ``kind`` on ``train``'s latents at ``qf``; the seconds count every step
-    after the latents are in memory (the trunk's feature pass included)."""
+    """Train a head of ``kind`` on ``train``'s latents at ``qf``, or, with ``mix``, each batch at
+    one of those QFs drawn at random (a head trained at one QF fails at the others:
+    docs/research/heads.md); the seconds count every step after the latents are in memory (the
+    trunk's feature pass included)."""
     from tqdm import tqdm
 
     torch.manual_seed(seed)
@@ -150,7 +153,9 @@ def train_head(
     epochs = EPOCHS[kind] if epochs is None else epochs
     model = build_head(codec, kind, len(train.classes))
     start, cpu = time.perf_counter(), time.process_time()
-    latent = train.at(codec, qf)
+    if mix and (kind == "linear" or train.qfs is not None):
+        raise ValueError("a QF mix needs encoder outputs (--data) and a conv or finetune head")
+    latent = train.latent if mix else train.at(codec, qf)
     labels = torch.from_numpy(train.labels)
     data = trunk_features(model.features, latent) if kind == "linear" else latent
     if kind == "finetune":
@@ -173,6 +178,9 @@ def train_head(
         total = 0.0
         for index in _batches(len(train), batch, rng):
             x = _views(data, index, rng)
+            if mix:
+                q = codec.manifest.base_qf_at(int(rng.choice(mix)))
+                x = torch.floor(x * q + 0.5).clamp_(0, q) / q  # shared.quantize's rule
             logits = model.last(model.drop(x)) if kind == "linear" else model(x)[0]
             loss = F.cross_entropy(logits, labels[index], label_smoothing=0.1)
             opt.zero_grad(set_to_none=True)
