@@ -57,7 +57,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         nargs="+",
         metavar="Q",
-        help="--data: train each batch at one of these QFs (a head serves the QFs it saw)",
+        help="--data: train each frame at one of these QFs (a head serves the QFs it saw)",
     )
     t.add_argument("--no-mirror", action="store_true", help="--data: no mirrored copies")
     t.add_argument(

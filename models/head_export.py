@@ -185,7 +185,7 @@ def card(
             )
     extra = me.model_extra or {}
     cpu = f" ({extra['train_cpu_seconds']:.1f} CPU s)" if "train_cpu_seconds" in extra else ""
-    mix = f", each batch at one of QFs {extra['mix_qfs']}" if extra.get("mix_qfs") else ""
+    mix = f", each frame at one of QFs {extra['mix_qfs']}" if extra.get("mix_qfs") else ""
     encode = (
         f", latents made in {extra['encode_seconds']:.1f} s" if "encode_seconds" in extra else ""
     )

@@ -143,7 +143,7 @@ def train_head(
     mix: list[int] | None = None,
 ) -> TrainResult:
     """Train a head of ``kind`` on ``train``'s latents at ``qf``, or, with ``mix``, each batch at
-    one of those QFs drawn at random (a head trained at one QF fails at the others:
+    one of those QFs per frame, drawn at random (a head trained at one QF fails at the others:
     docs/research/heads.md); the seconds count every step after the latents are in memory (the
     trunk's feature pass included)."""
     from tqdm import tqdm
@@ -179,8 +179,11 @@ def train_head(
         for index in _batches(len(train), batch, rng):
             x = _views(data, index, rng)
             if mix:
-                q = codec.manifest.base_qf_at(int(rng.choice(mix)))
-                x = torch.floor(x * q + 0.5).clamp_(0, q) / q  # shared.quantize's rule
+                # A QF per frame, not per batch: BatchNorm would otherwise normalise each QF
+                # apart in training and all of them together at inference.
+                qs = [codec.manifest.base_qf_at(int(q)) for q in rng.choice(mix, len(index))]
+                q = torch.tensor(qs, dtype=torch.float32).view(-1, 1, 1, 1)
+                x = torch.minimum(torch.floor(x * q + 0.5), q) / q  # shared.quantize's rule
             logits = model.last(model.drop(x)) if kind == "linear" else model(x)[0]
             loss = F.cross_entropy(logits, labels[index], label_smoothing=0.1)
             opt.zero_grad(set_to_none=True)

@@ -47,7 +47,7 @@ def test_spic_head_trains_a_head_the_cloud_serves(kind, codec, tiny_data, tmp_pa
     torch.manual_seed(0)
     out = tmp_path / "My_Head"
     args = ["train", "--codec", str(BUNDLE), "--data", str(tiny_data), "--out", str(out)]
-    mix = ["--mix-qfs", "2", "8"] if kind == "conv" else []  # each batch at one of these QFs
+    mix = ["--mix-qfs", "2", "8"] if kind == "conv" else []  # each frame at one of these QFs
     assert main([*args, "--kind", kind, "--epochs", "1", "--no-progress", *mix]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
@@ -81,7 +81,7 @@ def test_spic_head_trains_a_head_the_cloud_serves(kind, codec, tiny_data, tmp_pa
 
     card = (out / "HEAD_CARD.md").read_text()
     assert m.measured.command in card and "| 4 |" in card and "s**" in card
-    assert ("each batch at one of QFs [2, 8]" in card) == (kind == "conv")
+    assert ("each frame at one of QFs [2, 8]" in card) == (kind == "conv")
 
 
 def test_a_head_of_another_codec_is_refused(codec, tiny_data, tmp_path):
