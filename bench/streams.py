@@ -25,6 +25,7 @@ encoder for the codecs, from the children's rusage). The JSON summary is the las
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import resource
 import subprocess
@@ -253,6 +254,16 @@ def markdown(summary: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def read_text(path: Path) -> str:
+    """A summary, gzipped when its name ends in .gz (how docs/results keeps it)."""
+    return gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" else path.read_text()
+
+
+def write_text(path: Path, text: str) -> None:
+    data = text.encode()
+    path.write_bytes(gzip.compress(data, 9, mtime=0) if path.suffix == ".gz" else data)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--videos", type=Path, help="folder of the clips")
@@ -269,9 +280,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, help="also write the summary here")
     args = ap.parse_args()
     if args.render:
-        summary = json.loads(args.render.read_text())
+        summary = json.loads(read_text(args.render))
         finish(summary)
-        args.render.write_text(json.dumps(summary, indent=1) + "\n")
+        write_text(args.render, json.dumps(summary, indent=1) + "\n")
         print(markdown(summary))
         print(json.dumps(summary))
         return
@@ -327,7 +338,7 @@ def main() -> None:
     finish(summary)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(summary, indent=1) + "\n")
+        write_text(args.out, json.dumps(summary, indent=1) + "\n")
     print(json.dumps(summary))
 
 

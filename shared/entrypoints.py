@@ -62,3 +62,4 @@ spic_train_reference = _script("spic-train-reference", "models.train_reference",
 spic_decoder = _script("spic-decoder", "models.decoder_train", "train,eval")
 spic_card = _script("spic-card", "evaluation.card", "eval,edge,cloud")
 spic_eval = _script("spic-eval", "evaluation.cli", "eval,edge,cloud")
+spic_head = _script("spic-head", "models.head_cli", "train")

@@ -29,6 +29,7 @@ BLOCK = (
     [
         ("spic-cloud", {"uvicorn", "fastapi"}, "cloud"),
         ("spic-train", {"torch"}, "train"),
+        ("spic-head", {"torch"}, "train"),
         ("spic-edge", {"onnxruntime", "httpx"}, "edge"),
     ],
 )
@@ -42,7 +43,7 @@ def test_a_script_without_its_extra_says_which_to_install(prog, blocked, extra):
 def test_every_script_is_guarded_and_reference_bundles_stay_out_of_installs():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     scripts = project["project"]["scripts"]
-    assert len(scripts) == 10 and all(v.startswith("shared.entrypoints:") for v in scripts.values())
+    assert len(scripts) == 11 and all(v.startswith("shared.entrypoints:") for v in scripts.values())
     from shared import entrypoints
 
     assert all(callable(getattr(entrypoints, v.split(":")[1])) for v in scripts.values())
