@@ -57,7 +57,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         nargs="+",
         metavar="Q",
-        help="--data: train each frame at one of these QFs (a head serves the QFs it saw)",
+        help="--data: train each frame at one of these QFs (a head serves the QFs it saw); "
+        "default without --qf: every QF of the codec's base latent",
     )
     t.add_argument("--no-mirror", action="store_true", help="--data: no mirrored copies")
     t.add_argument(
@@ -122,6 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     train = fraction(train, args.share, args.seed)
     kind = args.kind
     mix = args.mix_qfs
+    if mix is None and args.qf is None and args.data is not None and args.kind != "linear":
+        # A head trained at one QF scored 13-18% at the others (docs/research/heads.md); a camera
+        # may send any, so by default each frame is drawn at one of the base latent's QFs.
+        ceiling = codec.manifest.base_qf_at(max(codec.manifest.qfs))
+        mix = [q for q in codec.manifest.qfs if q <= ceiling]
     if mix and not set(mix) <= set(codec.manifest.qfs):
         print(f"spic-head: --mix-qfs {mix}: not all of {codec.manifest.qfs}", file=sys.stderr)
         return 2

@@ -37,6 +37,16 @@ def _attrs(node: Any) -> dict[str, Any]:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
+def _path_to(nodes: Any, output: str) -> list[Any]:
+    """The nodes ``output`` depends on, in graph order: the logits' path alone."""
+    needed, keep = {output}, []
+    for node in reversed(list(nodes)):
+        if needed & set(node.output):
+            keep.append(node)
+            needed |= set(node.input)
+    return keep[::-1]
+
+
 class OnnxTrunk(nn.Module):
     """(N, C, h, w) latent -> (N, D) pooled features, as the ONNX classifier computes them before
     its last layer; ``last`` is that layer (D -> classes)."""
@@ -48,16 +58,17 @@ class OnnxTrunk(nn.Module):
 
         graph = onnx.load(str(onnx_path)).graph
         init = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-        unknown = sorted({n.op_type for n in graph.node} - SUPPORTED)
+        nodes = _path_to(graph.node, graph.output[0].name)  # a features output is not replayed
+        unknown = sorted({n.op_type for n in nodes} - SUPPORTED)
         if unknown:
             raise ValueError(f"{onnx_path}: operators {unknown} are not replayed by spic-head")
-        gemms = [n for n in graph.node if n.op_type == "Gemm"]
-        if len(gemms) != 1 or graph.node[-1].op_type != "Gemm":
+        gemms = [n for n in nodes if n.op_type == "Gemm"]
+        if len(gemms) != 1 or nodes[-1].op_type != "Gemm":
             raise ValueError(f"{onnx_path}: not a classifier ending in one linear layer")
         self.input_name = graph.input[0].name
         self.nodes: list[tuple[str, list[str], str, dict[str, Any], str]] = []
         self.convs = nn.ModuleDict()
-        for i, node in enumerate(graph.node[:-1]):
+        for i, node in enumerate(nodes[:-1]):
             attrs, key = _attrs(node), ""
             if node.op_type == "Conv":
                 key = f"c{i}"
