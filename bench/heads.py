@@ -49,8 +49,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def head_command(codec: Path, data: str, kind: str, share: float) -> str:
-    cmd = f"spic-head train --codec {codec} --data {data} --out heads/NAME --kind {kind}"
+def head_command(codec: Path, data: str, kind: str, share: float, qf: int) -> str:
+    cmd = f"spic-head train --codec {codec} --data {data} --out heads/NAME --qf {qf} --kind {kind}"
     return cmd + (f" --share {share:g}" if share < 1 else "")
 
 
@@ -80,7 +80,7 @@ def run_heads(args: argparse.Namespace, codec: SpicCodec, name: str, data: Path)
                     "train_cpu_seconds": round(result.cpu_seconds, 1),
                     "encode_seconds_whole_set": round(encode_s, 1),
                     "encode_cpu_seconds_whole_set": round(encode_cpu, 1),
-                    "command": head_command(args.codec, str(data), kind, share)
+                    "command": head_command(args.codec, str(data), kind, share, qf)
                     + (f" --epochs {args.epochs}" if args.epochs else ""),
                 }
             )
@@ -145,6 +145,8 @@ def short_command(row: dict) -> str:
     if row["method"].startswith("pixel"):
         return f"bench/heads.py --data {row['dataset']}=DIR --kinds --shares {row['share']:g}"
     flags = row["command"].split(" --out heads/NAME")[1]
+    if " --qf " not in flags:  # rows measured before spic-head mixed QFs by default
+        flags = f" --qf {row.get('qf', 4)}{flags}"
     return (
         f"spic-head train --data {Path(row['command'].split(' --data ')[1].split()[0]).name}{flags}"
     )
