@@ -42,6 +42,7 @@ SERVE_EXAMPLES = """examples:
   spic-cloud serve --bundle /models/custom       # the shipped bundles and /models/custom
   spic-cloud serve --only --bundle /models/custom   # /models/custom alone
   spic-cloud serve --head /models/heads/birds    # one more head for the codec it names
+  spic-cloud serve --decoder /models/decoders/qf4 # a better picture from the same frames
   kill -HUP <pid>                               # rescan SPIC_CLOUD_MODEL_DIR, DATA_DIR/heads, --head
   SPIC_CLOUD_API_KEYS=k1,k2 SPIC_CLOUD_READ_KEYS=r1 spic-cloud serve   # keys for any device"""
 
@@ -129,6 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="a head folder (head.json + head.onnx) to serve for the codec it names, beside the "
         "codec's own classifier; repeat for several (env SPIC_CLOUD_HEADS, comma-separated)",
+    )
+    s.add_argument(
+        "--decoder",
+        action="append",
+        metavar="DIR",
+        help="a decoder folder (spic-decoder: decoder.json + decoder.onnx) that renders the "
+        "frames of the codec it names at its QFs; repeat for several (env SPIC_CLOUD_DECODERS)",
     )
     s.add_argument(
         "--log-level",
@@ -274,6 +282,9 @@ def serve(args: argparse.Namespace) -> int:
     if args.head:
         env = os.environ.get("SPIC_CLOUD_HEADS", "")
         flags["HEADS"] = ",".join([h for h in env.split(",") if h.strip()] + args.head)
+    if args.decoder:
+        env = os.environ.get("SPIC_CLOUD_DECODERS", "")
+        flags["DECODERS"] = ",".join([d for d in env.split(",") if d.strip()] + args.decoder)
     flags |= {"HOST": args.host, "PORT": args.port, "WORKERS": args.workers}
     for name, value in flags.items():
         if value is not None:

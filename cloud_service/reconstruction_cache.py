@@ -44,3 +44,7 @@ class ReconstructionCache:
     def drop(self, frame_id: int) -> None:
         """Forget a frame (deleted from the store): its PNG must not outlive it."""
         self._pngs.pop(frame_id, None)
+
+    def clear(self) -> None:
+        """Forget every picture: a new decoder renders frames otherwise from now on."""
+        self._pngs.clear()

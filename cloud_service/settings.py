@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     # codec's own classifier, for the codec each names; one that cannot be served keeps the
     # service unready. Heads uploaded with PUT /v1/heads/{name} live in DATA_DIR/heads.
     heads: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    # Comma-separated decoder folders (decoder.json + decoder.onnx, shared/decoders.py, made by
+    # spic-decoder): each renders the frames of the codec it names at its QFs, instead of the
+    # bundle's decoder; one that cannot be served keeps the service unready.
+    decoders: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     # Comma-separated upload keys that may send as any device (a warning at start: prefer the
     # per-device keys of `spic-cloud keys add`). With no key here, in READ_KEYS, ADMIN_KEYS or in
     # the key store, and require_keys off, authentication is off (a warning at start too).
@@ -141,7 +145,9 @@ class Settings(BaseSettings):
     # On shutdown, open requests (live event streams above all) get this long to finish.
     shutdown_timeout_s: int = Field(5, ge=1)
 
-    @field_validator("bundles", "heads", "api_keys", "read_keys", "admin_keys", mode="before")
+    @field_validator(
+        "bundles", "heads", "decoders", "api_keys", "read_keys", "admin_keys", mode="before"
+    )
     @classmethod
     def _split(cls, v: object) -> object:
         if isinstance(v, str):
@@ -164,6 +170,9 @@ class Settings(BaseSettings):
         missing = [str(h) for h in self.heads if not (h / "head.json").is_file()]
         if missing:
             raise ValueError(f"SPIC_CLOUD_HEADS: no head.json in {', '.join(missing)}")
+        missing = [str(d) for d in self.decoders if not (d / "decoder.json").is_file()]
+        if missing:
+            raise ValueError(f"SPIC_CLOUD_DECODERS: no decoder.json in {', '.join(missing)}")
         if self.max_queue_wait_ms <= self.max_batch_delay_ms:
             raise ValueError(
                 f"max_queue_wait_ms ({self.max_queue_wait_ms}) must exceed max_batch_delay_ms "

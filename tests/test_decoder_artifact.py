@@ -87,3 +87,45 @@ def test_warm_start_is_the_shipped_decoder(tiny_bundle):
         ours = model.eval()(torch.from_numpy(y)).numpy()
     theirs = codec.session("decoder").run(None, {"latent": y})[0]
     np.testing.assert_allclose(ours, theirs, atol=1e-5)
+
+
+def test_spic_cloud_serve_decoder_renders_the_frames_it_serves(tiny_decoder, tiny_bundle):
+    """`spic-cloud serve --decoder DIR`: the cloud's reconstructions of that codec's frames at
+    the decoder's QFs are the decoder's, the others the bundle's; /v1/models lists it."""
+    import io
+
+    import httpx
+    from PIL import Image
+
+    from cloud_service.harness import running_cloud
+    from edge_client.encoder import EdgeEncoder
+
+    folder, qfs = tiny_decoder
+    codec = SpicCodec(tiny_bundle)
+    other = next(
+        q
+        for q in codec.manifest.qfs
+        if q not in qfs and codec.manifest.decoder_role(q) == "decoder"
+    )
+    photo = Image.fromarray(np.random.default_rng(3).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    frames = {
+        q: EdgeEncoder(tiny_bundle, qf=q, cache_dir=False).encode(photo) for q in (qfs[0], other)
+    }
+    with_decoder = SpicCodec(tiny_bundle)
+    with_decoder.add_decoder(Decoder.open(folder))
+    octet = {"Content-Type": "application/octet-stream"}
+    with running_cloud(
+        [tiny_bundle], cli_args=("--only", "--bundle", str(tiny_bundle), "--decoder", str(folder))
+    ) as url:
+        listed = httpx.get(url + "/v1/models").json()["models"][0]["decoders"]
+        assert any(d.startswith("tiny (QF ") for d in listed)
+        for q, frame in frames.items():
+            resp = httpx.post(url + "/v1/reconstruct", content=frame, headers=octet, timeout=30)
+            assert resp.status_code == 200, resp.text
+            got = np.asarray(Image.open(io.BytesIO(resp.content)))
+            renderer = with_decoder if q == qfs[0] else codec
+            np.testing.assert_array_equal(got, renderer.picture(renderer.parse(frame)))
+    assert not np.array_equal(
+        with_decoder.picture(with_decoder.parse(frames[qfs[0]])),
+        codec.picture(codec.parse(frames[qfs[0]])),
+    )

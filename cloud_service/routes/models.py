@@ -48,6 +48,10 @@ def list_models(state: StateDep, _caller: AnyKeyDep, _ready: ReadyDep) -> Models
         m = runtime.manifest
         roles = ["decoder"] + ([m.enhancement.decoder] if m.enhancement is not None else [])
         decoders = [r for r in roles if r in m.files]
+        # Decoders added on the cloud side (--decoder), by name and the QFs they render.
+        decoders += [
+            f"{d.name} (QF {', '.join(map(str, sorted(d.qfs)))})" for d in runtime.decoders
+        ]
         infos.append(
             ModelInfo(
                 model_id=m.model_id,

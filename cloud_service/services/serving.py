@@ -27,6 +27,7 @@ from cloud_service.services.predictions import run_heads
 from cloud_service.settings import Settings
 from cloud_service.state import ServiceState
 from shared.bundles import bundles_in
+from shared.decoders import Decoder
 from shared.heads import HEAD_MANIFEST, Head, load_head_manifest
 from shared.runtime import SpicCodec
 
@@ -140,11 +141,28 @@ async def load_models(state: ServiceState) -> None:
                 serve_codec(state, await asyncio.to_thread(open_codec, path, settings))
             await asyncio.to_thread(add_heads, state, list(settings.heads), True)
             await asyncio.to_thread(add_heads, state, found_heads(settings), False)
+            await asyncio.to_thread(add_decoders, state, list(settings.decoders))
     except Exception as exc:  # keep serving /healthz and say why /readyz is not ready
         state.load_error = f"{type(exc).__name__}: {exc}"
         log.error("model loading failed: %s", state.load_error)
         return
     state.ready = True
+
+
+def add_decoders(state: ServiceState, folders: list[Path]) -> None:
+    """Register each decoder folder with the codec it names (``SpicCodec.add_decoder``): the
+    codec's frames at the decoder's QFs are rendered by it. Raises for one that cannot serve."""
+    for folder in folders:
+        decoder = Decoder.open(folder, state.settings.inference_threads, arena=False)
+        runtime = state.runtime_for(decoder.codec_id)
+        if runtime is None:
+            raise LookupError(
+                f"decoder {decoder.name} reads codec {decoder.codec_id}, which is not served "
+                f"(served: {', '.join(sorted(state.runtimes))})"
+            )
+        runtime.add_decoder(decoder)
+        state.reconstructions.clear()  # pictures rendered before were the bundle decoder's
+        log.info("decoder %s (%s) renders codec %s", decoder.name, folder, runtime.model_id)
 
 
 def new_bundles(state: ServiceState) -> list[Path]:
