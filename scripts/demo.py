@@ -73,9 +73,11 @@ def main() -> int:
             Image.open(io.BytesIO(png)).save(args.out / f"{name}_spic.png")
             crop.save(args.out / f"{name}_crop.png")
             (args.out / f"{name}.spic").write_bytes(res.data)
+            # A photo unlike the head's classes is answered unknown (label null), with its scores.
+            label = answer["label"] or f"unknown ({answer['top_k'][0]['label']})"
             print(
                 f"{name:22s} {len(res.data):7d} {res.bpp:7.4f} {buf.tell():10d} {buf.tell() / len(res.data):9.1f}  "
-                f"{answer['label']:24s} {answer['confidence']:6.1%} {sum(res.timings_ms.values()):8.2f} {cloud_ms:8.2f}"
+                f"{label:24s} {answer['confidence']:6.1%} {sum(res.timings_ms.values()):8.2f} {cloud_ms:8.2f}"
             )
         print(f"\ndemo: reconstructions and frames written to {args.out}/")
         print(f"\ndemo: dashboard   {url}/   (read key: {read_key})")
