@@ -1,8 +1,8 @@
 """Decoders per QF: today's vs new ones vs WebP and AVIF at the same bytes (issue 35, item 4).
 
     PYTHONPATH=. .venv/bin/python bench/decoder.py --codec models/bundles/spic-imagenette \\
-        --cache /work/artifacts/decoder-cache \\
-        --decoder /work/artifacts/decoder-qf1-16-mse --decoder /work/artifacts/decoder-qf1-16-ssim
+        --cache ARTIFACTS/decoder-cache \\
+        --decoder ARTIFACTS/decoder-qf1-16-mse --decoder ARTIFACTS/decoder-qf1-16-ssim
 
 Every number is on the same seeded val subset (``--val-limit``, ``models.data.seeded_subset``) of
 the latent cache (``spic-decoder cache``): the frozen codec's base latent at each QF, decoded by

@@ -6,7 +6,7 @@ Frames of the head's own validation split (in distribution) against photos from 
 stores it in the bundle (its ``knn`` bank as ``reject_bank.npy``); the codec id does not change.
 
     python -m evaluation.unknown --bundle models/bundles/spic-imagenette \
-        --data ../shared/data/imagenette --foreign /work/data/kodak --foreign ... --skimage --write
+        --data ../shared/data/imagenette --foreign DATA/kodak --foreign ... --skimage --write
 
 The knn bank is ``--prototypes`` centroids of ``--bank`` training frames, picked evenly over
 classes with a fixed seed, so the rule never sees a validation frame. Prints a JSON summary last.
