@@ -16,21 +16,19 @@ change (``models/decoder_train.py`` makes them; docs/research/decoder.md measure
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.artifacts import artifact_id, load_artifact, write_artifact
 from shared.heads import HEAD_NAME
-from shared.manifest import BundleFile, seal_files, sha256_file
+from shared.manifest import BundleFile
 from shared.onnx_session import make_session
 from shared.quantize import check_qf
 
 DECODER_MANIFEST = "decoder.json"
-DECODER_UNSEALED = {"decoder_id", "measured"}
 
 
 class DecoderMeasured(BaseModel):
@@ -62,33 +60,19 @@ class DecoderManifest(BaseModel):
     measured: DecoderMeasured | None = None
 
     def content_hash(self) -> str:
-        body = self.model_dump(mode="json", exclude=DECODER_UNSEALED)
-        canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-        return hashlib.sha256(canonical).hexdigest()[:16]
+        return artifact_id(self, "decoder_id")
 
 
 def write_decoder(folder: Path, manifest: DecoderManifest) -> DecoderManifest:
     """Hash the decoder's files, set its id and write decoder.json."""
     for q in manifest.qfs:
         check_qf(q)
-    sealed = manifest.model_copy(update={"files": seal_files(folder, manifest.files)})
-    sealed = sealed.model_copy(update={"decoder_id": sealed.content_hash()})
-    (folder / DECODER_MANIFEST).write_text(sealed.model_dump_json(indent=1) + "\n")
-    return sealed
+    return write_artifact(folder, manifest, "decoder_id", DECODER_MANIFEST)
 
 
 def load_decoder_manifest(folder: Path) -> DecoderManifest:
     """Read and verify a decoder folder: every file against its hash, the id against the content."""
-    path = folder / DECODER_MANIFEST
-    if not path.is_file():
-        raise FileNotFoundError(f"no {DECODER_MANIFEST} in {folder}: not a SPIC decoder")
-    manifest = DecoderManifest.model_validate_json(path.read_text())
-    for role, f in manifest.files.items():
-        if sha256_file(folder / f.path) != f.sha256:
-            raise ValueError(f"decoder file {f.path} ({role}) does not match its hash")
-    if manifest.content_hash() != manifest.decoder_id:
-        raise ValueError(f"decoder id {manifest.decoder_id} does not match its content")
-    return manifest
+    return load_artifact(folder, DecoderManifest, "decoder_id", DECODER_MANIFEST, "decoder")
 
 
 class Decoder:

@@ -25,14 +25,14 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.manifest import BundleFile, ClassInfo, Manifest, seal_files, sha256_file
+from shared.artifacts import artifact_id, load_artifact, write_artifact
+from shared.manifest import BundleFile, ClassInfo, Manifest
 from shared.onnx_session import make_session
 from shared.reject import RejectRule, familiar_features, load_bank, scores, softmax
 
 HEAD_MANIFEST = "head.json"
 HEAD_NAME = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 # Fields left out of the head id: the id itself and what was measured after sealing.
-HEAD_UNSEALED = {"head_id", "measured"}
 
 
 class HeadMeasured(BaseModel):
@@ -62,31 +62,17 @@ class HeadManifest(BaseModel):
     measured: HeadMeasured | None = None
 
     def content_hash(self) -> str:
-        body = self.model_dump(mode="json", exclude=HEAD_UNSEALED)
-        canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-        return hashlib.sha256(canonical).hexdigest()[:16]
+        return artifact_id(self, "head_id")
 
 
 def write_head(folder: Path, manifest: HeadManifest) -> HeadManifest:
     """Hash the head's files, set its id and write head.json."""
-    sealed = manifest.model_copy(update={"files": seal_files(folder, manifest.files)})
-    sealed = sealed.model_copy(update={"head_id": sealed.content_hash()})
-    (folder / HEAD_MANIFEST).write_text(sealed.model_dump_json(indent=1) + "\n")
-    return sealed
+    return write_artifact(folder, manifest, "head_id", HEAD_MANIFEST)
 
 
 def load_head_manifest(folder: Path) -> HeadManifest:
     """Read and verify a head folder: every file against its hash, the id against the content."""
-    path = folder / HEAD_MANIFEST
-    if not path.is_file():
-        raise FileNotFoundError(f"no {HEAD_MANIFEST} in {folder}: not a SPIC head")
-    manifest = HeadManifest.model_validate_json(path.read_text())
-    for role, f in manifest.files.items():
-        if sha256_file(folder / f.path) != f.sha256:
-            raise ValueError(f"head file {f.path} ({role}) does not match its hash")
-    if manifest.content_hash() != manifest.head_id:
-        raise ValueError(f"head id {manifest.head_id} does not match its content")
-    return manifest
+    return load_artifact(folder, HeadManifest, "head_id", HEAD_MANIFEST, "head")
 
 
 @dataclass
