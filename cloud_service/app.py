@@ -88,7 +88,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.settings.heavy_concurrency, state.settings.heavy_queue_size, state.metrics
     )
     s = state.settings
-    state.results = await asyncio.to_thread(open_store, s.database_url, s.data_dir)
+    state.results = await asyncio.to_thread(
+        open_store, s.database_url, s.data_dir, s.confidence_bounds
+    )
     state.keys = await asyncio.to_thread(open_keys, s.database_url, s.data_dir, s.key_cache_s)
     state.refinements = await asyncio.to_thread(open_refiner, s.database_url, s.data_dir)
     if s.api_keys:

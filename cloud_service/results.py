@@ -21,92 +21,23 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from cloud_service.database import Database, Migration, migrate, open_database
+from cloud_service.database import Database, migrate, open_database
+from cloud_service.results_schema import MIGRATIONS
 from cloud_service.timeutil import now_us
 from shared.schemas import Prediction
 
-MIGRATIONS: list[Migration] = [
-    (
-        1,
-        [
-            "CREATE TABLE frames (id INTEGER PRIMARY KEY AUTOINCREMENT, device TEXT NOT NULL, "
-            "captured_us INTEGER, received_us INTEGER NOT NULL, model_id TEXT NOT NULL, "
-            "qf INTEGER NOT NULL, bytes INTEGER NOT NULL, bpp REAL NOT NULL, class_id INTEGER "
-            "NOT NULL, label TEXT NOT NULL, confidence REAL NOT NULL, top_k TEXT NOT NULL, "
-            "frame BLOB NOT NULL, idem_key TEXT UNIQUE)",
-            "CREATE INDEX frames_received ON frames (received_us DESC, id DESC)",
-            "CREATE INDEX frames_device ON frames (device, received_us DESC, id DESC)",
-            "CREATE INDEX frames_label ON frames (label, received_us DESC, id DESC)",
-        ],
-        [
-            "CREATE TABLE frames (id BIGSERIAL PRIMARY KEY, device TEXT NOT NULL, "
-            "captured_us BIGINT, received_us BIGINT NOT NULL, model_id TEXT NOT NULL, "
-            "qf INTEGER NOT NULL, bytes INTEGER NOT NULL, bpp DOUBLE PRECISION NOT NULL, "
-            "class_id INTEGER NOT NULL, label TEXT NOT NULL, confidence DOUBLE PRECISION NOT "
-            "NULL, top_k TEXT NOT NULL, frame BYTEA NOT NULL, idem_key TEXT UNIQUE)",
-            "CREATE INDEX frames_received ON frames (received_us DESC, id DESC)",
-            "CREATE INDEX frames_device ON frames (device, received_us DESC, id DESC)",
-            "CREATE INDEX frames_label ON frames (label, received_us DESC, id DESC)",
-        ],
-    ),
-    (
-        2,  # file frames under their capture time; labels match whatever their case
-        [
-            "DROP INDEX frames_device",
-            "DROP INDEX frames_label",
-            # confidence rides along: a min_confidence page walks this index alone, not the
-            # rows (bench/query_reads.py's "scan": a threshold nothing meets). PostgreSQL's
-            # planner has statistics and picks frames_confidence instead.
-            "CREATE INDEX frames_at ON frames "
-            "(COALESCE(captured_us, received_us) DESC, id DESC, confidence)",
-            "CREATE INDEX frames_device_at ON frames "
-            "(device, COALESCE(captured_us, received_us) DESC, id DESC)",
-            "CREATE INDEX frames_label_at ON frames "
-            "(lower(label), COALESCE(captured_us, received_us) DESC, id DESC)",
-        ],
-        [
-            "DROP INDEX frames_device",
-            "DROP INDEX frames_label",
-            "CREATE INDEX frames_at ON frames ((COALESCE(captured_us, received_us)) DESC, id DESC)",
-            "CREATE INDEX frames_device_at ON frames "
-            "(device, (COALESCE(captured_us, received_us)) DESC, id DESC)",
-            "CREATE INDEX frames_label_at ON frames "
-            "((lower(label)), (COALESCE(captured_us, received_us)) DESC, id DESC)",
-            "CREATE INDEX frames_confidence ON frames (confidence)",
-        ],
-    ),
-    (
-        3,  # heads: the default head's reject verdict, and every head's prediction (JSON)
-        [
-            "ALTER TABLE frames ADD COLUMN unknown INTEGER NOT NULL DEFAULT 0",
-            "ALTER TABLE frames ADD COLUMN heads TEXT",
-        ],
-        [
-            "ALTER TABLE frames ADD COLUMN unknown INTEGER NOT NULL DEFAULT 0",
-            "ALTER TABLE frames ADD COLUMN heads TEXT",
-        ],
-    ),
-    (
-        4,  # labels given to stored frames, to train heads from (cloud_service/labels.py)
-        [
-            "CREATE TABLE labels (frame_id INTEGER PRIMARY KEY, label TEXT NOT NULL, "
-            "labelled_at INTEGER NOT NULL)",
-        ],
-        [
-            "CREATE TABLE labels (frame_id BIGINT PRIMARY KEY, label TEXT NOT NULL, "
-            "labelled_at BIGINT NOT NULL)",
-        ],
-    ),
-]
 # The time a frame is filed under; written exactly as the indexes above name it, so that both
 # engines' planners match it to them.
 AT = "COALESCE(captured_us, received_us)"
 COLUMNS = (
     "id, device, captured_us, received_us, model_id, qf, bytes, bpp, class_id, label, "
-    "confidence, top_k, unknown, heads"
+    "confidence, top_k, unknown, heads, repeats, last_us, changed"
 )
+# ``changed``: how a frame's answer differs from its camera's frame before it (0: it does not).
+Change = Literal["label", "confidence"]
+CHANGES: dict[int, Change | None] = {0: None, 1: "label", 2: "confidence"}
 # What /v1/stats groups by label: an unknown frame's ``label`` column keeps its most probable
 # class (SQLite cannot drop NOT NULL cheaply), read back as null; it counts under "unknown".
 LABEL_OR_UNKNOWN = "CASE WHEN unknown = 1 THEN 'unknown' ELSE label END"
@@ -123,6 +54,9 @@ class FrameRecord:
     received_us: int
     prediction: Prediction
     id: int | None = None
+    repeats: int = 0  # skip frames of a stream that repeated this answer, not stored as rows
+    last_us: int | None = None  # AT of the latest of them
+    change: Change | None = None  # what differs from the camera's frame before
 
     @property
     def at_us(self) -> int:
@@ -150,6 +84,7 @@ class FrameQuery:
     before_us: int | None = None  # filed before
     limit: int = 50
     cursor: tuple[int, int] | None = None  # (AT, id) of the last row already seen
+    changes: bool = False  # only frames whose answer differs from their camera's frame before
 
 
 MAX_ID = (1 << 63) - 1  # ids and times are signed 64-bit integers on both engines
@@ -180,14 +115,32 @@ def _record(row: Sequence[Any]) -> FrameRecord:
         fields["label"] = None
     heads = None if row[13] is None else json.loads(row[13])
     prediction = Prediction(**fields, unknown=unknown, top_k=json.loads(row[11]), heads=heads)
-    return FrameRecord(row[1], row[2], int(row[3]), prediction, id=int(row[0]))
+    repeats, last_us, change = int(row[14]), row[15], CHANGES.get(int(row[16]))
+    return FrameRecord(
+        row[1], row[2], int(row[3]), prediction, int(row[0]), repeats, last_us, change
+    )
+
+
+def change_of(p: Prediction, before: Sequence[Any] | None, bounds: Sequence[float]) -> int:
+    """1 when ``p``'s answer (its label, or unknown) is not that of ``before`` (the camera's
+    previous row: label, unknown, confidence; None: its first frame), 2 when it is but the
+    confidence crossed one of ``bounds``, else 0."""
+    if before is None:
+        return 1
+    label = None if p.unknown else (p.label or "").lower()
+    was = None if before[1] else str(before[0]).lower()
+    if label != was:
+        return 1
+    lo, hi = sorted((float(before[2]), p.confidence))
+    return 2 if any(lo < b <= hi for b in bounds) else 0
 
 
 class ResultsStore:
     """The frames table on a ``Database`` (SQLite or PostgreSQL)."""
 
-    def __init__(self, db: Database):
+    def __init__(self, db: Database, confidence_bounds: Sequence[float] = ()):
         self.db, self.engine = db, db.engine
+        self.bounds = tuple(confidence_bounds)  # a change of confidence across one is marked
         migrate(db, "spic_schema", MIGRATIONS)
 
     @property
@@ -196,7 +149,12 @@ class ResultsStore:
             return int(run("SELECT MAX(version) FROM spic_schema").fetchone()[0])
 
     def add(self, record: FrameRecord, frame: bytes, idem_key: str | None = None) -> int:
-        """Store a classified frame; returns its id (the first one's, for a retried key).
+        return self.insert(record, frame, idem_key)[0]
+
+    def insert(
+        self, record: FrameRecord, frame: bytes, idem_key: str | None = None
+    ) -> tuple[int, int]:
+        """Store a classified frame; returns its id and ``changed`` (``change_of``) (the first one's, for a retried key).
         ``KeyReused`` if the key is stored with another frame: an idempotency store that forgot
         the key (a restart, its TTL) must not turn the new frame into the old one's answer."""
         p = record.prediction
@@ -216,18 +174,39 @@ class ResultsStore:
             None if heads is None else json.dumps(heads),
         )
         with self.db.session() as run:
+            # The camera's newest row before this one, from the device index: one lookup.
+            before = run(
+                f"SELECT label, unknown, confidence FROM frames WHERE device = ? AND {AT} <= ? "
+                f"ORDER BY {AT} DESC, id DESC LIMIT 1",
+                (record.device, record.at_us),
+            ).fetchone()
+            changed = change_of(p, before, self.bounds)
             row = run(
                 "INSERT INTO frames (device, captured_us, received_us, model_id, qf, bytes, bpp, "
-                "class_id, label, confidence, top_k, frame, idem_key, unknown, heads) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "class_id, label, confidence, top_k, frame, idem_key, unknown, heads, changed) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (idem_key) DO NOTHING RETURNING id",
-                values,
+                (*values, changed),
             ).fetchone()
             if row is None:  # the key was stored before: the same frame retried, or another
-                row = run("SELECT id, frame FROM frames WHERE idem_key = ?", (idem_key,)).fetchone()
+                row = run(
+                    "SELECT id, frame, changed FROM frames WHERE idem_key = ?", (idem_key,)
+                ).fetchone()
                 if bytes(row[1]) != frame:
                     raise KeyReused(idem_key)
-        return int(row[0])
+                changed = int(row[2])
+        return int(row[0]), changed
+
+    def repeat(self, frame_id: int, at_us: int) -> bool:
+        """A skip frame of a stream repeated row ``frame_id``'s answer at ``at_us``: counted on
+        that row, not stored as one. False if the row is gone (retention, a delete)."""
+        with self.db.session() as run:
+            row = run(
+                "UPDATE frames SET repeats = repeats + 1, last_us = CASE WHEN last_us IS NULL OR "
+                "last_us < ? THEN ? ELSE last_us END WHERE id = ? RETURNING id",
+                (at_us, at_us, frame_id),
+            ).fetchone()
+        return row is not None
 
     def query(self, q: FrameQuery) -> tuple[list[FrameRecord], str | None]:
         """Newest first, ``q.limit`` rows, and the cursor for the next page (None at the end).
@@ -270,6 +249,8 @@ class ResultsStore:
             if value is not None:
                 where.append(condition)
                 params.append(value)
+        if q.changes:
+            where.append("changed > 0")
         return where, params
 
     def since(self, after_id: int, q: FrameQuery) -> list[FrameRecord]:
@@ -371,6 +352,9 @@ class ResultsStore:
         self.db.close()
 
 
-def open_store(database_url: str, data_dir: str | Path) -> ResultsStore:
+def open_store(
+    database_url: str, data_dir: str | Path, confidence_bounds: Sequence[float] = ()
+) -> ResultsStore:
     """PostgreSQL for ``postgresql://...``; otherwise SQLite in ``data_dir/results.sqlite``."""
-    return ResultsStore(open_database(database_url, Path(data_dir) / "results.sqlite"))
+    db = open_database(database_url, Path(data_dir) / "results.sqlite")
+    return ResultsStore(db, confidence_bounds)

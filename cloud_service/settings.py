@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -140,13 +140,32 @@ class Settings(BaseSettings):
     webhook_url: str = ""
     webhook_secret: str = ""
     webhook_max_attempts: int = Field(5, ge=1)
+    # What reaches the webhook: every stored frame, or only those whose answer changed from
+    # their camera's frame before (its label, or its confidence across a confidence_bound).
+    webhook_events: Literal["frames", "changes"] = "frames"
+    # Confidences at which a frame counts as a change although its label stayed, e.g. "0.5,0.8":
+    # a consumer hears when the answer became sure or unsure, not every wobble of it.
+    confidence_bounds: Annotated[list[float], NoDecode] = Field(default_factory=list)
+    # A skip frame of a stream (nothing changed) is counted on the row it repeats; true stores a
+    # row per skip, as for any frame.
+    stream_skip_rows: bool = False
+    # /v1/stats?measure=seconds: an answer counts as held until the camera's next frame only if
+    # that frame comes within this long of its last sign (the frame or its latest repeat).
+    stats_gap_s: float = Field(60.0, gt=0)
     reconstruction_cache: int = Field(64, ge=0)  # PNGs of stored frames kept (~80 kB each)
     events_poll_s: float = Field(0.5, gt=0)  # how often a /v1/events stream looks for new frames
     # On shutdown, open requests (live event streams above all) get this long to finish.
     shutdown_timeout_s: int = Field(5, ge=1)
 
     @field_validator(
-        "bundles", "heads", "decoders", "api_keys", "read_keys", "admin_keys", mode="before"
+        "bundles",
+        "heads",
+        "decoders",
+        "api_keys",
+        "read_keys",
+        "admin_keys",
+        "confidence_bounds",
+        mode="before",
     )
     @classmethod
     def _split(cls, v: object) -> object:
@@ -183,6 +202,8 @@ class Settings(BaseSettings):
         kinds = [set(self.api_keys), set(self.read_keys), set(self.admin_keys)]
         if any(a & b for i, a in enumerate(kinds) for b in kinds[i + 1 :]):
             raise ValueError("a key can be only one of upload, read and admin key")
+        if any(not 0 < b < 1 for b in self.confidence_bounds):
+            raise ValueError("SPIC_CLOUD_CONFIDENCE_BOUNDS are confidences between 0 and 1")
         if self.webhook_url and not self.webhook_secret:
             raise ValueError("SPIC_CLOUD_WEBHOOK_URL needs SPIC_CLOUD_WEBHOOK_SECRET to sign with")
         placeholders = [k for k in self.all_keys if k.lower().startswith(PLACEHOLDER)]

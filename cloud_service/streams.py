@@ -143,3 +143,13 @@ class StreamStore:
                 ),
             ).fetchone()
         return row is not None
+
+    def note(self, device_id: str, frame: bitstream.Frame, answer: dict[str, Any]) -> None:
+        """Record the answer of frame ``frame.seq`` again once it is stored (with its row's id,
+        which the stream's skips count on), if the stream still holds that frame."""
+        with self.db.session() as run:
+            run(
+                "UPDATE stream_state SET answer = ? WHERE device_id = ? AND stream_id = ? "
+                "AND seq = ?",
+                (json.dumps(answer), device_id, frame.stream_id, frame.seq),
+            )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -60,6 +60,11 @@ class ClassifyResponse(Prediction):
         None, description="the frame's id in the results store (GET /v1/frames/{frame_id})"
     )
     device_id: str = Field("unknown", description="the X-Device-Id the frame came with")
+    repeat: bool = Field(
+        False,
+        description="a skip frame of a stream: its answer is frame_id's, counted on that row "
+        "(its repeats), not stored as a row of its own",
+    )
 
 
 class StoredFrame(Prediction):
@@ -71,6 +76,14 @@ class StoredFrame(Prediction):
     received_at: str = Field(description="RFC 3339, when the cloud received the frame")
     bitstream: str = Field(description="URL of the frame's bytes")
     reconstruction: str = Field(description="URL of the frame re-rendered as PNG")
+    repeats: int = Field(0, description="skip frames of a stream that repeated this answer since")
+    last_repeat_at: str | None = Field(None, description="RFC 3339: the latest of those repeats")
+    change: Literal["label", "confidence"] | None = Field(
+        None,
+        description="how the answer differs from the camera's frame before it: another label "
+        "(or unknown; a camera's first frame too), or the confidence across one of the cloud's "
+        "confidence bounds; null: the same answer",
+    )
 
 
 class FramesPage(BaseModel):

@@ -66,9 +66,22 @@ def _filters(
             description="true: only frames the default head called unknown; false: only the others"
         ),
     ] = None,
+    changes: Annotated[
+        bool,
+        Query(
+            description="true: only frames whose answer changed from their camera's frame before "
+            "(another label or unknown, or the confidence across one of the cloud's bounds)"
+        ),
+    ] = False,
 ) -> FrameQuery:
     """The filters /v1/frames, /v1/stats and /v1/events share."""
-    return FrameQuery(device=device, label=label, min_confidence=min_confidence, unknown=unknown)
+    return FrameQuery(
+        device=device,
+        label=label,
+        min_confidence=min_confidence,
+        unknown=unknown,
+        changes=changes,
+    )
 
 
 frame_filters = Depends(_filters)

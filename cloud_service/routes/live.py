@@ -1,17 +1,20 @@
 """Aggregates and live events over the results store, for read keys.
 
-    GET /v1/stats?group_by=label|device&bucket=1h|auto&after=&before=&device=&label=&min_confidence=&unknown=
+    GET /v1/stats?group_by=label|device&bucket=1h|auto&after=&before=&device=&label=&min_confidence=&unknown=&changes=
         counts per group and bucket of capture time (``AT``: received time when none was sent);
         frames the default head called unknown count under the label "unknown"
-    GET /v1/events?device=&label=&min_confidence=                   Server-Sent Events
+    GET /v1/stats?measure=seconds&...   per camera and answer: seconds held, frames (repeats in)
+    GET /v1/events?device=&label=&min_confidence=&changes=          Server-Sent Events
 
 A stats answer is bounded before it is computed: the buckets between the first and last matching
 frame may number ``MAX_BUCKETS`` at most (else 422 naming the smallest bucket that fits; or ask
 ``bucket=auto`` for it), and the rows ``MAX_ROWS``. Both come from indexes, and every read runs on
 the store's read connection, apart from the uploads' writes.
 
-Each event is one stored frame: ``id:`` is its frame id, ``event: frame``, ``data:`` the stored
-record as JSON. A consumer that reconnects with ``Last-Event-ID`` (browsers' EventSource does it
+Each event is one stored frame: ``id:`` is its frame id, ``event: frame`` (``event: change``
+with ``changes=true``: only frames whose answer differs from their camera's frame before),
+``data:`` the stored record as JSON. A stream's skip frames are no events: they repeat a stored
+frame's answer and are counted on it (``repeats``). A consumer that reconnects with ``Last-Event-ID`` (browsers' EventSource does it
 by itself) gets every matching frame stored after that id, in order, then the live ones; without
 it, the stream starts with the next frame stored.
 """
@@ -55,7 +58,11 @@ HEARTBEAT_S = 15.0  # a comment line keeps proxies from closing a quiet stream
 class StatsRow(BaseModel):
     group: str
     bucket_start: str
-    count: int
+    count: int = Field(description="frames; with measure=seconds, a stream's repeats included")
+    device: str | None = Field(None, description="measure=seconds: the camera")
+    seconds: float | None = Field(
+        None, description="measure=seconds: how long the camera held this answer"
+    )
 
 
 class StatsResponse(BaseModel):
@@ -110,12 +117,46 @@ async def stats(
     ] = "1h",
     after: Annotated[str | None, Query(description=f"RFC 3339: {CAPTURED} at or after")] = None,
     before: Annotated[str | None, Query(description=f"RFC 3339: {CAPTURED} before")] = None,
+    measure: Annotated[
+        Literal["frames", "seconds"],
+        Query(
+            description="seconds: per camera (device) and label, how long the answer was held: "
+            "from a frame to its camera's next within SPIC_CLOUD_STATS_GAP_S of its last repeat"
+        ),
+    ] = "frames",
 ) -> StatsResponse:
     q.after_us, q.before_us = query_time("after", after), query_time("before", before)
     store = frames.store(state)
     chosen = choose_bucket(bucket, await frames.span(store, q))
-    rows = await frames.stats(store, group_by, BUCKETS[chosen] * 1_000_000, q, MAX_ROWS)
-    if len(rows) > MAX_ROWS:
+    size_us = BUCKETS[chosen] * 1_000_000
+    if measure == "seconds":
+        if group_by != "label" or q.changes:
+            raise Problem(
+                422,
+                "bad-query",
+                "measure=seconds groups by label, per camera",
+                "ask group_by=label (each row names its device), without changes=true",
+            )
+        gap_us = int(state.settings.stats_gap_s * 1e6)
+        held = await frames.held(store, size_us, q, MAX_ROWS, gap_us)
+        too_many(len(held))
+        out = []
+        for device, answer, start_us, n, us in held:
+            start = format_rfc3339_or_none(start_us)
+            if start is not None:
+                row = StatsRow(group=answer, bucket_start=start, count=n, device=device)
+                out.append(row.model_copy(update={"seconds": us / 1e6}))
+        return StatsResponse(group_by=group_by, bucket=chosen, max_buckets=MAX_BUCKETS, rows=out)
+    rows = await frames.stats(store, group_by, size_us, q, MAX_ROWS)
+    too_many(len(rows))
+    # A bucket no instant can name (a row stored before capture times were checked) is left out.
+    starts = [(g, format_rfc3339_or_none(b), n) for g, b, n in rows]
+    out = [StatsRow(group=g, bucket_start=b, count=n) for g, b, n in starts if b is not None]
+    return StatsResponse(group_by=group_by, bucket=chosen, max_buckets=MAX_BUCKETS, rows=out)
+
+
+def too_many(rows: int) -> None:
+    if rows > MAX_ROWS:
         raise Problem(
             422,
             "too-many-rows",
@@ -124,14 +165,10 @@ async def stats(
             "bucket, or narrow after/before",
             max_rows=MAX_ROWS,
         )
-    # A bucket no instant can name (a row stored before capture times were checked) is left out.
-    starts = [(g, format_rfc3339_or_none(b), n) for g, b, n in rows]
-    out = [StatsRow(group=g, bucket_start=b, count=n) for g, b, n in starts if b is not None]
-    return StatsResponse(group_by=group_by, bucket=chosen, max_buckets=MAX_BUCKETS, rows=out)
 
 
-def _sse(event_id: int, data: str) -> bytes:
-    return f"id: {event_id}\nevent: frame\ndata: {data}\n\n".encode()
+def _sse(event_id: int, data: str, event: str = "frame") -> bytes:
+    return f"id: {event_id}\nevent: {event}\ndata: {data}\n\n".encode()
 
 
 @get_bytes(
@@ -159,6 +196,7 @@ async def events(
         position = await frames.last_id(store)
     filters.limit = 100  # per poll; a consumer far behind catches up page by page
     poll_s = state.settings.events_poll_s
+    kind = "change" if filters.changes else "frame"
 
     async def stream() -> AsyncIterator[bytes]:
         nonlocal position
@@ -168,7 +206,7 @@ async def events(
             rows = await frames.since(store, position, filters)
             for r in rows:
                 position = r.frame_id or position
-                yield _sse(position, r.model_dump_json())
+                yield _sse(position, r.model_dump_json(), kind)
             if rows:
                 quiet = 0.0
                 continue

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
+from cloud_service.held import held as held_by_answer
 from cloud_service.problems import Problem
 from cloud_service.results import MAX_ID as MAX_ID  # the largest id a query may name
 from cloud_service.results import DeviceSummary, FrameRecord, ResultsStore
@@ -38,6 +39,9 @@ def stored_frame(r: FrameRecord) -> StoredFrame:
         received_at=format_rfc3339(r.received_us),
         bitstream=f"/v1/frames/{r.id}/bitstream",
         reconstruction=f"/v1/frames/{r.id}/reconstruction",
+        repeats=r.repeats,
+        last_repeat_at=format_rfc3339_or_none(r.last_us),
+        change=r.change,
     )
 
 
@@ -67,6 +71,16 @@ async def stats(
     results: ResultsStore, group_by: str, bucket_us: int, q: FrameQuery, max_rows: int
 ) -> list[tuple[str, int, int]]:
     return await asyncio.to_thread(results.stats, group_by, bucket_us, q, max_rows)
+
+
+async def held(
+    results: ResultsStore, bucket_us: int, q: FrameQuery, max_rows: int, gap_us: int
+) -> list[tuple[str, str, int, int, int]]:
+    return await asyncio.to_thread(held_by_answer, results, bucket_us, q, max_rows, gap_us)
+
+
+async def repeat(results: ResultsStore, frame_id: int, at_us: int) -> bool:
+    return await asyncio.to_thread(results.repeat, frame_id, at_us)
 
 
 async def devices(results: ResultsStore, since_us: int, limit: int) -> list[DeviceSummary]:

@@ -13,14 +13,14 @@ import asyncio
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image
 
 from cloud_service.batcher import Overloaded
 from cloud_service.problems import Problem
-from cloud_service.results import FrameRecord, KeyReused
+from cloud_service.results import CHANGES, FrameRecord, KeyReused
 from cloud_service.services.idempotent import ReusedInStore
 from cloud_service.services.predictions import (
     FrameRows,
@@ -48,6 +48,9 @@ class FrameIn:
     key: str | None  # the Idempotency-Key in its caller's and route's scope, if one was sent
     device_id: str
     captured_us: int | None
+    # What the store keeps when not ``body``: a stream's delta or skip is kept as the frame its
+    # symbols make alone (version 1), so a stored row can always be re-rendered and re-read.
+    stored: bytes | None = None
 
 
 def _bad_frame(exc: BitstreamError) -> Problem:
@@ -154,6 +157,36 @@ async def classify(
     return await answer(state, runtime, frame, top, main.unknown, frame_in, request_id, rows, names)
 
 
+def base_answer(
+    runtime: SpicCodec,
+    frame: bitstream.Frame,
+    top: list[ClassScore],
+    unknown: bool,
+    frame_in: FrameIn,
+    request_id: str,
+) -> dict[str, Any]:
+    """The fields of a classify answer for the default head's ``top``."""
+    body = frame_in.body
+    return dict(
+        request_id=request_id,
+        model_id=runtime.model_id,
+        class_id=top[0].class_id,
+        label=None if unknown else top[0].label,
+        confidence=top[0].confidence,
+        unknown=unknown,
+        top_k=top,
+        qf=frame.qf,
+        codec=CODEC_IDS[frame.codec],
+        bytes=len(body),
+        bits=8 * len(body),
+        bpp=8 * len(body) / (frame.input_size[0] * frame.input_size[1]),
+        latent_shape=list(frame.latent_shape),
+        input_size=list(frame.input_size),
+        image_size=list(frame.image_size),
+        device_id=frame_in.device_id,
+    )
+
+
 async def answer(
     state: ServiceState,
     runtime: SpicCodec,
@@ -166,43 +199,38 @@ async def answer(
     names: list[str] | None = None,
 ) -> ClassifyResponse:
     """The answer for a classified frame (the default head's ``top``; every head's ``rows`` when
-    they ran), stored and sent to the webhooks."""
-    body, k = frame_in.body, state.settings.top_k
+    they ran), stored and sent to the webhooks: every frame, or with ``webhook_events=changes``
+    those whose answer changed (``results.change_of``)."""
+    k = state.settings.top_k
     result = ClassifyResponse(
-        request_id=request_id,
-        model_id=runtime.model_id,
-        class_id=top[0].class_id,
-        label=None if unknown else top[0].label,
-        confidence=top[0].confidence,
-        unknown=unknown,
-        top_k=top,
+        **base_answer(runtime, frame, top, unknown, frame_in, request_id),
         heads=None if names is None or rows is None else head_predictions(rows, names, k),
-        qf=frame.qf,
-        codec=CODEC_IDS[frame.codec],
-        bytes=len(body),
-        bits=8 * len(body),
-        bpp=8 * len(body) / (frame.input_size[0] * frame.input_size[1]),
-        latent_shape=list(frame.latent_shape),
-        input_size=list(frame.input_size),
-        image_size=list(frame.image_size),
-        device_id=frame_in.device_id,
     )
+    changed = 1  # not stored: nothing to compare with, so every frame counts
     if state.settings.store_results:
         every = None if rows is None else head_predictions(rows, None, k)
         stored = result.model_copy(update={"heads": every})
-        result.frame_id = await store_result(state, stored, frame_in)
+        result.frame_id, changed = await store_result(state, stored, frame_in)
     if state.webhooks is not None:
-        state.webhooks.submit({"event": "frame", **result.model_dump()})
+        if state.settings.webhook_events == "frames":
+            state.webhooks.submit({"event": "frame", **result.model_dump()})
+        elif changed:
+            change = CHANGES[changed]
+            state.webhooks.submit({"event": "change", "change": change, **result.model_dump()})
     return result
 
 
-async def store_result(state: ServiceState, answer: ClassifyResponse, frame_in: FrameIn) -> int:
-    """Keep the classified frame in the results store (off the event loop); its id."""
+async def store_result(
+    state: ServiceState, answer: ClassifyResponse, frame_in: FrameIn
+) -> tuple[int, int]:
+    """Keep the classified frame in the results store (off the event loop): its id, and how its
+    answer changed from its camera's frame before (``results.change_of``)."""
     assert state.results is not None  # opened by the lifespan
     prediction = Prediction(**answer.model_dump(include=set(Prediction.model_fields)))
     record = FrameRecord(frame_in.device_id, frame_in.captured_us, now_us(), prediction)
     try:
-        return await asyncio.to_thread(state.results.add, record, frame_in.body, frame_in.key)
+        kept = frame_in.body if frame_in.stored is None else frame_in.stored
+        return await asyncio.to_thread(state.results.insert, record, kept, frame_in.key)
     except KeyReused:
         raise ReusedInStore() from None
 

@@ -5,7 +5,9 @@
 * delta: decoded against the symbols the stream holds (``shared.stream.StreamDecoder``; work
   bounded by the latent's size), classified; the state advances only if it still holds the
   delta's reference (``StreamStore.advance``).
-* skip: the held symbols and the held answer: nothing decoded, nothing classified.
+* skip: the held symbols and the held answer: nothing decoded, nothing classified, and nothing
+  stored but a count: the row whose answer it repeats gets ``repeats + 1`` (consumers see
+  changes, not repetitions; ``SPIC_CLOUD_STREAM_SKIP_ROWS=true`` stores a row per skip).
 
 A delta or skip whose reference the stream does not hold gets 409 problem+json
 ``need-keyframe`` (the edge answers with a key frame of the same sequence number). The state is
@@ -17,16 +19,19 @@ idempotency entry has gone) is answered from the state, not applied again.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from cloud_service.batcher import Overloaded
 from cloud_service.problems import Problem
+from cloud_service.services import frames
 from cloud_service.services.inference import (
     FrameIn,
     _bad_frame,
     answer,
+    base_answer,
     overloaded,
     parse_frame,
     run_heavy,
@@ -34,6 +39,7 @@ from cloud_service.services.inference import (
 from cloud_service.services.predictions import FrameRows, asked_heads, run_heads, top_scores
 from cloud_service.state import ServiceState
 from cloud_service.streams import Held, StreamStore
+from cloud_service.timeutil import now_us
 from shared import bitstream
 from shared.errors import BitstreamError
 from shared.runtime import SpicCodec
@@ -107,6 +113,14 @@ async def _rows(
     return rows
 
 
+def standalone(runtime: SpicCodec, frame: bitstream.Frame, symbols: np.ndarray) -> bytes:
+    """The version-1 frame of a stream frame's symbols: what the store keeps for a delta or
+    skip, whose own bytes mean nothing without their reference."""
+    payload = runtime.codebook.codec("rans", frame.qf).encode(symbols)
+    alone = replace(frame, codec=bitstream.RANS_ID, payload=payload, version=bitstream.VERSION)
+    return bitstream.pack(replace(alone, frame_type="key", stream_id=0, seq=0, ref_seq=0))
+
+
 def _scores(held: Held) -> list[ClassScore]:
     return [ClassScore(**s) for s in held.answer["top_k"]]
 
@@ -129,13 +143,20 @@ async def classify_stream(
             runtime_held = state.runtime_for(held.header.model_id_hex)
             if runtime_held is not None:
                 resolved = frame.inherit(held.header)
+                top, unknown = _scores(held), bool(held.answer.get("unknown", False))
+                if resolved.frame_type == "skip":  # counted when it was applied, not again
+                    args = (runtime_held, resolved, frame_in, request_id, top, unknown)
+                    repeated = await repeat(state, *args, held.answer, count=False)
+                    if repeated is not None:
+                        return repeated
+                alone = standalone(runtime_held, resolved, held.symbols)
                 return await answer(
                     state,
                     runtime_held,
                     resolved,
-                    _scores(held),
-                    bool(held.answer.get("unknown", False)),
-                    frame_in,
+                    top,
+                    unknown,
+                    replace(frame_in, stored=alone),
                     request_id,
                 )
         if held is None or held.seq != frame.ref_seq:
@@ -150,17 +171,62 @@ async def classify_stream(
     rows: FrameRows | None = None
     if frame.frame_type == "skip" and held is not None:  # the held answer, nothing classified
         top, unknown = _scores(held), bool(held.answer.get("unknown", False))
+        kept: dict[str, Any] = dict(held.answer)  # with the row it repeats
     else:
         rows = await _rows(state, runtime, frame, symbols)
         main = rows[runtime.default_head]
         top, unknown = top_scores(main, state.settings.top_k), main.unknown
-    kept: dict[str, Any] = {"top_k": [s.model_dump() for s in top], "unknown": unknown}
+        kept = {"top_k": [s.model_dump() for s in top], "unknown": unknown}
     if frame.frame_type == "key":
         await asyncio.to_thread(store.put_key, device, frame, symbols, kept)
     elif not await asyncio.to_thread(store.advance, device, frame, symbols, kept):
         now = await asyncio.to_thread(store.get, device, frame.stream_id)
         if now is None or now.seq != frame.seq:  # another frame moved the stream on
             raise need_keyframe(frame, now)
-    return await answer(
+    if frame.frame_type == "skip":
+        repeated = await repeat(state, runtime, frame, frame_in, request_id, top, unknown, kept)
+        if repeated is not None:
+            return repeated
+    if frame.frame_type != "key":
+        frame_in = replace(frame_in, stored=standalone(runtime, frame, symbols))
+    result = await answer(
         state, runtime, frame, top, unknown, frame_in, request_id, rows, names if rows else None
     )
+    if result.frame_id is not None:  # the row a skip of this stream will count on
+        kept["frame_id"] = result.frame_id
+        await asyncio.to_thread(store.note, device, frame, kept)
+    return result
+
+
+async def repeat(
+    state: ServiceState,
+    runtime: SpicCodec,
+    frame: bitstream.Frame,
+    frame_in: FrameIn,
+    request_id: str,
+    top: list[ClassScore],
+    unknown: bool,
+    kept: dict[str, Any],
+    count: bool = True,
+) -> ClassifyResponse | None:
+    """A skip frame counted on the row whose answer it repeats (``Settings.stream_skip_rows``
+    off): no row of its own, no webhook of the "changes" kind (nothing changed). None when it
+    is to be stored as a row after all: rows asked for, or the repeated row is gone.
+
+    The count follows the state's advance, so a skip replayed after it was applied (``count``
+    false) is answered without counting again; a process killed between the two leaves the
+    repeat uncounted rather than counted twice."""
+    s, frame_id = state.settings, kept.get("frame_id")
+    if s.stream_skip_rows or not s.store_results or not isinstance(frame_id, int):
+        return None
+    at = frame_in.captured_us if frame_in.captured_us is not None else now_us()
+    if count and not await frames.repeat(frames.store(state), frame_id, at):
+        return None
+    result = ClassifyResponse(
+        **base_answer(runtime, frame, top, unknown, frame_in, request_id),
+        frame_id=frame_id,
+        repeat=True,
+    )
+    if state.webhooks is not None and s.webhook_events == "frames":
+        state.webhooks.submit({"event": "repeat", **result.model_dump()})
+    return result
