@@ -84,11 +84,20 @@ MIGRATIONS: list[Migration] = [
             "ALTER TABLE frames ADD COLUMN repeats INTEGER NOT NULL DEFAULT 0",
             "ALTER TABLE frames ADD COLUMN last_us INTEGER",
             "ALTER TABLE frames ADD COLUMN changed INTEGER NOT NULL DEFAULT 0",
+            # ?changes=true pages walk only the changes, however rare among the frames
+            "CREATE INDEX frames_changes_at ON frames "
+            "(COALESCE(captured_us, received_us) DESC, id DESC) WHERE changed > 0",
+            "CREATE INDEX frames_device_changes_at ON frames "
+            "(device, COALESCE(captured_us, received_us) DESC, id DESC) WHERE changed > 0",
         ],
         [
             "ALTER TABLE frames ADD COLUMN repeats INTEGER NOT NULL DEFAULT 0",
             "ALTER TABLE frames ADD COLUMN last_us BIGINT",
             "ALTER TABLE frames ADD COLUMN changed INTEGER NOT NULL DEFAULT 0",
+            "CREATE INDEX frames_changes_at ON frames "
+            "((COALESCE(captured_us, received_us)) DESC, id DESC) WHERE changed > 0",
+            "CREATE INDEX frames_device_changes_at ON frames "
+            "(device, (COALESCE(captured_us, received_us)) DESC, id DESC) WHERE changed > 0",
         ],
     ),
 ]
