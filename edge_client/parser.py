@@ -224,6 +224,13 @@ def _stream_flags(parser: argparse.ArgumentParser) -> None:
         "so every answer is the frame's own; more drops sensor-noise flicker, lossy); a frame "
         "with nothing to send is a header-only skip",
     )
+    parser.add_argument(
+        "--guard",
+        action="store_true",
+        help="semantic guard: run the bundle's classifier on the camera and send only the "
+        "changes that move its answer (every answer that of the frame coded alone, a fraction "
+        "of the lossless stream's bytes; ~2 classifier runs of edge CPU per frame)",
+    )
     parser.add_argument("--stream-id", type=int, default=0, help="this camera's stream, 0..65535")
 
 

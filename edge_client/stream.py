@@ -35,6 +35,7 @@ from shared import bitstream
 from shared.errors import BitstreamError
 from shared.preprocess import prepare
 from shared.stream import StreamEncoder, StreamFrame, pack
+from shared.stream_guard import guard_for
 
 log = logging.getLogger("spic.edge.stream")
 NEED_KEYFRAME = "urn:spic:problem:need-keyframe"
@@ -62,6 +63,7 @@ class StreamSender:
     stream_id: int = 0
     key_interval: int = 300
     position_changes: int = 1
+    guard: bool = False  # the semantic guard (shared.stream_guard): needs the bundle's classifier
     counts: Counter[str] = field(default_factory=Counter)
     bytes_sent: int = 0
     cpu_ms: list[float] = field(default_factory=list)
@@ -78,6 +80,9 @@ class StreamSender:
             key_interval=self.key_interval,
             position_changes=self.position_changes,
         )
+        self._guard = guard_for(self.encoder.core, self.encoder.qf) if self.guard else None
+        if self.guard and self._guard is None:
+            log.warning("no semantic guard at QF %d (its frames carry a layer)", self.encoder.qf)
 
     def code(self, image: Image.Image) -> StreamFrame:
         """One captured image -> its stream frame; the edge's CPU time is recorded."""
@@ -85,7 +90,10 @@ class StreamSender:
         x = prepare(image, self.encoder.spec, self.encoder.stride)
         m = self.encoder.manifest
         y = self.encoder.latent(x, m.channels_at(self.encoder.qf) > m.latent.channels)
-        made = self.coder.encode(m.quantize_latent(y, self.encoder.qf), image.size)
+        symbols = m.quantize_latent(y, self.encoder.qf)
+        if self._guard is not None:  # the cheapest symbols that keep the classifier's answer
+            symbols = self._guard.choose(y, symbols, self.coder.reference, self.encoder.qf)
+        made = self.coder.encode(symbols, image.size)
         self.cpu_ms.append(1e3 * (time.process_time() - t0))
         self.counts[made.kind] += 1
         self._pending[stream_key(self.device_id, made.data)] = (made.symbols, image.size)
@@ -183,6 +191,7 @@ class StreamSender:
             "bytes_sent": self.bytes_sent,
             "bytes_per_frame": self.bytes_sent / frames if frames else 0.0,
             "edge_cpu_ms_per_frame": float(cpu.mean()),
+            "guard_runs": 0 if self._guard is None else self._guard.runs,
             "qf": self.encoder.qf,
             "stream_id": self.stream_id,
         }
@@ -239,6 +248,7 @@ def run_stream(args: Any, settings: Any, encoder: Any, client: CloudClient) -> i
         stream_id=args.stream_id,
         key_interval=args.key_interval,
         position_changes=args.position_changes,
+        guard=args.guard,
     )
     retry_at, shown = 0.0, 0
 

@@ -283,6 +283,7 @@ def run_watch(args: argparse.Namespace, settings: EdgeSettings, encoder: Any, cl
             stream_id=args.stream_id,
             key_interval=args.key_interval,
             position_changes=args.position_changes,
+            guard=args.guard,
         )
         watcher.encoder = StreamImages(sender)
         uploader = StreamUploader(

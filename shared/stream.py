@@ -209,6 +209,13 @@ class StreamEncoder:
         self._prev = None
 
     @property
+    def reference(self) -> np.ndarray | None:
+        """The symbols the next frame is coded against; None when it will be a key frame."""
+        if self._prev is None or self._since_key + 1 >= self.key_interval:
+            return None
+        return self._prev
+
+    @property
     def seq(self) -> int:
         """The sequence number of the last frame made."""
         return self._seq

@@ -72,7 +72,7 @@ def test_watch_a_folder_as_a_stream(cloud, tmp_path):
         Image.fromarray(im).save(path)
         os.utime(path, (1e9 + i, 1e9 + i))  # capture order, and long settled
     done = edge(
-        "watch", str(folder), "--url", cloud, "--device-id", "cam-w", "--stream",
+        "watch", str(folder), "--url", cloud, "--device-id", "cam-w", "--stream", "--guard",
         "--exit-when-idle", "--json",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

@@ -1,0 +1,111 @@
+"""The semantic guard of a stream: send only the changes that move the answer.
+
+A lossless delta sends every symbol that changed since the frame the cloud holds; on a busy
+scene most of them are the flicker of values near a quantization boundary, and coding which ones
+flickered costs most of a delta's bytes. The guard, on the edge, tries cheaper targets first and
+keeps the first one on which the codec's own classifier (its default head: the label, and
+"unknown" where the head has a reject rule) gives the answer it gives on the frame's exact
+symbols; if none does, the frame is sent exactly. So every frame of a guarded stream gets, from a
+cloud that serves the same head, the answer of the same frame coded alone, at the bytes of the
+cheapest target that keeps it. The price is the classifier on the edge: one run on the exact
+symbols and one per target tried (``SemanticGuard.runs``), each as dear as the encoder itself.
+
+A target keeps, at each symbol, what the cloud holds unless the encoder's value ``y · QF`` has
+left that symbol's quantization cell by more than ``margin`` (a dead zone in time: a value
+hovering at a boundary is not re-sent), then drops the latent positions where fewer than
+``positions`` channels changed. ``TARGETS`` goes from the cheapest to the dearest; the exact
+symbols come last.
+
+Heads added on the cloud after the camera shipped read the guarded latent too, but the guard
+checks only the head the camera carries: their answers may differ from the frames coded alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from shared.quantize import quantize
+from shared.runtime import SpicCodec
+
+# (margin in quantization steps beyond the cell's half-width, channels a position must change in)
+# From the widest dead zone to the narrowest: on the six clips of bench/streams.py 70-90% of
+# frames pass at the first or second target, so a frame costs ~2 classifier runs on average.
+TARGETS: tuple[tuple[float, int], ...] = ((0.5, 2), (0.3, 1), (0.1, 1), (0.0, 2))
+
+# latents (N, C, h, w) -> one answer per latent: the label index, or -1 for "unknown"
+Answers = Callable[[np.ndarray], np.ndarray]
+
+
+def target(y: np.ndarray, held: np.ndarray, qf: int, margin: float, positions: int) -> np.ndarray:
+    """The symbols of one target: ``held`` where ``y`` stays within its cell widened by
+    ``margin``, the exact symbol elsewhere, then only at positions where at least ``positions``
+    channels differ from ``held``."""
+    exact = quantize(y, qf)
+    moved = np.abs(y.astype(np.float32) * np.float32(qf) - held) > 0.5 + margin
+    out = np.where(moved, exact, held)
+    if positions > 1:
+        keep = (out != held).sum(0) >= positions
+        out = np.where(keep[None], out, held)
+    result: np.ndarray = out.astype(held.dtype)
+    return result
+
+
+@dataclass
+class SemanticGuard:
+    """Chooses, per frame, the cheapest target whose answer is the exact frame's.
+
+    ``answers`` runs the classifier; ``to_latent`` turns symbols into what it reads (the
+    dequantized latent). Counts what it did, for the edge's summary and the benchmark."""
+
+    answers: Answers
+    to_latent: Callable[[np.ndarray], np.ndarray]
+    targets: tuple[tuple[float, int], ...] = TARGETS
+    runs: int = 0  # classifier runs
+    chosen: dict[str, int] = field(default_factory=dict)  # frames per target ("exact" too)
+
+    def choose(
+        self, y: np.ndarray, exact: np.ndarray, held: np.ndarray | None, qf: int
+    ) -> np.ndarray:
+        """The symbols to send for a frame whose encoder output is ``y`` (base channels, as
+        ``exact`` holds them), when the cloud holds ``held`` (None: a key frame, sent exact)."""
+        if held is None or held.shape != exact.shape or np.array_equal(held, exact):
+            return exact
+        want = self._answer(exact)
+        tried: set[bytes] = set()
+        for margin, positions in self.targets:
+            out = target(y[: exact.shape[0]], held, qf, margin, positions)
+            key = out.tobytes()
+            if key in tried or np.array_equal(out, exact):
+                continue  # the same target as one tried, or no cheaper than the exact frame
+            tried.add(key)
+            if self._answer(out) == want:
+                self._count(f"{margin:g}/{positions}")
+                return out
+        self._count("exact")
+        return exact
+
+    def _answer(self, symbols: np.ndarray) -> int:
+        self.runs += 1
+        return int(self.answers(self.to_latent(symbols)[None])[0])
+
+    def _count(self, name: str) -> None:
+        self.chosen[name] = self.chosen.get(name, 0) + 1
+
+
+def guard_for(codec: SpicCodec, qf: int) -> SemanticGuard | None:
+    """The guard of ``codec``'s default head for frames made at ``qf``; None where a frame at
+    ``qf`` carries an enhancement layer (its symbols are not the base latent's alone)."""
+    m = codec.manifest
+    if m.channels_at(qf) > m.latent.channels:
+        return None
+    head = codec.default_head
+
+    def answers(latents: np.ndarray) -> np.ndarray:
+        got = codec.classify(latents, [head])[head]
+        labels: np.ndarray = np.where(got.unknown, -1, got.probs.argmax(1))
+        return labels
+
+    return SemanticGuard(answers, lambda symbols: m.dequantize_latent(symbols, qf))
