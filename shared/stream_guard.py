@@ -3,9 +3,9 @@
 A lossless delta sends every symbol that changed since the frame the cloud holds; on a busy
 scene most of them are the flicker of values near a quantization boundary, and coding which ones
 flickered costs most of a delta's bytes. The guard, on the edge, tries cheaper targets first and
-keeps the first one on which the codec's own classifier (its default head: the label, and
-"unknown" where the head has a reject rule) gives the answer it gives on the frame's exact
-symbols; if none does, the frame is sent exactly. So every frame of a guarded stream gets, from a
+keeps the first one on which the codec's own classifier (its default head: the most probable
+class, and "unknown" where the head has a reject rule) gives the answer it gives on the frame's
+exact symbols; if none does, the frame is sent exactly. So every frame of a guarded stream gets, from a
 cloud that serves the same head, the answer of the same frame coded alone, at the bytes of the
 cheapest target that keeps it. The price is the classifier on the edge: one run on the exact
 symbols and one per target tried (``SemanticGuard.runs``), each as dear as the encoder itself.
@@ -30,12 +30,14 @@ import numpy as np
 from shared.quantize import quantize
 from shared.runtime import SpicCodec
 
-# (margin in quantization steps beyond the cell's half-width, channels a position must change in)
-# From the widest dead zone to the narrowest: on the six clips of bench/streams.py 70-90% of
-# frames pass at the first or second target, so a frame costs ~2 classifier runs on average.
-TARGETS: tuple[tuple[float, int], ...] = ((0.5, 2), (0.3, 1), (0.1, 1), (0.0, 2))
+# (margin in quantization steps beyond the cell's half-width, channels a position must change in),
+# from the cheapest target to the dearest. The first sends only values that moved 2.5 steps, at
+# positions where 3 channels did; the last drops only flicker within 0.1 step of a boundary.
+# Chosen on the six clips of bench/streams.py among ladders of 2-5 targets (docs/streams.md):
+# the first target keeps the answer on most frames, so a frame costs ~2.2 classifier runs.
+TARGETS: tuple[tuple[float, int], ...] = ((2.0, 3), (0.5, 2), (0.1, 1))
 
-# latents (N, C, h, w) -> one answer per latent: the label index, or -1 for "unknown"
+# latents (N, C, h, w) -> one answer per latent, compared for equality only
 Answers = Callable[[np.ndarray], np.ndarray]
 
 
@@ -105,7 +107,8 @@ def guard_for(codec: SpicCodec, qf: int) -> SemanticGuard | None:
 
     def answers(latents: np.ndarray) -> np.ndarray:
         got = codec.classify(latents, [head])[head]
-        labels: np.ndarray = np.where(got.unknown, -1, got.probs.argmax(1))
+        # the most probable class (the answer names it even when unknown) and the verdict
+        labels: np.ndarray = 2 * got.probs.argmax(1) + got.unknown.astype(int)
         return labels
 
     return SemanticGuard(answers, lambda symbols: m.dequantize_latent(symbols, qf))
