@@ -38,12 +38,13 @@ def held(
     answers: tuple[tuple[str, Any], ...] = (
         ("lower(label) = lower(?) AND unknown = 0", q.label),
         ("confidence >= ?", q.min_confidence),
-        ("unknown = ?", None if q.unknown is None else int(q.unknown)),
     )
     for condition, value in answers:
         if value is not None:
             outer.append(condition)
             more.append(value)
+    if q.unknown is not None:
+        outer.append("unknown = 1" if q.unknown else "unknown = 0")
     inner = (
         f"SELECT device, {LABEL_OR_UNKNOWN} AS answer, label, unknown, confidence, "
         f"repeats, {AT} AS at, COALESCE(last_us, {AT}) AS seen, "

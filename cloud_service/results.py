@@ -242,13 +242,14 @@ class ResultsStore:
             # `Church` finds `church`; an unknown frame has no label to match
             ("lower(label) = lower(?) AND unknown = 0", q.label),
             ("confidence >= ?", q.min_confidence),
-            ("unknown = ?", None if q.unknown is None else int(q.unknown)),
             (f"{AT} >= ?", q.after_us),
             (f"{AT} < ?", q.before_us),
         ):
             if value is not None:
                 where.append(condition)
                 params.append(value)
+        if q.unknown is not None:  # literal, so that the partial index of unknowns matches it
+            where.append("unknown = 1" if q.unknown else "unknown = 0")
         if q.changes:
             where.append("changed > 0")
         return where, params

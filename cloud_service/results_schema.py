@@ -89,6 +89,9 @@ MIGRATIONS: list[Migration] = [
             "(COALESCE(captured_us, received_us) DESC, id DESC) WHERE changed > 0",
             "CREATE INDEX frames_device_changes_at ON frames "
             "(device, COALESCE(captured_us, received_us) DESC, id DESC) WHERE changed > 0",
+            # ?unknown=true pages, likewise (migration 3 added the column without one)
+            "CREATE INDEX frames_unknown_at ON frames "
+            "(COALESCE(captured_us, received_us) DESC, id DESC) WHERE unknown = 1",
         ],
         [
             "ALTER TABLE frames ADD COLUMN repeats INTEGER NOT NULL DEFAULT 0",
@@ -98,6 +101,8 @@ MIGRATIONS: list[Migration] = [
             "((COALESCE(captured_us, received_us)) DESC, id DESC) WHERE changed > 0",
             "CREATE INDEX frames_device_changes_at ON frames "
             "(device, (COALESCE(captured_us, received_us)) DESC, id DESC) WHERE changed > 0",
+            "CREATE INDEX frames_unknown_at ON frames "
+            "((COALESCE(captured_us, received_us)) DESC, id DESC) WHERE unknown = 1",
         ],
     ),
 ]

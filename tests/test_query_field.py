@@ -299,6 +299,7 @@ def test_every_filter_is_answered_from_an_index(tmp_path):
         FrameQuery(device="cam-2", label="church", after_us=5_000_000),
         FrameQuery(cursor=(100_000_000, 100)),
         FrameQuery(changes=True),
+        FrameQuery(unknown=True),
         FrameQuery(device="cam-3", changes=True, cursor=(100_000_000, 100)),
     ]
     for q in queries:
