@@ -19,10 +19,20 @@ def unknown_markdown(manifest: Manifest) -> str:
         )
     lines.append(
         f"Reject rule `{rule.score}`"
-        + (f" (k = {rule.k}, bank `{manifest.files[rule.bank].path}`)" if rule.bank else "")
+        + (f" (k = {rule.k}, bank `{manifest.files[rule.bank].path}`" if rule.bank else "")
+        + (f", detector `{manifest.files[rule.detector].path}`" if rule.detector else "")
+        + (")" if rule.bank else "")
         + f": a frame scoring below **{rule.threshold:.4f}** is answered `unknown`; the threshold"
         f" accepts {rule.accept:.0%} of the validation frames."
     )
+    if rule.detector:
+        lines += [
+            "",
+            "The detector is a logistic regression on eight scores of the head (knn similarities,"
+            " softmax, energy, how strongly the trunk fires), trained with outlier exposure:"
+            " training frames against photos of other things, from sources apart from the foreign"
+            " photos below (docs/research/unknown.md). The labels are the head's, unchanged.",
+        ]
     m = rule.measured
     if m is not None:
         lines += [

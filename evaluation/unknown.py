@@ -9,7 +9,10 @@ stores it in the bundle (its ``knn`` bank as ``reject_bank.npy``); the codec id 
         --data ../shared/data/imagenette --foreign DATA/kodak --foreign ... --skimage --write
 
 The knn bank is ``--prototypes`` centroids of ``--bank`` training frames, picked evenly over
-classes with a fixed seed, so the rule never sees a validation frame. Prints a JSON summary last.
+classes with a fixed seed, so the rule never sees a validation frame. With ``--outliers DIR``
+(repeat) the ``oe`` detector is trained too (``evaluation.outlier_exposure``): ``--oe-in`` other
+training frames a class against those photos, over ``--oe-qfs``; it is measured like the rest.
+Prints a JSON summary last.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from edge_client.encoder import EdgeEncoder
+from evaluation.outlier_exposure import inputs_at, train_detector
 from evaluation.reject_card import unknown_markdown
 from models.data import DATA_HELP, split_folder
 from shared.manifest import BundleFile, load_manifest, write_manifest
@@ -43,11 +47,14 @@ from shared.reject import (
     score_by,
     threshold_for,
 )
+from shared.reject_oe import OEDetector, oe_score, save_detector
 from shared.runtime import SpicCodec
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 BANK_FILE = "reject_bank.npy"
 BANK_ROLE = "reject_bank"
+DETECTOR_FILE = "reject_oe.json"
+DETECTOR_ROLE = "reject_detector"
 
 
 def images_in(folder: Path) -> list[Path]:
@@ -72,26 +79,35 @@ class Scorer:
     """Encodes photos at a QF and runs the bundle's head: logits and knn features per photo."""
 
     def __init__(self, bundle: Path, qf: int | None, progress: bool):
+        self.bundle = bundle
         self.encoder = EdgeEncoder(bundle, qf=qf, cache_dir=False, threads=2)
+        self.encoders = {self.encoder.qf: self.encoder}
         self.codec = SpicCodec(bundle, threads=2)
         self.head = self.codec.head()
         if not self.head.has_features:
             raise SystemExit(f"{bundle}: the head has no features output (models/head_graph.py)")
         self.progress = progress
 
-    def run(self, paths: list[Path], what: str) -> tuple[np.ndarray, np.ndarray]:
+    def run(
+        self, paths: list[Path], what: str, qf: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Logits, ``familiar_features`` and the graph's raw ``features`` of each photo."""
+        qf = self.encoder.qf if qf is None else qf
+        if qf not in self.encoders:
+            self.encoders[qf] = EdgeEncoder(self.bundle, qf=qf, cache_dir=False, threads=2)
         channels = self.codec.manifest.latent.channels
-        logits, feats = [], []
+        logits, feats, raw = [], [], []
         for i in tqdm(range(0, len(paths), 32), desc=what, disable=not self.progress):
             batch = []
             for p in paths[i : i + 32]:
-                f = self.encoder.encode_timed(p)
+                f = self.encoders[qf].encode_timed(p)
                 batch.append(self.codec.manifest.dequantize_latent(f.symbols, f.qf)[:channels])
             x = np.stack(batch).astype(np.float32)
             out = self.head.session.run(["logits", "features"], {"latent": x})
             logits.append(out[0])
             feats.append(familiar_features(x, out[1]))
-        return np.concatenate(logits), np.concatenate(feats)
+            raw.append(out[1])
+        return np.concatenate(logits), np.concatenate(feats), np.concatenate(raw)
 
 
 def source_name(folder: Path) -> str:
@@ -111,12 +127,34 @@ def bank_paths(train: Path, n: int, seed: int) -> list[Path]:
     return [p for d in classes for p in pick(images_in(d), per, seed)]
 
 
+def oe_detector(
+    args: argparse.Namespace, scorer: Scorer, bank: np.ndarray, train: Path
+) -> OEDetector:
+    """The ``oe`` detector: training frames apart from the bank's against ``--outliers``."""
+    banked = set(bank_paths(train, args.bank, args.seed))
+    classes = sorted(d for d in train.iterdir() if d.is_dir())
+    rest = [[p for p in images_in(d) if p not in banked] for d in classes]
+    in_paths = [p for r in rest for p in pick(r, args.oe_in, args.seed + 1)]
+    out_paths = [
+        p for d in args.outliers for p in pick(images_in(d), args.oe_per_source, args.seed)
+    ]
+    qfs = [int(q) for q in args.oe_qfs.split(",")]
+
+    def run(paths: list[Path], qf: int, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return scorer.run(paths, what, qf)
+
+    x_in = inputs_at(run, in_paths, qfs, bank, args.k, args.seed)
+    x_out = inputs_at(run, out_paths, qfs, bank, args.k, args.seed)
+    sources = ", ".join(f"{source_name(d)}" for d in args.outliers)
+    return train_detector(x_in, x_out, trained={"outliers": sources, "qfs": args.oe_qfs})
+
+
 def measure(args: argparse.Namespace) -> dict:
     scorer = Scorer(args.bundle, args.qf, not args.no_progress)
     train, val = split_folder(args.data, "train"), split_folder(args.data, "val")
     t0 = time.perf_counter()
-    bank_logits, bank = scorer.run(bank_paths(train, args.bank, args.seed), "bank")
-    val_logits, val_feats = scorer.run(images_in(val), "val")
+    _, bank, _ = scorer.run(bank_paths(train, args.bank, args.seed), "bank")
+    val_frames = scorer.run(images_in(val), "val")
     tmp = Path(tempfile.mkdtemp(prefix="spic-foreign-"))
     sources = {source_name(d): pick(images_in(d), args.per_source, args.seed) for d in args.foreign}
     if args.skimage:
@@ -125,11 +163,20 @@ def measure(args: argparse.Namespace) -> dict:
     if args.prototypes:
         bank = prototypes(bank, args.prototypes, args.seed)
     bank16 = bank.astype(np.float16).astype(np.float32)
+    detector = oe_detector(args, scorer, bank16, train) if args.outliers else None
+
+    def score(kind: str, frames: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+        logits, feats, raw = frames
+        if kind == "oe":
+            assert detector is not None
+            return oe_score(feats, raw, logits, bank16, args.k, detector)
+        return score_by(kind, logits, feats, bank16, args.k)  # type: ignore[arg-type]
+
     rules: dict[str, dict[str, Any]] = {}
-    for kind in SCORES:
-        s_in = score_by(kind, val_logits, val_feats, bank16, args.k)
+    for kind in (*SCORES, "oe") if detector else SCORES:
+        s_in = score(kind, val_frames)
         th = threshold_for(s_in, args.accept)
-        per = {n: score_by(kind, lo, fe, bank16, args.k) for n, (lo, fe) in foreign.items()}
+        per = {n: score(kind, frames) for n, frames in foreign.items()}
         rules[kind] = {"threshold": th, "per_source": {}}
         if not per:  # nothing foreign to measure against: the threshold alone
             continue
@@ -147,7 +194,7 @@ def measure(args: argparse.Namespace) -> dict:
     return {
         "bundle": str(args.bundle),
         "qf": scorer.encoder.qf,
-        "n_val": len(val_logits),
+        "n_val": len(val_frames[0]),
         "n_bank": len(bank),
         "accept": args.accept,
         "k": args.k,
@@ -155,6 +202,8 @@ def measure(args: argparse.Namespace) -> dict:
         "chosen": best,
         "seconds": time.perf_counter() - t0,
         "_bank": bank.astype(np.float16),
+        "_detector": detector,
+        "oe": None if detector is None else detector.model_dump(),
         "sources": {source_name(d): str(d) for d in args.foreign}
         | ({"skimage": "skimage.data samples"} if args.skimage else {}),
     }
@@ -165,17 +214,25 @@ def write_rule(bundle: Path, result: dict, command: str) -> None:
     manifest = load_manifest(bundle)
     kind, r = result["chosen"], result["rules"][result["chosen"]]
     files = dict(manifest.files)
-    bank_role = None
-    if kind == "knn":
+    bank_role = detector_role = None
+    if kind in ("knn", "oe"):
         np.save(bundle / BANK_FILE, result["_bank"])
         files[BANK_ROLE] = BundleFile(path=BANK_FILE, sha256="")
         bank_role = BANK_ROLE
+    if kind == "oe":
+        save_detector(result["_detector"], bundle / DETECTOR_FILE)
+        files[DETECTOR_ROLE] = BundleFile(path=DETECTOR_FILE, sha256="")
+        detector_role = DETECTOR_ROLE
+    else:  # a detector the new rule does not read is not left behind
+        files.pop(DETECTOR_ROLE, None)
+        (bundle / DETECTOR_FILE).unlink(missing_ok=True)
     rule = RejectRule(
         score=kind,
         threshold=r["threshold"],
         accept=result["accept"],
         k=result["k"],
         bank=bank_role,
+        detector=detector_role,
         measured=None
         if not r["per_source"]
         else RejectMeasured(
@@ -215,6 +272,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--accept", type=float, default=0.95, help="share of val frames accepted")
     p.add_argument("--qf", type=int, help="default: the bundle's")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--outliers", type=Path, action="append", default=[], help="oe: photos (repeat)")
+    p.add_argument("--oe-in", type=int, default=300, help="oe: training frames a class")
+    p.add_argument("--oe-per-source", type=int, default=500, help="oe: at most, per --outliers")
+    p.add_argument("--oe-qfs", default="2,4,8", help="oe: the QFs its frames are encoded at")
     p.add_argument("--write", action="store_true", help="store the chosen rule in the bundle")
     p.add_argument("--json", type=Path, help="also write the summary here")
     p.add_argument("--no-progress", action="store_true")

@@ -4,7 +4,8 @@ A head is a folder, apart from the codec it reads::
 
     head.json      HeadManifest: name, head id, the codec id it reads, classes, reject rule, card
     head.onnx      latent (N, C, h, w) float32 -> logits (N, K) [, features (N, D)]
-    bank.npy       the reject rule's bank, when its rule is ``knn`` (``shared.reject``)
+    bank.npy       the reject rule's bank, when its rule is ``knn`` or ``oe`` (``shared.reject``)
+    detector.json  the ``oe`` rule's detector (``shared.reject_oe``)
     HEAD_CARD.md   how it was trained and how well it does (``spic-head``)
 
 The head id is the first 8 bytes of SHA-256 over head.json's canonical JSON without the id and
@@ -29,6 +30,7 @@ from shared.artifacts import artifact_id, load_artifact, write_artifact
 from shared.manifest import BundleFile, ClassInfo, Manifest
 from shared.onnx_session import make_session
 from shared.reject import RejectRule, familiar_features, load_bank, scores, softmax
+from shared.reject_oe import OEDetector, load_detector, oe_score
 
 HEAD_MANIFEST = "head.json"
 HEAD_NAME = r"^[a-z0-9][a-z0-9._-]{0,63}$"
@@ -99,6 +101,7 @@ class Head:
         threads: int = 1,
         arena: bool = True,
         source: Path | None = None,
+        detector: Path | None = None,
     ):
         self.name, self.head_id, self.codec_id = name, head_id, codec_id
         self.classes = classes
@@ -110,9 +113,13 @@ class Head:
         self.has_features = "features" in outputs
         self.outputs = ["logits"] + (["features"] if self.has_features else [])
         self.bank = load_bank(bank) if bank is not None else None
-        if reject is not None and reject.score == "knn" and self.bank is None:
-            raise ValueError(f"head {name}: a knn reject rule needs its bank")
-        if self.bank is not None and reject is not None and reject.score == "knn":
+        self.detector: OEDetector | None = load_detector(detector) if detector else None
+        if reject is not None and reject.score in ("knn", "oe") and self.bank is None:
+            raise ValueError(f"head {name}: a {reject.score} reject rule needs its bank")
+        oe = reject is not None and reject.score == "oe"
+        if oe and (self.detector is None or not self.has_features):
+            raise ValueError(f"head {name}: an oe reject rule needs its detector and features")
+        if self.bank is not None and reject is not None and reject.score in ("knn", "oe"):
             self._check_bank_width()
 
     def _check_bank_width(self) -> None:
@@ -133,6 +140,7 @@ class Head:
         folder = Path(folder)
         m = load_head_manifest(folder)
         bank = folder / m.files["bank"].path if "bank" in m.files else None
+        detector = folder / m.files["detector"].path if "detector" in m.files else None
         return cls(
             m.name,
             m.head_id,
@@ -144,6 +152,7 @@ class Head:
             threads,
             arena,
             source=folder,
+            detector=detector,
         )
 
     @classmethod
@@ -161,8 +170,12 @@ class Head:
             "reject": reject.model_dump(mode="json", exclude={"measured"}) if reject else None,
             "bank": manifest.files[reject.bank].sha256 if reject and reject.bank else None,
         }
+        if reject and reject.detector:  # absent otherwise: ids of heads without one unchanged
+            body["detector"] = manifest.files[reject.detector].sha256
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
         bank = bundle / manifest.files[reject.bank].path if reject and reject.bank else None
+        det = reject.detector if reject else None
+        detector = bundle / manifest.files[det].path if det else None
         return cls(
             name,
             hashlib.sha256(canonical).hexdigest()[:16],
@@ -173,6 +186,7 @@ class Head:
             bank,
             threads,
             arena,
+            detector=detector,
         )
 
     def run(self, latents: np.ndarray) -> HeadAnswers:
@@ -183,9 +197,13 @@ class Head:
         if self.reject is None:
             return HeadAnswers(softmax(logits), np.zeros(len(x), dtype=bool), None)
         feats = None
-        if self.reject.score == "knn":
+        if self.reject.score in ("knn", "oe"):
             feats = familiar_features(x, out[1] if self.has_features else None)
-        s = scores(self.reject, logits, feats, self.bank)
+        if self.reject.score == "oe":
+            assert feats is not None and self.bank is not None and self.detector is not None
+            s = oe_score(feats, out[1], logits, self.bank, self.reject.k, self.detector)
+        else:
+            s = scores(self.reject, logits, feats, self.bank)
         return HeadAnswers(softmax(logits), s < self.reject.threshold, s)
 
     def describe(self) -> dict[str, Any]:

@@ -11,8 +11,10 @@ carries one rule, chosen by measurement (``python -m evaluation.unknown``) among
   graph's ``features`` output (when it has one) and the latent's per-channel mean and standard
   deviation, each block L2-normalised; the bank is a file of the head (``bank``, an ``.npy`` of
   float16): training frames' features, or their ``prototypes`` (spherical k-means centroids),
-  which keep a bundle's bank at 64 kB for the same separation. Measured on the shipped head it separates foreign photos far better than the softmax
-  (``docs/research/unknown.md``).
+  which keep a bundle's bank at 64 kB for the same separation. Measured on the shipped head it
+  separates foreign photos far better than the softmax (``docs/research/unknown.md``);
+* ``oe``: a small detector trained with outlier exposure on the scores above and a few more
+  (``shared.reject_oe``): a file of the head (``detector``) besides the ``knn`` bank.
 
 Every score is oriented the same way, higher is more familiar; a frame is accepted when its score
 is at least ``threshold``. The threshold is set on the head's own validation split so that a
@@ -23,12 +25,13 @@ from elsewhere is measured, not assumed (``measured``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
-Score = Literal["max_softmax", "energy", "knn"]
+Score = Literal["max_softmax", "energy", "knn", "oe"]
+# The scores that need nothing trained beyond the bank; ``oe`` needs outlier photos too.
 SCORES: tuple[Score, ...] = ("max_softmax", "energy", "knn")
 # A bank past this is refused before it is read: 20k frames x 1024 features of float16 is 40 MB,
 # and every frame is compared with all of it.
@@ -56,8 +59,20 @@ class RejectRule(BaseModel):
     threshold: float
     accept: float = Field(0.95, gt=0, le=1, description="share of validation frames accepted")
     k: int = Field(10, ge=1, le=100, description="knn: which nearest neighbour counts")
-    bank: str | None = Field(None, description="knn: files role of the training frames' features")
+    bank: str | None = Field(
+        None, description="knn, oe: files role of the training frames' features"
+    )
+    detector: str | None = Field(None, description="oe: files role of the detector (JSON)")
     measured: RejectMeasured | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_absent_detector(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A rule without a detector serialises as before the field existed, so the ids of heads
+        # sealed then (their JSON hashed) stay what they were.
+        out: dict[str, Any] = handler(self)
+        if out.get("detector", 1) is None:
+            del out["detector"]
+        return out
 
 
 class EmbeddedHead(BaseModel):
@@ -151,6 +166,8 @@ def score_by(
         m = logits.max(axis=-1)
         lse: np.ndarray = m + np.log(np.exp(logits - m[:, None]).sum(axis=-1))
         return lse
+    if kind == "oe":
+        raise ValueError("the oe score is shared.reject_oe.oe_score's: it needs its detector")
     if features is None or bank is None:
         raise ValueError("the knn score needs the frames' features and the head's bank")
     return knn_score(features, bank, k)
