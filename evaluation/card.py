@@ -14,7 +14,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from evaluation.pairs import paired
+from evaluation.pairs import card_rows, paired
 from evaluation.reject_card import unknown_markdown
 from evaluation.spic_eval import evaluate_spic, labelled_images, rows_to_dicts
 from models.data import DATA_HELP, split_folder
@@ -222,7 +222,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     (bundle / "eval.json").write_text(
         json.dumps(
-            {"model_id": manifest.model_id, "command": command, "dataset": dataset, "rows": rows},
+            {
+                "model_id": manifest.model_id,
+                "command": command,
+                "dataset": dataset,
+                "rows": card_rows(rows),
+            },
             indent=1,
         )
         + "\n"

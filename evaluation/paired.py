@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from evaluation.pairs import compare_cards
+from evaluation.pairs import compare_cards, load_card
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("a", type=Path, help="the baseline's eval.json")
     p.add_argument("b", type=Path, help="the candidate's eval.json")
     args = p.parse_args(argv)
-    cards = [json.loads(path.read_text()) for path in (args.a, args.b)]
+    cards = [load_card(path) for path in (args.a, args.b)]
     try:
         rows = compare_cards(*cards)
     except ValueError as exc:

@@ -8,19 +8,60 @@ top-1 more than the images can resolve. A card's "falls at QF4 → QF8" by 5 ima
 differently at p = 0.6 than at p = 0.001.
 
 A setting's per-image outcomes travel as a string of ``0``/``1`` in image order (``Row.hits``), so
-``eval.json`` keeps them and any two rows measured on the same images can be compared later.
+``eval.json`` keeps them and any two rows measured on the same images can be compared later. The
+file keeps them packed (``hits_hex``: four images a hex digit, a quarter of the bytes; a bundle's
+eval.json is part of the tracked tree); ``load_card`` unpacks them, and reads files that kept the
+plain string too.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from scipy.stats import binomtest
 
 
 def hits_string(correct: Iterable[bool]) -> str:
     return "".join("1" if c else "0" for c in correct)
+
+
+def pack_hits(hits: str) -> str:
+    """``hits`` as hex digits, four images each, the last padded with 0s."""
+    if not hits:
+        return ""
+    padded = hits + "0" * (-len(hits) % 4)
+    return "".join(f"{int(padded[i : i + 4], 2):x}" for i in range(0, len(padded), 4))
+
+
+def unpack_hits(packed: str, n: int) -> str:
+    """``pack_hits``' inverse for ``n`` images; ValueError when the digits do not fit ``n``."""
+    if len(packed) != -(-n // 4):
+        raise ValueError(f"{len(packed)} hex digits cannot hold the outcomes of {n} images")
+    return "".join(f"{int(d, 16):04b}" for d in packed)[:n]
+
+
+def card_rows(rows: list[dict]) -> list[dict]:
+    """Rows as ``eval.json`` keeps them: ``hits`` packed into ``hits_hex``."""
+    out = []
+    for r in rows:
+        r = dict(r)
+        if r.get("hits"):
+            r["hits_hex"] = pack_hits(r.pop("hits"))
+        out.append(r)
+    return out
+
+
+def load_card(path: Path) -> dict:
+    """An ``eval.json``, its rows' ``hits`` unpacked."""
+    card: dict = json.loads(path.read_text())
+    for r in card["rows"]:
+        packed = r.pop("hits_hex", None)
+        if packed is not None:
+            r["hits"] = unpack_hits(packed, int(r["n_images"]))
+    return card
 
 
 @dataclass(frozen=True)

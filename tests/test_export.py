@@ -8,10 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from edge_client.encoder import EdgeEncoder
 from edge_client.errors import BundleError, ImageError
+from evaluation.pairs import load_card
 from models.config import TrainConfig
 from models.export import main as export_main
 from models.model_card import what_it_is
@@ -139,8 +142,10 @@ def test_card_measures_real_bytes_and_states_targets(tiny_bundle, tiny_data, tmp
     assert "uncompressed top-1 ≥ 85%" in card and "| 16 | huffman | FP32 |" in card
     assert "- a ladder of ≥ 6 QFs" in card and "the INT8 encoder loses" in card
     assert "| 16 | rans | INT8 |" in card and load_manifest(bundle).model_id in card
-    rows = json.loads((bundle / "eval.json").read_text())["rows"]
+    rows = load_card(bundle / "eval.json")["rows"]
     assert {r["setting"] for r in rows} == {"unquantized", "QF16", "QF48", "QF128"}
+    kept = json.loads((bundle / "eval.json").read_text())["rows"]  # packed: a quarter the bytes
+    assert all("hits" not in r and len(r["hits_hex"]) == 4 for r in kept if "hits_hex" in r)
     # Every SPIC classifier row keeps its per-image outcomes, and top-1 is their mean.
     for r in rows:
         assert len(r["hits"]) == 16 and r["top1"] == r["hits"].count("1") / 16
@@ -328,3 +333,14 @@ def test_the_card_says_when_no_channel_was_idle_enough_to_pin():
 
     assert "none; every channel varies" in pinned_line([])
     assert "was not given" in pinned_line(None) and ": 2 [5, 9]." in pinned_line([5, 9])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet="01", max_size=70))
+def test_packed_outcomes_unpack_to_themselves(hits):
+    from evaluation.pairs import pack_hits, unpack_hits
+
+    assert unpack_hits(pack_hits(hits), len(hits)) == hits
+    assert len(pack_hits(hits)) == -(-len(hits) // 4)
+    with pytest.raises(ValueError):
+        unpack_hits(pack_hits(hits) + "0", len(hits))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+from evaluation.pairs import load_card
 from models.recipe import STAGES, Recipe, as_flags, duration
 from models.train import main, parse_args
 from shared.manifest import load_manifest
@@ -45,7 +46,7 @@ def test_the_recipe_makes_a_bundle_of_the_folders_classes_and_resumes(tiny_data,
     assert manifest.head is not None and manifest.head.reject is not None
     assert manifest.head.reject.score == "knn" and manifest.head.reject.bank in manifest.files
     assert "## Unknown" in card and "Reject rule `knn`" in card
-    rows = json.loads((bundle / "eval.json").read_text())["rows"]
+    rows = load_card(bundle / "eval.json")["rows"]
     assert any("INT8" in r["classifier"] for r in rows)
     # The student started from the teacher's bundle, which also taught it.
     student = json.loads((out / "student" / "config.json").read_text())
