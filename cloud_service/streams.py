@@ -2,8 +2,9 @@
 
 One row per (device_id, stream_id) in its own table ``stream_state`` (its own migrations table,
 ``spic_stream_schema``): the frame's sequence number, its key frame's header fields (which its
-deltas and skips inherit), its symbols (uint16, C·H·W) and the answer given for it (a skip
-repeats it). In the results database, so every replica behind a load balancer reads the same
+deltas and skips inherit), its symbols (uint16, C·H·W), their change from the frame before
+(int8, C·H·W; NULL after a key frame: what a cdelta's contexts read, ``shared.stream``) and the
+answer given for it (a skip repeats it). In the results database, so every replica behind a load balancer reads the same
 state (PostgreSQL) and a restart loses nothing.
 
 The state is keyed by sequence number: a delta is applied with ``UPDATE ... WHERE seq =
@@ -39,6 +40,11 @@ STREAM_MIGRATIONS: list[Migration] = [
             "PRIMARY KEY (device_id, stream_id))",
         ],
     ),
+    (  # cdelta frames (type 3) read the change the held frame made; NULL: none known
+        2,
+        ["ALTER TABLE stream_state ADD COLUMN prev_change BLOB"],
+        ["ALTER TABLE stream_state ADD COLUMN IF NOT EXISTS prev_change BYTEA"],
+    ),
 ]
 
 
@@ -50,6 +56,7 @@ class Held:
     header: bitstream.Frame  # a key frame's fields, no payload
     symbols: np.ndarray
     answer: dict[str, Any]  # the prediction given for frame ``seq``
+    change: np.ndarray | None = None  # int8 symbols − its reference's; None after a key frame
 
 
 def header_json(frame: bitstream.Frame) -> str:
@@ -92,7 +99,7 @@ class StreamStore:
     def get(self, device_id: str, stream_id: int) -> Held | None:
         with self.db.session() as run:
             row = run(
-                "SELECT seq, header, symbols, answer FROM stream_state "
+                "SELECT seq, header, symbols, answer, prev_change FROM stream_state "
                 "WHERE device_id = ? AND stream_id = ?",
                 (device_id, stream_id),
             ).fetchone()
@@ -101,7 +108,10 @@ class StreamStore:
         seq = int(row[0])
         header = header_of(row[1], seq, stream_id)
         symbols = np.frombuffer(bytes(row[2]), dtype="<u2").reshape(header.latent_shape)
-        return Held(seq, header, symbols, json.loads(row[3]))
+        change = None
+        if row[4] is not None:
+            change = np.frombuffer(bytes(row[4]), dtype=np.int8).reshape(header.latent_shape)
+        return Held(seq, header, symbols, json.loads(row[3]), change)
 
     def put_key(
         self, device_id: str, frame: bitstream.Frame, symbols: np.ndarray, answer: dict[str, Any]
@@ -110,9 +120,10 @@ class StreamStore:
         with self.db.session() as run:
             run(
                 "INSERT INTO stream_state (device_id, stream_id, seq, header, symbols, answer, "
-                "updated) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device_id, stream_id) DO "
-                "UPDATE SET seq = excluded.seq, header = excluded.header, symbols = "
-                "excluded.symbols, answer = excluded.answer, updated = excluded.updated",
+                "updated, prev_change) VALUES (?, ?, ?, ?, ?, ?, ?, NULL) ON CONFLICT "
+                "(device_id, stream_id) DO UPDATE SET seq = excluded.seq, header = "
+                "excluded.header, symbols = excluded.symbols, answer = excluded.answer, "
+                "updated = excluded.updated, prev_change = NULL",
                 (
                     device_id,
                     frame.stream_id,
@@ -125,18 +136,26 @@ class StreamStore:
             )
 
     def advance(
-        self, device_id: str, frame: bitstream.Frame, symbols: np.ndarray, answer: dict[str, Any]
+        self,
+        device_id: str,
+        frame: bitstream.Frame,
+        symbols: np.ndarray,
+        answer: dict[str, Any],
+        change: np.ndarray | None = None,
     ) -> bool:
-        """Apply a delta or skip: only if the stream still holds its reference. False if not."""
+        """Apply a delta, cdelta or skip (``change``: its symbols − its reference's, as
+        ``shared.stream.change_after`` gives): only if the stream still holds its reference.
+        False if not."""
         with self.db.session() as run:
             row = run(
-                "UPDATE stream_state SET seq = ?, symbols = ?, answer = ?, updated = ? "
-                "WHERE device_id = ? AND stream_id = ? AND seq = ? RETURNING seq",
+                "UPDATE stream_state SET seq = ?, symbols = ?, answer = ?, updated = ?, "
+                "prev_change = ? WHERE device_id = ? AND stream_id = ? AND seq = ? RETURNING seq",
                 (
                     frame.seq,
                     symbols.astype("<u2").tobytes(),
                     json.dumps(answer),
                     time.time(),
+                    None if change is None else change.astype(np.int8).tobytes(),
                     device_id,
                     frame.stream_id,
                     frame.ref_seq,

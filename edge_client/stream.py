@@ -69,6 +69,9 @@ class StreamSender:
     # stream_key(frame) -> symbols and image size of each frame not yet acknowledged (keyed by
     # the frame's bytes, not its sequence number: a restarted edge numbers its stream from 0).
     _pending: dict[str, tuple[np.ndarray, tuple[int, int]]] = field(default_factory=dict)
+    # (seq, symbols) of the last frame sent re-coded as a key frame: the cdelta after it is
+    # re-coded with no change known (``recode``)
+    _keyed: tuple[int, np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         self.coder = StreamEncoder(
@@ -118,13 +121,37 @@ class StreamSender:
             self.encoder.codebook, symbols, payload, qf, size, "key", frame.stream_id, frame.seq
         )
 
+    def recode(self, data: bytes) -> bytes:
+        """A queued cdelta whose reference reached the cloud re-coded as a key frame, coded
+        again with no change known (check byte 0): the cloud holds none after a key frame, and
+        would refuse the frame as it was coded. Any other frame as it is."""
+        if self._keyed is None:
+            return data
+        frame = bitstream.unpack(data)
+        ref_seq, ref_symbols = self._keyed
+        kept = self._pending.get(stream_key(self.device_id, data))
+        if (
+            frame.frame_type != "cdelta"
+            or (frame.stream_id, frame.ref_seq) != (self.stream_id, ref_seq)
+            or frame.payload[0] == 0
+            or kept is None
+        ):
+            return data
+        symbols, size = kept
+        payload = self.coder.delta.encode_ctx(ref_symbols, symbols, None)
+        self.counts["recoded"] += 1
+        codebook, qf = self.encoder.codebook, self.coder.qf
+        return pack(codebook, symbols, payload, qf, size, "cdelta", frame.stream_id, frame.seq)
+
     def send(self, item: QueuedFrame, data: bytes) -> dict[str, Any]:
         """Upload one queued frame, re-coded as a key frame if the cloud lacks its reference."""
         assert self.client is not None
         taken = item.taken if item.taken is not None else item.captured
-        self.bytes_sent += len(data)
+        sent = self.recode(data)
+        self.bytes_sent += len(sent)
         try:
-            return self.client.classify(data, item.key, captured_at=taken)
+            idem = item.key if sent is data else stream_key(self.device_id, sent)
+            return self.client.classify(sent, idem, captured_at=taken)
         except CloudRejectedError as exc:
             if isinstance(exc, AuthError) or not needs_key(exc):
                 raise
@@ -135,7 +162,11 @@ class StreamSender:
             log.info("cloud lacks the reference of %s: sent as a key frame", item.source)
             self.counts["promoted"] += 1
             self.bytes_sent += len(key)
-            return self.client.classify(key, stream_key(self.device_id, key), captured_at=taken)
+            result = self.client.classify(key, stream_key(self.device_id, key), captured_at=taken)
+            kept = self._pending.get(stream_key(self.device_id, data))
+            if kept is not None:
+                self._keyed = (bitstream.unpack(key).seq, kept[0])
+            return result
 
     def drain(self, report: Any = None) -> bool:
         """Send every queued frame in order; False when the cloud is unavailable. ``report``
@@ -169,12 +200,12 @@ class StreamSender:
 
     def summary(self) -> dict[str, Any]:
         c = self.counts
-        frames = c["key"] + c["delta"] + c["skip"]
+        frames = c["key"] + c["delta"] + c["cdelta"] + c["skip"]
         cpu = np.asarray(self.cpu_ms) if self.cpu_ms else np.zeros(1)
         return {
             "frames": frames,
             "key": c["key"],
-            "delta": c["delta"],
+            "delta": c["delta"] + c["cdelta"],
             "skip": c["skip"],
             "promoted": c["promoted"],
             "rejected": c["rejected"],

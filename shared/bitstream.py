@@ -37,7 +37,7 @@ Version 2:
     │ off  size  field          meaning                                           │
     │   0     4  magic          b"SPIC"                                           │
     │   4     1  version        format version, 2                                 │
-    │   5     1  frame_type     0 key, 1 delta, 2 skip                            │
+    │   5     1  frame_type     0 key, 1 delta, 2 skip, 3 cdelta                  │
     │   6     2  stream_id      which of the device's streams, 0..65535           │
     │   8     4  seq            this frame's sequence number in its stream        │
     │  12     2  ref_gap        seq − ref_seq: 0 for a key frame, else 1..65535   │
@@ -47,8 +47,8 @@ Version 2:
     │                           height, width, image_width, image_height: the     │
     │                           version-1 fields at offsets 5..25, same sizes     │
     ├─────────────────────────────────────────────────────────────────────────────┤
-    │  h      n  payload        key: a version-1 payload; delta: shared.stream;   │
-    │                           skip: none (n = 0)                                │
+    │  h      n  payload        key: a version-1 payload; delta, cdelta:          │
+    │                           shared.stream; skip: none (n = 0)                 │
     ├─────────────────────────────────────────────────────────────────────────────┤
     │  h+n    4  crc32          CRC-32 of bytes [0, h+n); h = 39 key, 18 otherwise │
     └─────────────────────────────────────────────────────────────────────────────┘
@@ -59,6 +59,9 @@ Frame types (a version-1 frame is a key frame outside any stream):
 * delta: the frame's symbols coded against those of frame ref_seq = seq − ref_gap of the same
   device and stream, which the reader must hold; rANS only (``shared.stream`` specifies it).
 * skip: the frame's symbols are those of frame ref_seq ("same as N").
+* cdelta: a delta whose payload also reads the change frame ref_seq made to its own reference,
+  which the reader holds with it (``shared.stream``); what an edge writes since type 3 exists,
+  type 1 staying readable for the edges already deployed.
 
 A whole-image frame's encoder input is the captured image padded on the right and at the bottom
 up to the next multiple of the stride (``padded_size``), so image_width x image_height says how
@@ -71,7 +74,7 @@ Rules a reader follows, in this order, raising ``BitstreamError`` (a ``ValueErro
 first that fails, before it allocates anything sized by the frame:
 
 1. at least 22 bytes (``truncated``); magic (``bad_magic``); version 1 or 2
-   (``unsupported_version``); frame_type 0..2 (``stream``); at least the overhead of its
+   (``unsupported_version``); frame_type 0..3 (``stream``); at least the overhead of its
    version and type (``truncated``);
 2. exactly overhead + payload_len bytes (``truncated`` if fewer, ``length_mismatch`` if more),
    with payload_len ≤ 8 MiB (``limits``);
@@ -80,7 +83,7 @@ first that fails, before it allocates anything sized by the frame:
 4. a frame with the version-1 fields: codec known (``unknown_codec``), qf in 1..255,
    stride_log2 ≤ 7, and C, H, W in 1..1024 with C·H·W ≤ 2**22 (``limits``);
 5. version 2 (``stream``): a key frame has ref_gap 0, a delta or skip 1..65535 and
-   ref_gap ≤ seq; a skip frame has no payload, a delta frame has one.
+   ref_gap ≤ seq; a skip frame has no payload, a delta or cdelta frame has one.
 
 The latent symbols are the codec's business: ``shared.codecs`` decodes the payload against the
 model's frequency tables, and checks that it holds exactly C·H·W symbols.
@@ -124,8 +127,8 @@ MAX_REF_GAP = 0xFFFF  # a delta or skip refers at most this many frames back
 MAX_STRIDE_LOG2 = 7
 RANS_ID = 2
 
-FrameType = Literal["key", "delta", "skip"]
-FRAME_TYPES: tuple[FrameType, ...] = ("key", "delta", "skip")
+FrameType = Literal["key", "delta", "skip", "cdelta"]
+FRAME_TYPES: tuple[FrameType, ...] = ("key", "delta", "skip", "cdelta")  # byte: the index
 
 assert (HEADER_SIZE, STREAM_HEADER_SIZE, KEY_HEADER_SIZE) == (30, 18, 39)
 
@@ -231,8 +234,8 @@ def _check_stream(kind: FrameType, seq: int, ref_gap: int, payload_len: int) -> 
         )
     if kind == "skip" and payload_len:
         raise BitstreamError("stream", f"skip frame {seq} carries {payload_len} payload bytes")
-    if kind == "delta" and not payload_len:
-        raise BitstreamError("stream", f"delta frame {seq} has no payload")
+    if kind in ("delta", "cdelta") and not payload_len:
+        raise BitstreamError("stream", f"{kind} frame {seq} has no payload")
 
 
 def _fields(frame: Frame) -> bytes:
@@ -328,7 +331,9 @@ def unpack(data: bytes | bytearray | memoryview) -> Frame:
     else:
         _, _, kind_id, stream_id, seq, gap, payload_len = STREAM_HEADER.unpack_from(data)
         if kind_id >= len(FRAME_TYPES):
-            raise BitstreamError("stream", f"frame type {kind_id} is not 0 key, 1 delta, 2 skip")
+            raise BitstreamError(
+                "stream", f"frame type {kind_id} is not 0 key, 1 delta, 2 skip, 3 cdelta"
+            )
         kind = FRAME_TYPES[kind_id]
         overhead, fields_at = (KEY_OVERHEAD, STREAM_HEADER_SIZE) if kind == "key" else (0, 0)
         overhead = overhead or DELTA_OVERHEAD

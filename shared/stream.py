@@ -1,9 +1,11 @@
-"""Streams: a fixed camera sends what changed. Key, delta and skip frames (bitstream version 2).
+"""Streams: a fixed camera sends what changed: key, delta, skip and cdelta frames (version 2).
 
 A delta frame's payload codes the frame's symbols against its reference's symbols ``prev``
 (both (C, H, W), the reference being the frame ``ref_seq`` of the same device and stream). It is
 lossless: the symbols decoded are exactly those the frame would carry coded alone, so the cloud's
-answer on a delta is its answer on that frame coded alone. Layout::
+answer on a delta is its answer on that frame coded alone. Two payloads: type 1 ``delta`` (what
+edges before cdelta write; every reader keeps decoding it) and type 3 ``cdelta`` (what an edge
+writes now), which also reads the reference's own change. Type 1's layout::
 
     ┌──────────┬──────────┬─────────────────────────────────────────────────────────┐
     │ pos: u8  │ gain: u8 │ one ANS stack (constriction) as little-endian u32 words │
@@ -21,145 +23,67 @@ The ANS stack pops, in this order, nothing else, and must then be empty:
    0..ceiling_c (the QF, or ``base_qf`` for the base channels of a layered frame), weights the
    table row c plus one, the previous value's weight set to zero (a change is never to itself).
 
+Type 3 (cdelta) codes the same three groups, each in ONE constriction call with a probability per
+symbol, with contexts from the reference's change D = (reference − its own reference), per
+symbol, clipped to ±127 (int8), which both sides hold: none after a key frame, all zero after a
+skip. Every symbol is coded with constriction's ``Categorical(perfect=False)`` family, a flag
+as the row (1 − p, p) of its probability p of a 1. Layout::
+
+    ┌───────┬────────┬────────┬────────┬─────────┬──────────┬─────────┬─────────┬───────────┐
+    │ check │ pos0   │ pos1   │ pos2   │ gain    │ again    │ step    │ back    │ ANS stack │
+    │ u8    │ u8     │ u8     │ u8     │ u8      │ u8       │ u8      │ u8      │ u32 words │
+    └───────┴────────┴────────┴────────┴─────────┴──────────┴─────────┴─────────┴───────────┘
+
+check is 0 when the frame was coded with no change known (D is then not read: every context 0),
+else 1 + (number of nonzero symbols of D mod 255); a reader holding no change, or one whose count
+differs, refuses the frame (``needs_reference``: the edge sends it as a key frame). The stack
+pops, in this order, nothing else, and must then be empty:
+
+1. H·W position flags (row-major); position x has context 2 if any channel of D is nonzero at x,
+   else 1 if one is at a 3×3 neighbour of x, else 0; p = (256·pos_ctx + 128) / 2**16, pos_ctx
+   the byte of its context;
+2. for the n flagged positions, C·n channel flags (channel-major, then position order): a symbol
+   with D ≠ 0 has p = (256·again + 128) / 2**16, any other type 1's p_c (with ``gain``);
+3. for each changed symbol (channel-major, then position order) with previous value v and r = v −
+   D, its new value: categorical over 0..K−1 (K = the table's width), integer weights (table row
+   c + 1, zero above ceiling_c) × (1 + step) where |k − v| = 1 × (1 + back) where k = r and D ≠ 0,
+   then the weight of v set to zero; P = weight / row sum (a row summing to zero is corrupt).
+
+A cdelta pops at most H·W + 2·C·H·W symbols, as a delta does. The encoder picks the bytes from
+counts (pos, again: the rate of ones; gain: type 1's search; step, back: odds estimates), but any
+bytes decode.
+
 Tables conditioned on the previous symbol, P(value | previous value, channel), were measured
 before this choice and not shipped: fitted on five clips and applied to the sixth, their ideal
-code length is from 8% below to 32% above this payload's real size (docs/streams.md), and they
-would be tables fitted to a handful of videos, shipped in every bundle.
+code length is from 8% below to 32% above the type-1 payload's real size (docs/streams.md), and
+they would be tables fitted to a handful of videos, shipped in every bundle.
 
-``StreamEncoder`` (the edge) turns each frame's symbols into a key, delta or skip frame and keeps
-the symbols the cloud will hold; ``StreamDecoder`` (the cloud) decodes a stream's next frame
-against its ``StreamState``: the last frame's sequence number, header fields and symbols.
+``StreamEncoder`` (the edge) turns each frame's symbols into a key, cdelta or skip frame and keeps
+the symbols (and their change) the cloud will hold; ``StreamDecoder`` (the cloud) decodes a
+stream's next frame against its ``StreamState``: the last frame's sequence number, header
+fields, symbols and change.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from functools import cached_property, lru_cache
-from typing import Any
+from functools import lru_cache
 
-import constriction
 import numpy as np
 
 from shared import bitstream
 from shared.codebook import Codebook, latent_shape
+from shared.delta_coding import ContextDeltaCoder, DeltaCoder, change_between
 from shared.errors import BitstreamError
 
-SCALE = 1 << 16
-P_MIN, P_MAX = 16, 32768
-_CATEGORICAL = constriction.stream.model.Categorical(perfect=False)
+__all__ = ["ContextDeltaCoder", "DeltaCoder", "StreamDecoder", "StreamEncoder", "StreamState"]
 
 
-@lru_cache(maxsize=4096)
-def _bernoulli(p: int) -> Any:
-    """constriction's Bernoulli model of P(1) = p / 2**16, built once: a model per call, not
-    per symbol, is what keeps a delta's coding cheaper than the frame's own."""
-    return constriction.stream.model.Bernoulli(p / SCALE, perfect=False)
-
-
-class DeltaCoder:
-    """The delta payload of one (codebook, QF): the tables it reads, both directions."""
-
-    def __init__(self, codebook: Codebook, qf: int):
-        m = codebook.manifest
-        table = m.table(qf)
-        c, k = table.shape
-        counts = table.astype(np.float64)
-        probs = counts / np.maximum(counts.sum(1, keepdims=True), 1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ent = -np.nansum(np.where(probs > 0, probs * np.log2(probs), 0.0), axis=1)
-        self.w = np.maximum(1, np.round(256 * ent)).astype(np.int64)
-        ceiling = np.full(c, qf)
-        ceiling[: m.latent.channels] = m.base_qf_at(qf)
-        weights = table.astype(np.float64) + 1
-        weights[np.arange(k)[None, :] > ceiling[:, None]] = 0
-        self.weights, self.channels, self.k = weights, c, k
-
-    def channel_p(self, gain: int) -> list[int]:
-        """P(a channel changes | its position changes) of each channel, in 1/2**16."""
-        return [int(p) for p in np.clip((gain * self.w) >> 2, P_MIN, P_MAX)]
-
-    @lru_cache(maxsize=256)  # noqa: B019 (one coder per codec and QF, kept for the process)
-    def channel_models(self, gain: int) -> list[Any]:
-        return [_bernoulli(p) for p in self.channel_p(gain)]
-
-    @cached_property
-    def _changes(self) -> np.ndarray:
-        """(C, K, K) P(new value | channel, previous value, it changed)."""
-        k = self.k
-        w = np.repeat(self.weights[:, None, :], k, axis=1)
-        w[:, np.arange(k), np.arange(k)] = 0
-        with np.errstate(invalid="ignore"):
-            p = w / w.sum(2, keepdims=True)
-        out: np.ndarray = np.nan_to_num(p)
-        return out  # a previous value above the ceiling: never held
-
-    def _value_probs(self, chans: np.ndarray, prev: np.ndarray) -> np.ndarray:
-        out: np.ndarray = self._changes[chans, prev]
-        return out
-
-    @cached_property
-    def _gain_bits(self) -> tuple[np.ndarray, np.ndarray]:
-        """Bits of a 1 and of a 0 for every (gain, channel): the encoder's search table."""
-        p = np.clip((np.arange(256)[:, None] * self.w[None]) >> 2, P_MIN, P_MAX) / SCALE
-        return -np.log2(p), -np.log2(1 - p)
-
-    def _best_gain(self, flags: np.ndarray) -> int:
-        """The gain whose channel probabilities code ``flags`` (C, n) in the fewest bits."""
-        ones = np.count_nonzero(flags, axis=1).astype(np.float64)
-        one_bits, zero_bits = self._gain_bits
-        return int((one_bits @ ones + zero_bits @ (flags.shape[1] - ones)).argmin())
-
-    def encode(self, prev: np.ndarray, cur: np.ndarray) -> bytes:
-        changed = prev != cur
-        pos = changed.any(0).ravel()
-        pos_code = min(255, np.count_nonzero(pos) * 256 // pos.size)
-        flags = changed.reshape(self.channels, -1)[:, pos]
-        gain = self._best_gain(flags) if flags.size else 0
-        chans, where = np.nonzero(flags)
-        at = np.flatnonzero(pos)[where]
-        p_prev = prev.reshape(self.channels, -1)[chans, at].astype(np.int64)
-        p_new = cur.reshape(self.channels, -1)[chans, at].astype(np.int32)
-        coder = constriction.stream.stack.AnsCoder()
-        if len(p_new):  # pushed in reverse: the decoder pops positions, flags, values
-            coder.encode_reverse(p_new, _CATEGORICAL, self._value_probs(chans, p_prev))
-        if flags.size:
-            bits = flags.astype(np.int32)
-            for ch, model in reversed(list(enumerate(self.channel_models(gain)))):
-                coder.encode_reverse(bits[ch], model)
-        coder.encode_reverse(pos.astype(np.int32), _bernoulli(256 * pos_code + 128))
-        words: bytes = coder.get_compressed().astype("<u4").tobytes()
-        return bytes([pos_code, gain]) + words
-
-    def decode(self, payload: bytes, prev: np.ndarray) -> np.ndarray:
-        """The frame's symbols from its payload and its reference's symbols ``prev``."""
-        if len(payload) < 2 or (len(payload) - 2) % 4:
-            raise BitstreamError("corrupt_payload", "delta payload is not 2 bytes + u32 words")
-        c, h, w = prev.shape
-        pos_code, gain = payload[0], payload[1]
-        words = np.frombuffer(payload, dtype="<u4", offset=2).astype(np.uint32)
-        try:
-            coder = constriction.stream.stack.AnsCoder(words)
-            pos = coder.decode(_bernoulli(256 * pos_code + 128), h * w).astype(bool)
-            n = int(pos.sum())
-            flags = np.zeros((c, n), dtype=bool)
-            if n:
-                for ch, model in enumerate(self.channel_models(gain)):
-                    flags[ch] = coder.decode(model, n)
-            chans, where = np.nonzero(flags)
-            at = np.flatnonzero(pos)[where]
-            flat = prev.reshape(c, -1).copy()
-            if len(chans):
-                probs = self._value_probs(chans, flat[chans, at].astype(np.int64))
-                flat[chans, at] = coder.decode(_CATEGORICAL, probs)
-            leftover = not coder.is_empty()
-        except BitstreamError:
-            raise
-        except Exception as exc:  # constriction reports bad data in its own exception types
-            raise BitstreamError("corrupt_payload", f"delta does not decode: {exc}") from None
-        if leftover:
-            raise BitstreamError("corrupt_payload", "delta has data left after the last symbol")
-        out: np.ndarray = flat.reshape(c, h, w)
-        return out
+@lru_cache(maxsize=64)
+def delta_coder(codebook: Codebook, qf: int) -> ContextDeltaCoder:
+    """The delta coder of a codec and QF, one per process: the tables it builds (and caches as
+    frames ask for them) serve every stream of that codec."""
+    return ContextDeltaCoder(codebook, qf)
 
 
 @dataclass
@@ -183,7 +107,9 @@ class StreamEncoder:
     stream decodes to exactly the frames coded alone. Higher values drop the flicker of a symbol
     or two near a quantization boundary that sensor noise makes (lossy: each position then
     differs from its frame coded alone in fewer than ``position_changes`` channels). Every delta
-    and skip refers to the frame just before it, which the edge's durable queue delivers first."""
+    and skip refers to the frame just before it, which the edge's durable queue delivers first.
+    Deltas are cdeltas (type 3), or type 1 with ``contexts=False`` (for a cloud that predates
+    type 3)."""
 
     codebook: Codebook
     qf: int
@@ -191,7 +117,10 @@ class StreamEncoder:
     key_interval: int = 300
     position_changes: int = 1
     first_seq: int = 0
+    contexts: bool = True
     _prev: np.ndarray | None = field(default=None, init=False)
+    # what the cloud holds with _prev: its change from the frame before (None after a key)
+    _change: np.ndarray | None = field(default=None, init=False)
     _seq: int = field(default=-1, init=False)
     _since_key: int = field(default=0, init=False)
 
@@ -201,9 +130,9 @@ class StreamEncoder:
         self._seq = self.first_seq - 1
         self.codec = self.codebook.codec("rans", self.qf)
 
-    @cached_property
-    def delta(self) -> DeltaCoder:
-        return DeltaCoder(self.codebook, self.qf)
+    @property
+    def delta(self) -> ContextDeltaCoder:
+        return delta_coder(self.codebook, self.qf)
 
     def request_key(self) -> None:
         self._prev = None
@@ -221,14 +150,20 @@ class StreamEncoder:
             payload, changed, out = self.codec.encode(symbols), symbols.size, symbols
         else:
             differ = prev != symbols
-            send = differ.sum(0) >= self.position_changes
-            out = symbols if self.position_changes == 1 else np.where(send, symbols, prev)
-            changed = int(differ[:, send].sum())
+            if self.position_changes == 1:  # the default: every change, nothing to select
+                out, changed = symbols, int(np.count_nonzero(differ))
+            else:
+                send = differ.sum(0) >= self.position_changes
+                out = np.where(send, symbols, prev)
+                changed = int(differ[:, send].sum())
             if not changed:
                 kind, payload, out = "skip", b"", prev
+            elif self.contexts and symbols.shape[0] % 4 == 0:  # cdelta flags go 4 channels a symbol
+                kind, payload = "cdelta", self.delta.encode_ctx(prev, out, self._change)
             else:
                 kind, payload = "delta", self.delta.encode(prev, out)
         self._since_key = 0 if kind == "key" else self._since_key + 1
+        self._change = change_after(kind, prev, out)
         self._prev = out
         data = pack(self.codebook, out, payload, self.qf, image_size, kind, self.stream_id, seq)
         return StreamFrame(kind, seq, data, out, changed)
@@ -264,35 +199,52 @@ def pack(
     return bitstream.pack(frame)
 
 
+def change_after(
+    kind: bitstream.FrameType, reference: np.ndarray | None, symbols: np.ndarray
+) -> np.ndarray | None:
+    """The change a frame of ``kind`` leaves for the next cdelta's contexts: none after a key
+    frame, zeros after a skip, else symbols − reference (int8, clipped to ±127)."""
+    if kind == "key" or reference is None:
+        return None
+    if kind == "skip":
+        return np.zeros(symbols.shape, dtype=np.int8)
+    return change_between(reference, symbols)
+
+
 @dataclass
 class StreamState:
     """The last decoded frame of one (device, stream): its sequence number, its header (a key
-    frame's fields, which a delta or skip inherits) and its symbols."""
+    frame's fields, which a delta or skip inherits), its symbols and their change from the
+    frame before (None after a key frame: no change known; what a cdelta's contexts read)."""
 
     seq: int
     header: bitstream.Frame
     symbols: np.ndarray
+    change: np.ndarray | None = None
 
     @classmethod
-    def after(cls, frame: bitstream.Frame, symbols: np.ndarray) -> StreamState:
-        """The state once ``frame`` (resolved, as ``StreamDecoder.decode`` returns it) is read."""
-        return cls(frame.seq, replace(frame, payload=b""), symbols)
+    def after(
+        cls, frame: bitstream.Frame, symbols: np.ndarray, before: StreamState | None = None
+    ) -> StreamState:
+        """The state once ``frame`` (resolved, as ``StreamDecoder.decode`` returns it) is read
+        against ``before`` (the state it was decoded with; without it, no change is known and
+        the next cdelta coded with one is refused)."""
+        reference = None if before is None else before.symbols
+        change = change_after(frame.frame_type, reference, symbols)
+        return cls(frame.seq, replace(frame, payload=b""), symbols, change)
 
 
 class StreamDecoder:
     """The cloud's half (and the edge's mirror of it): a parsed frame and the state of its
     stream -> the frame, with its reference's fields when it is a delta or skip, and its
-    symbols. Work per frame is bounded by the latent's size: a delta pops at most
+    symbols. Work per frame is bounded by the latent's size: a delta or cdelta pops at most
     H·W + 2·C·H·W symbols; a key frame is an ordinary frame."""
 
     def __init__(self, codebook: Codebook):
         self.codebook = codebook
-        self._coders: dict[int, DeltaCoder] = {}
 
-    def coder(self, qf: int) -> DeltaCoder:
-        if qf not in self._coders:
-            self._coders[qf] = DeltaCoder(self.codebook, qf)
-        return self._coders[qf]
+    def coder(self, qf: int) -> ContextDeltaCoder:
+        return delta_coder(self.codebook, qf)
 
     def decode(
         self, frame: bitstream.Frame, state: StreamState | None, accept: list[str] | None = None
@@ -311,7 +263,11 @@ class StreamDecoder:
         frame = frame.inherit(state.header)
         if frame.frame_type == "skip":
             return frame, state.symbols
-        symbols = self.coder(frame.qf).decode(frame.payload, state.symbols)
+        coder = self.coder(frame.qf)
+        if frame.frame_type == "cdelta":
+            symbols = coder.decode_ctx(frame.payload, state.symbols, state.change)
+        else:
+            symbols = coder.decode(frame.payload, state.symbols)
         try:  # constriction's models leave every value codable: a forged one may be too large
             self.codebook.manifest.check_symbols(symbols, frame.qf)
         except ValueError as exc:

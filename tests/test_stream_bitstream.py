@@ -120,7 +120,9 @@ def forge(kind: int, seq: int, gap: int, payload: bytes, payload_len: int | None
         (1, 5, 6, b"x", "stream"),
         (2, 5, 1, b"x", "stream"),
         (1, 5, 1, b"", "stream"),
-        (3, 5, 1, b"x", "stream"),
+        (4, 5, 1, b"x", "stream"),  # no frame type 4
+        (3, 5, 1, b"", "stream"),  # a cdelta has a payload
+        (3, 5, 0, b"x", "stream"),  # and refers to an earlier frame
     ],
 )
 def test_forged_stream_fields_are_refused(kind, seq, gap, payload, reason):

@@ -62,7 +62,7 @@ def test_a_stream_answers_as_the_frames_coded_alone(cloud, encoder, tmp_path):
         sender.capture(im)
     assert sender.drain()
     kinds = [r["source"].split()[-1] for r in sender.results]
-    assert kinds[0] == "key" and "delta" in kinds and "skip" in kinds
+    assert kinds[0] == "key" and "cdelta" in kinds and "skip" in kinds
     alone = client(cloud, "cam-alone")
     answers = [alone.classify(encoder.encode(im), f"alone-{i}") for i, im in enumerate(images)]
     # Lossless deltas (--position-changes 1): the same symbols, so the same answer, every frame.
@@ -84,6 +84,7 @@ def test_a_missing_reference_gets_need_keyframe_and_the_edge_recovers(cloud, enc
         sender.capture(im)
     assert sender.drain()
     assert sender.counts["promoted"] == 1  # the first delta, re-sent as a key frame at once
+    assert sender.counts["recoded"] == 1  # the next, coded again with no change known
     assert len(sender.results) == len(images) - 1
     assert not len(queue) and not sender.counts["rejected"]
     alone = client(cloud, "cam-b-alone")

@@ -2,9 +2,12 @@
 
 * key: checked and decoded as a frame alone (``parse_frame``), classified; the stream's state
   becomes this frame (a key frame always resets it).
-* delta: decoded against the symbols the stream holds (``shared.stream.StreamDecoder``; work
-  bounded by the latent's size), classified; the state advances only if it still holds the
-  delta's reference (``StreamStore.advance``).
+* delta, cdelta: decoded against the symbols (and, a cdelta, their change) the stream holds
+  (``shared.stream.StreamDecoder``; work bounded by the latent's size), classified; the state
+  advances, with the frame's own change, only if it still holds the delta's reference
+  (``StreamStore.advance``). A cdelta coded against another change than the one held (its
+  reference reached the cloud re-coded as a key frame) is 400 ``needs_reference``, which the
+  edge answers with a key frame.
 * skip: the held symbols and the held answer: nothing decoded, nothing classified.
 
 A delta or skip whose reference the stream does not hold gets 409 problem+json
@@ -38,7 +41,7 @@ from shared import bitstream
 from shared.errors import BitstreamError
 from shared.runtime import SpicCodec
 from shared.schemas import ClassifyResponse, ClassScore
-from shared.stream import StreamDecoder, StreamState
+from shared.stream import StreamDecoder, StreamState, change_after
 
 
 def is_stream(body: bytes) -> bool:
@@ -86,7 +89,8 @@ def _decode(
         if frame.frame_type == "key":
             return frame, runtime.codebook.decode_frame(frame, runtime.limits, accept=runtime.ids)
         assert held is not None
-        return decoder.decode(frame, StreamState(held.seq, held.header, held.symbols))
+        state = StreamState(held.seq, held.header, held.symbols, held.change)
+        return decoder.decode(frame, state)
     except BitstreamError as exc:
         raise _bad_frame(exc) from None
 
@@ -157,7 +161,14 @@ async def classify_stream(
     kept: dict[str, Any] = {"top_k": [s.model_dump() for s in top], "unknown": unknown}
     if frame.frame_type == "key":
         await asyncio.to_thread(store.put_key, device, frame, symbols, kept)
-    elif not await asyncio.to_thread(store.advance, device, frame, symbols, kept):
+    elif not await asyncio.to_thread(
+        store.advance,
+        device,
+        frame,
+        symbols,
+        kept,
+        change_after(frame.frame_type, None if held is None else held.symbols, symbols),
+    ):
         now = await asyncio.to_thread(store.get, device, frame.stream_id)
         if now is None or now.seq != frame.seq:  # another frame moved the stream on
             raise need_keyframe(frame, now)
