@@ -43,6 +43,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from bench.clips import CLIPS, to_array_uint8
 from edge_client.video import frames
 from evaluation.reference import ReferenceClassifier
 from shared.bundles import DEFAULT_BUNDLE
@@ -52,14 +53,6 @@ from shared.stream import StreamEncoder, StreamFrame
 
 T = TypeVar("T")
 
-CLIPS = {  # file -> what the camera is (SOURCE.md beside the clips says where they come from)
-    "bgslibrary_video.avi": "fixed, road from above",
-    "bgslibrary_video02.avi": "fixed, highway CCTV",
-    "bgslibrary_video03.avi": "fixed, road from an overpass",
-    "intel_one-by-one-person-detection.mp4": "fixed, indoor",
-    "intel_car-detection.mp4": "drifts up to ~12 px, parking lot",
-    "intel_bottle-detection.mp4": "nearly fixed, tabletop",
-}
 CODECS = {  # name -> (ffmpeg encoder args, elementary stream format); key frames via -g
     "x264": (["-c:v", "libx264", "-preset", "medium"], "h264"),
     "x265": (["-c:v", "libx265", "-preset", "medium", "-x265-params", "log-level=error"], "hevc"),
@@ -184,10 +177,6 @@ def spic_modes(
                 "coding_cpu_ms": 1e3 * t_old / n,
             }
     return out
-
-
-def to_array_uint8(crop: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(crop.transpose(2, 0, 1), dtype=np.float32) / np.float32(255.0)
 
 
 def conditioned_tables(symbols: dict[str, list[np.ndarray]], qf: int) -> dict[str, float]:

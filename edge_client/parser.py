@@ -224,6 +224,14 @@ def _stream_flags(parser: argparse.ArgumentParser) -> None:
         "so every answer is the frame's own; more drops sensor-noise flicker, lossy); a frame "
         "with nothing to send is a header-only skip",
     )
+    parser.add_argument(
+        "--delta-type",
+        type=int,
+        choices=(1, 3),
+        default=3,
+        help="3: deltas with the frame before's change as context (cdelta, the default); 1: "
+        "the deltas of edges before it, for a cloud that does not read frame type 3",
+    )
     parser.add_argument("--stream-id", type=int, default=0, help="this camera's stream, 0..65535")
 
 

@@ -62,6 +62,7 @@ class StreamSender:
     stream_id: int = 0
     key_interval: int = 300
     position_changes: int = 1
+    contexts: bool = True  # cdelta frames (type 3); False: type 1, for a cloud without type 3
     counts: Counter[str] = field(default_factory=Counter)
     bytes_sent: int = 0
     cpu_ms: list[float] = field(default_factory=list)
@@ -80,6 +81,7 @@ class StreamSender:
             stream_id=self.stream_id,
             key_interval=self.key_interval,
             position_changes=self.position_changes,
+            contexts=self.contexts,
         )
 
     def code(self, image: Image.Image) -> StreamFrame:
@@ -270,6 +272,7 @@ def run_stream(args: Any, settings: Any, encoder: Any, client: CloudClient) -> i
         stream_id=args.stream_id,
         key_interval=args.key_interval,
         position_changes=args.position_changes,
+        contexts=args.delta_type == 3,
     )
     retry_at, shown = 0.0, 0
 

@@ -283,6 +283,7 @@ def run_watch(args: argparse.Namespace, settings: EdgeSettings, encoder: Any, cl
             stream_id=args.stream_id,
             key_interval=args.key_interval,
             position_changes=args.position_changes,
+            contexts=args.delta_type == 3,
         )
         watcher.encoder = StreamImages(sender)
         uploader = StreamUploader(

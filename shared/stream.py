@@ -73,7 +73,8 @@ import numpy as np
 
 from shared import bitstream
 from shared.codebook import Codebook, latent_shape
-from shared.delta_coding import ContextDeltaCoder, DeltaCoder, change_between
+from shared.context_delta import ContextDeltaCoder
+from shared.delta_coding import DeltaCoder, change_between
 from shared.errors import BitstreamError
 
 __all__ = ["ContextDeltaCoder", "DeltaCoder", "StreamDecoder", "StreamEncoder", "StreamState"]
@@ -146,24 +147,27 @@ class StreamEncoder:
         self._seq += 1
         seq, prev = self._seq, self._prev
         kind: bitstream.FrameType = "key"
+        change: np.ndarray | None = None  # what the cloud will hold with ``out``
         if prev is None or self._since_key + 1 >= self.key_interval or prev.shape != symbols.shape:
             payload, changed, out = self.codec.encode(symbols), symbols.size, symbols
         else:
-            differ = prev != symbols
             if self.position_changes == 1:  # the default: every change, nothing to select
-                out, changed = symbols, int(np.count_nonzero(differ))
+                out, change = symbols, change_between(prev, symbols, self.qf)
+                changed = int(np.count_nonzero(change))
             else:
+                differ = prev != symbols
                 send = differ.sum(0) >= self.position_changes
                 out = np.where(send, symbols, prev)
+                change = change_between(prev, out, self.qf)
                 changed = int(differ[:, send].sum())
-            if not changed:
+            if not changed:  # the change is all zero, as a skip leaves it
                 kind, payload, out = "skip", b"", prev
-            elif self.contexts and symbols.shape[0] % 4 == 0:  # cdelta flags go 4 channels a symbol
+            elif self.contexts and symbols.shape[0] % 4 == 0:  # cdelta flags: 4 channels a symbol
                 kind, payload = "cdelta", self.delta.encode_ctx(prev, out, self._change)
             else:
                 kind, payload = "delta", self.delta.encode(prev, out)
         self._since_key = 0 if kind == "key" else self._since_key + 1
-        self._change = change_after(kind, prev, out)
+        self._change = change
         self._prev = out
         data = pack(self.codebook, out, payload, self.qf, image_size, kind, self.stream_id, seq)
         return StreamFrame(kind, seq, data, out, changed)
@@ -200,7 +204,7 @@ def pack(
 
 
 def change_after(
-    kind: bitstream.FrameType, reference: np.ndarray | None, symbols: np.ndarray
+    kind: bitstream.FrameType, reference: np.ndarray | None, symbols: np.ndarray, qf: int = 255
 ) -> np.ndarray | None:
     """The change a frame of ``kind`` leaves for the next cdelta's contexts: none after a key
     frame, zeros after a skip, else symbols − reference (int8, clipped to ±127)."""
@@ -208,7 +212,7 @@ def change_after(
         return None
     if kind == "skip":
         return np.zeros(symbols.shape, dtype=np.int8)
-    return change_between(reference, symbols)
+    return change_between(reference, symbols, qf)
 
 
 @dataclass

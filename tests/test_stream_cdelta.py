@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from shared import bitstream
 from shared.bundles import DEFAULT_BUNDLE
 from shared.codebook import Codebook
-from shared.delta_coding import ContextDeltaCoder, change_between, check_byte
+from shared.context_delta import ContextDeltaCoder, check_byte
+from shared.delta_coding import change_between
 from shared.errors import BitstreamError
 from shared.manifest import load_manifest
 from shared.stream import StreamDecoder, StreamEncoder, StreamState, change_after

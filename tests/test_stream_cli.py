@@ -38,7 +38,8 @@ def edge(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_stream_a_video_file(cloud, tmp_path):
+@pytest.mark.parametrize(("delta_type", "kind"), [("3", "cdelta"), ("1", "delta")])
+def test_stream_a_video_file(cloud, tmp_path, delta_type, kind):
     clip = tmp_path / "clip.mp4"  # a fixed test card with a moving box: a fixed camera's video
     subprocess.run(
         ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=10"]
@@ -46,8 +47,9 @@ def test_stream_a_video_file(cloud, tmp_path):
         check=True,
     )
     done = edge(
-        "stream", str(clip), "--url", cloud, "--device-id", "cam-v", "--fps", "4",
+        "stream", str(clip), "--url", cloud, "--device-id", f"cam-v{delta_type}", "--fps", "4",
         "--key-interval", "5", "--queue-dir", str(tmp_path / "q"), "--json",
+        "--delta-type", delta_type,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
@@ -57,6 +59,7 @@ def test_stream_a_video_file(cloud, tmp_path):
     answers = [json.loads(line) for line in lines[:-1]]
     assert summary["bytes_sent"] == sum(a["bytes"] for a in answers)
     assert [a["image"].split()[3] for a in answers] == [str(i) for i in range(12)]
+    assert {a["image"].split()[4] for a in answers} - {"key", "skip"} == {kind}
     assert not list((tmp_path / "q").glob("*.frame"))
 
 

@@ -30,7 +30,9 @@ def frame(seq: int, kind: bitstream.FrameType = "key") -> bitstream.Frame:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db(request, tmp_path):
     url = request.getfixturevalue("postgres_server")() if request.param == "postgresql" else ""
-    return open_database(url, tmp_path / "results.db")
+    database = open_database(url, tmp_path / "results.db")
+    yield database
+    database.close()
 
 
 def test_the_change_is_kept_and_reset_by_a_key_frame(db):
