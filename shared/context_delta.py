@@ -238,8 +238,8 @@ class ContextDeltaCoder(DeltaCoder):
         if len(payload) < CDELTA_HEAD or (len(payload) - CDELTA_HEAD) % 4:
             raise BitstreamError("corrupt_payload", "cdelta payload is not 8 bytes + u32 words")
         c, h, w = prev.shape
-        if c % 4:
-            raise BitstreamError("corrupt_payload", f"a cdelta needs channels in fours, not {c}")
+        if c % 4 or c != self.channels or (change is not None and change.shape != prev.shape):
+            raise BitstreamError("corrupt_payload", f"no cdelta of {c} channels at this QF")
         check, pos0, pos1, pos2, gain, again, step, ret = payload[:CDELTA_HEAD]
         if check == 0:
             change = None  # coded with no change known: the one held is not read

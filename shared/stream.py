@@ -27,7 +27,8 @@ Type 3 (cdelta) codes the same three groups, each in ONE constriction call with 
 symbol, with contexts from the reference's change D = (reference − its own reference), per
 symbol, clipped to ±127 (int8), which both sides hold: none after a key frame, all zero after a
 skip. Every symbol is coded with constriction's ``Categorical(perfect=False)`` family, a flag
-as the row (1 − p, p) of its probability p of a 1. Layout::
+as the row (1 − p, p) of its probability p of a 1. C must be a multiple of 4 (the edge writes
+type 1 otherwise; a reader refuses such a cdelta as corrupt). Layout::
 
     ┌───────┬────────┬────────┬────────┬─────────┬──────────┬─────────┬─────────┬───────────┐
     │ check │ pos0   │ pos1   │ pos2   │ gain    │ again    │ step    │ back    │ ANS stack │
@@ -42,16 +43,19 @@ pops, in this order, nothing else, and must then be empty:
 1. H·W position flags (row-major); position x has context 2 if any channel of D is nonzero at x,
    else 1 if one is at a 3×3 neighbour of x, else 0; p = (256·pos_ctx + 128) / 2**16, pos_ctx
    the byte of its context;
-2. for the n flagged positions, C·n channel flags (channel-major, then position order): a symbol
-   with D ≠ 0 has p = (256·again + 128) / 2**16, any other type 1's p_c (with ``gain``);
+2. for the n flagged positions, their channel flags four at a time: (C/4)·n symbols 0..15
+   (group-major, then position order), bit j of group g's symbol the flag of channel 4g + j.
+   Channel c's flag has p_c = (256·again + 128) / 2**16 where D ≠ 0 (at that channel and
+   position), else type 1's p_c (with ``gain``); the 16 patterns f have the probabilities
+   ((q0·q1)·q2)·q3 (float64, in that order), q_j = p_{4g+j} if bit j of f is set, else its 1 − p;
 3. for each changed symbol (channel-major, then position order) with previous value v and r = v −
    D, its new value: categorical over 0..K−1 (K = the table's width), integer weights (table row
    c + 1, zero above ceiling_c) × (1 + step) where |k − v| = 1 × (1 + back) where k = r and D ≠ 0,
    then the weight of v set to zero; P = weight / row sum (a row summing to zero is corrupt).
 
 A cdelta pops at most H·W + 2·C·H·W symbols, as a delta does. The encoder picks the bytes from
-counts (pos, again: the rate of ones; gain: type 1's search; step, back: odds estimates), but any
-bytes decode.
+counts (pos, again: the rate of ones; gain: as many ones expected as seen; step, back: odds),
+rounded so that a few cached tables serve a stream, but any bytes decode.
 
 Tables conditioned on the previous symbol, P(value | previous value, channel), were measured
 before this choice and not shipped: fitted on five clips and applied to the sixth, their ideal

@@ -160,3 +160,29 @@ def test_truncated_cdeltas_raise_bitstream_errors_only(codebook, coder):
         else:
             with contextlib.suppress(BitstreamError):
                 assert (coder.decode_ctx(payload[:cut], b, change) != c).any()
+
+
+@pytest.mark.parametrize("qf", [1, 8, 16, 128, 255])
+def test_every_qf_round_trips_small_and_large_tables(codebook, qf):
+    """Up to QF 8 the value probabilities come from cached tables, above from a per-symbol
+    product; above QF 127 the change is clipped to ±127: every path decodes exactly."""
+    m = codebook.manifest
+    c = m.table(qf).shape[0]
+    ceiling = np.full((c, 1, 1), qf)
+    ceiling[: m.latent.channels] = m.base_qf_at(qf)
+    rng = np.random.default_rng(qf)
+
+    def frame(base: np.ndarray, rate: float) -> np.ndarray:
+        moved = rng.random(base.shape) < rate
+        jump = np.where(rng.random(base.shape) < 0.5, 1, rng.integers(0, qf + 1, base.shape))
+        return np.where(moved, (base + jump) % (ceiling + 1), base).astype(np.uint16)
+
+    a = (rng.random((c, 14, 14)) * (ceiling + 1)).astype(np.uint16)
+    b, coder = frame(a, 0.05), ContextDeltaCoder(codebook, qf)
+    cur = frame(b, 0.05)
+    change = change_between(a, b, qf)
+    np.testing.assert_array_equal(change, np.clip(b.astype(int) - a, -127, 127))
+    np.testing.assert_array_equal(
+        coder.decode_ctx(coder.encode_ctx(b, cur, change), b, change), cur
+    )
+    m.check_symbols(cur, qf)
