@@ -4,9 +4,10 @@
 
 The clips are read and encoded as ``bench/streams.py`` does (5 frames/s, the bundle's 224² crop,
 QF 4). For every frame that differs from the one before, the three coders run in turn
-``--repeat`` times and each keeps its least process time (``time.process_time``): on cores shared
-with other work the least of several runs is the cost of the code, not of the neighbours. Prints
-per clip the mean over frames in µs; the JSON summary is the last line.
+``--repeat`` times (the cdelta with the contexts held from the frame before, making those of the
+next frame, as the edge does) and each keeps its least process time (``time.process_time``): on
+cores shared with other work the least of several runs is the cost of the code, not of the
+neighbours. Prints per clip the mean over frames in µs; the JSON summary is the last line.
 """
 
 from __future__ import annotations
@@ -65,10 +66,11 @@ def main() -> None:
             a, b, c = symbols[i - 2], symbols[i - 1], symbols[i]
             if (b == c).all():
                 continue  # a skip: nothing coded
-            change = change_between(a, b, args.qf)
+            # the contexts of b's change, as the edge holds them from coding b
+            held = coder.contexts(change_between(a, b, args.qf), *b.shape[1:])
             times["rans"].append(least(partial(rans.encode, c), args.repeat))
             times["delta"].append(least(partial(coder.encode, b, c), args.repeat))
-            times["cdelta"].append(least(partial(coder.encode_ctx, b, c, change), args.repeat))
+            times["cdelta"].append(least(partial(coder.encode_next, b, c, held), args.repeat))
         out[clip] = {k: 1e6 * float(np.mean(v)) for k, v in times.items()}
         print(clip, {k: round(v) for k, v in out[clip].items()}, flush=True)
     print(json.dumps({"benchmark": "delta_cpu", "unit": "us per frame", "clips": out}))

@@ -19,8 +19,9 @@ e.g. reference-imagenette-ema, written by ``make old-codecs``) against the refer
 A stream is also held to the frames coded alone (``agree_alone``: the floor asks ≥ 98%). The
 codec "at equal agreement" is its cheapest CRF point whose agreement is at least the stream's.
 Edge CPU is process time per frame (preprocess, encoder, quantize, entropy code; ffmpeg's
-encoder for the codecs, from the children's rusage); SPIC's coding alone and in a stream is the
-least of three passes over the clip (``coding_cpu_ms``), the stream's also with type-1 deltas. The JSON summary is the last line.
+encoder for the codecs, from the children's rusage); SPIC's coding is the least of five passes
+over the clip (``coding_cpu_ms``), coded alone, in the lossless stream and in the lossless
+stream with type-1 deltas taking turns. The JSON summary is the last line.
 
 ``--reuse SUMMARY`` keeps the codec points (x264/x265/AV1 bytes, CPU, agreement) of a saved
 summary made on the same clips and settings and measures only SPIC again (no ffmpeg encodes, no
@@ -38,8 +39,9 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
@@ -50,8 +52,6 @@ from shared.bundles import DEFAULT_BUNDLE
 from shared.preprocess import resize_center_crop
 from shared.runtime import SpicCodec
 from shared.stream import StreamEncoder, StreamFrame
-
-T = TypeVar("T")
 
 CODECS = {  # name -> (ffmpeg encoder args, elementary stream format); key frames via -g
     "x264": (["-c:v", "libx264", "-preset", "medium"], "h264"),
@@ -99,15 +99,16 @@ def agree(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(a == b))
 
 
-def timed(work: Callable[[], T], passes: int = 3) -> tuple[T, float]:
-    """``work()`` and its process time: the least of ``passes`` runs (other sessions share
-    these cores; a camera's coders, built once per process, are warm after the first run)."""
-    best, out = float("inf"), None
+def timed(works: list[Callable[[], Any]], passes: int = 5) -> tuple[list[Any], list[float]]:
+    """Each ``work()`` and its process time: the least of ``passes`` rounds, the works taking
+    turns within a round so that they meet the same load (other sessions share these cores; a
+    camera's coders, built once per process, are warm after the first round)."""
+    best, out = [float("inf")] * len(works), [None] * len(works)
     for _ in range(passes):
-        t0 = time.process_time()
-        out = work()
-        best = min(best, time.process_time() - t0)
-    assert out is not None
+        for i, work in enumerate(works):
+            t0 = time.process_time()
+            out[i] = work()
+            best[i] = min(best[i], time.process_time() - t0)
     return out, best
 
 
@@ -125,7 +126,20 @@ def spic_modes(
     t0 = time.process_time()
     symbols = [m.quantize_latent(v, qf) for v in y]
     t_quant = time.process_time() - t0
-    alone, t_alone = timed(lambda: [codec.compress(v, qf, "rans", size)[1] for v in y])
+
+    def stream(contexts: bool = True, mc: int = 1) -> list[StreamFrame]:
+        enc = StreamEncoder(
+            codec.codebook, qf, key_interval=key_interval, position_changes=mc, contexts=contexts
+        )
+        return [enc.encode(s, size) for s in symbols]
+
+    def coded_alone() -> list[bytes]:
+        return [codec.compress(v, qf, "rans", size)[1] for v in y]
+
+    # alone, the lossless stream and the lossless stream with type-1 deltas take turns
+    (alone, lossless, old), (t_alone, t_lossless, t_old) = timed(
+        [coded_alone, stream, lambda: stream(contexts=False)]
+    )
     pred_u = codec.classify_latents(y.astype(np.float32)).argmax(1)
     pred_q = codec.classify_latents(codec.latents(symbols, [qf] * len(y))).argmax(1)
     n = len(y)
@@ -139,18 +153,10 @@ def spic_modes(
         "symbols": symbols,
     }
     for mc in modes:
-
-        def stream(contexts: bool = True, mc: int = mc) -> list[StreamFrame]:
-            enc = StreamEncoder(
-                codec.codebook,
-                qf,
-                key_interval=key_interval,
-                position_changes=mc,
-                contexts=contexts,
-            )
-            return [enc.encode(s, size) for s in symbols]
-
-        made, t_stream = timed(stream)
+        if mc == 1:
+            made, t_stream = lossless, t_lossless
+        else:
+            (made,), (t_stream,) = timed([partial(stream, mc=mc)])
         pred = codec.classify_latents(codec.latents([f.symbols for f in made], [qf] * n))
         pred = pred.argmax(1)
         kinds = [f.kind for f in made]
@@ -169,10 +175,9 @@ def spic_modes(
             ),
         }
         if mc == 1:  # the same lossless stream with type-1 deltas (what older edges send)
-            made, t_old = timed(lambda: stream(contexts=False))
-            sizes = [len(f.data) - 22 for f in made if f.kind == "delta"]
+            sizes = [len(f.data) - 22 for f in old if f.kind == "delta"]
             out["stream_m1"]["type1"] = {
-                "bytes": float(np.mean([len(f.data) for f in made])),
+                "bytes": float(np.mean([len(f.data) for f in old])),
                 "delta_payload_bytes": float(np.mean(sizes)) if sizes else 0.0,
                 "coding_cpu_ms": 1e3 * t_old / n,
             }

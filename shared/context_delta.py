@@ -9,12 +9,32 @@ from __future__ import annotations
 
 import math
 from functools import cached_property, lru_cache
+from typing import NamedTuple
 
 import constriction
 import numpy as np
 
-from shared.delta_coding import _CATEGORICAL, P_MAX, P_MIN, SCALE, DeltaCoder, _byte_p
+from shared.delta_coding import (
+    _CATEGORICAL,
+    P_MAX,
+    P_MIN,
+    SCALE,
+    DeltaCoder,
+    _byte_p,
+    change_between,
+)
 from shared.errors import BitstreamError
+
+
+class Contexts(NamedTuple):
+    """What a cdelta reads of the change D its reference made (all per position: H·W)."""
+
+    pos: np.ndarray  # position context: 2 D ≠ 0 here, 1 at a 3×3 neighbour only, 0 none
+    change: np.ndarray  # (C, H·W) int8: D
+    moved: np.ndarray  # (C/4, H·W) float32: bit j of row g set where D ≠ 0 in channel 4g + j
+    counts: np.ndarray  # (H·W,) float32: channels with D ≠ 0
+    check: int  # the check byte of a cdelta coded with these contexts
+
 
 CDELTA_HEAD = 8  # check, 3 position bytes, gain, again, step, back
 SMALL_K = 9  # up to QF 8 a cdelta's value probabilities come from cached tables
@@ -62,20 +82,25 @@ class ContextDeltaCoder(DeltaCoder):
         odds = float((p * rest).sum() / max((p * m1).sum(), 1.0))
         return rows, gains, score_ctx, odds
 
-    def _contexts(
-        self, change: np.ndarray | None, h: int, w: int
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-        """(position context (H·W,) in 0..2, change (C, H·W) int8, the 4-bit pattern of the
-        symbols that changed per group of 4 channels (C/4, H·W), how many changed per
-        position (H·W,) float32)."""
+    def contexts(self, change: np.ndarray | None, h: int, w: int) -> Contexts | None:
+        """What a cdelta coded after a frame that made ``change`` reads (None: no change)."""
         if change is None:
             return None
         d = change.reshape(self.channels, -1)
-        packed = self._packer @ (d != 0).astype(np.float32)
+        return self._contexts(d, self._packer @ (d != 0).astype(np.float32), h, w)
+
+    @lru_cache(maxsize=8)  # noqa: B019 (one coder per codec and QF, kept for the process)
+    def still(self, h: int, w: int) -> Contexts:
+        """The contexts after a skip: nothing changed (shared, never written to)."""
+        out = self.contexts(np.zeros((self.channels, h * w), dtype=np.int8), h, w)
+        assert out is not None
+        return out
+
+    def _contexts(self, d: np.ndarray, packed: np.ndarray, h: int, w: int) -> Contexts:
         count = packed[-1]
         score = _neighbours(h, w) @ np.minimum(count, 1)  # 9 if its own change, 1 a neighbour's
         ctx = np.take(self._tables[2], score.astype(np.intp))
-        return ctx, d, packed[:-1].astype(np.intp), count
+        return Contexts(ctx, d, packed[:-1], count, 1 + int(count.sum()) % 255)
 
     def _patterns(self, mask: np.ndarray) -> np.ndarray:
         """(C, X) bool -> (C/4, X) intp: bit j of row g is row 4g + j."""
@@ -150,7 +175,7 @@ class ContextDeltaCoder(DeltaCoder):
     def _flag_probs(self, gain: int, again: int, moved: np.ndarray) -> np.ndarray:
         """(C/4·n, 16) P(pattern of 4 channel flags) per group of 4 channels and flagged
         position (group-major), from the group's moved pattern (C/4, n) (its D ≠ 0)."""
-        idx = self._group_base + moved  # row 16g + moved pattern
+        idx = self._group_base + moved.astype(np.intp)  # row 16g + moved pattern
         out: np.ndarray = np.take(self._flag_lut(gain, again), idx.ravel(), axis=0)
         return out
 
@@ -173,25 +198,34 @@ class ContextDeltaCoder(DeltaCoder):
 
     def encode_ctx(self, prev: np.ndarray, cur: np.ndarray, change: np.ndarray | None) -> bytes:
         """The cdelta payload of ``cur`` against ``prev``, whose own change is ``change``."""
+        return self.encode_next(prev, cur, self.contexts(change, *prev.shape[1:]))[0]
+
+    def encode_next(
+        self, prev: np.ndarray, cur: np.ndarray, ctx: Contexts | None
+    ) -> tuple[bytes, Contexts]:
+        """The cdelta payload of ``cur`` against ``prev`` (coded with ``ctx``, the contexts
+        of ``prev``'s own change) and the contexts of the next frame: the edge keeps them, and
+        the packing of this frame's change serves both its flags and those contexts."""
         c, h, w = prev.shape
-        ctx = self._contexts(change, h, w)
-        changed = (prev != cur).reshape(c, -1)
-        pos = changed.any(0)
+        d = change_between(prev, cur, self.qf).reshape(c, -1)
+        changed = d != 0
+        packed = self._packer @ changed.astype(np.float32)
+        pos = packed[-1] > 0
         at = np.flatnonzero(changed)  # channel-major, then position: the values' order
         chans = at // (h * w)
         n = int(np.count_nonzero(pos))
         if ctx is None:
             pos_codes = [min(255, n * 256 // pos.size), 0, 0]
-            moved, again_ones, n1 = np.zeros((c // 4, n), dtype=np.intp), 0, 0
+            moved, again_ones, n1 = np.zeros((c // 4, n), dtype=np.float32), 0, 0
         else:
-            seen = np.bincount(ctx[0], minlength=3).tolist()
-            hits = np.bincount(ctx[0][pos], minlength=3).tolist()
+            seen = np.bincount(ctx.pos, minlength=3).tolist()
+            hits = np.bincount(ctx.pos[pos], minlength=3).tolist()
             pos_codes = [
                 min(255, a * 256 // b) if b else 0 for a, b in zip(hits, seen, strict=True)
             ]
-            moved = ctx[2][:, pos]
-            again_ones = int(np.count_nonzero(np.take(ctx[1], at)))
-            n1 = int(ctx[3] @ pos)
+            moved = ctx.moved[:, pos]
+            again_ones = int(np.count_nonzero(np.take(ctx.change, at)))
+            n1 = int(ctx.counts @ pos)
         again = SNAP[min(255, again_ones * 256 // n1)] if n1 else 0
         # gain: the moment estimate (as many ones expected as seen; the moved symbols' weight
         # taken as average), which on the six clips of docs/streams.md picks what type 1's
@@ -200,22 +234,22 @@ class ContextDeltaCoder(DeltaCoder):
         ones = len(at) - again_ones
         gain = SNAP[min(255, round(ones * 4 * SCALE / mass))] if mass else 0
         p_prev = np.take(prev, at).astype(np.intp)
-        p_new = np.take(cur, at).astype(np.intp)
-        back = None if ctx is None else p_prev - np.take(ctx[1], at)
+        p_new = np.take(cur, at).astype(np.intp)  # not p_prev + D: D is clipped above QF 127
+        back = None if ctx is None else p_prev - np.take(ctx.change, at)
         step, ret = self._factors(p_prev, p_new, back)
         coder = constriction.stream.stack.AnsCoder()
         # pushed in reverse: the decoder pops positions, flags, values
         if n:  # nothing changed: positions only (the edge sends a skip instead)
             probs = self._value_probs_ctx(chans, p_prev, back, step, ret, check=False)
             coder.encode_reverse(p_new.astype(np.int32), _CATEGORICAL, probs)
-            groups = self._patterns(changed[:, pos]).astype(np.int32)
-            coder.encode_reverse(groups.ravel(), _CATEGORICAL, self._flag_probs(gain, again, moved))
+            groups = packed[:-1, pos].astype(np.int32).ravel()
+            coder.encode_reverse(groups, _CATEGORICAL, self._flag_probs(gain, again, moved))
         three = self._tables[0][pos_codes]
-        p_pos = np.take(three, ctx[0], axis=0) if ctx else np.tile(three[0], (h * w, 1))
+        p_pos = np.take(three, ctx.pos, axis=0) if ctx else np.tile(three[0], (h * w, 1))
         coder.encode_reverse(pos.astype(np.int32), _CATEGORICAL, p_pos)
-        head = bytes([check_byte(change), *pos_codes, gain, again, step, ret])
+        head = bytes([ctx.check if ctx else 0, *pos_codes, gain, again, step, ret])
         words: bytes = coder.get_compressed().astype("<u4").tobytes()
-        return head + words
+        return head + words, self._contexts(d, packed, h, w)
 
     def _factors(
         self, prev: np.ndarray, new: np.ndarray, back: np.ndarray | None
@@ -249,17 +283,17 @@ class ContextDeltaCoder(DeltaCoder):
                 "cdelta coded against a change of its reference other than the one held "
                 "(the reference reached the cloud as a key frame): send a key frame",
             )
-        ctx = self._contexts(change, h, w)
+        ctx = self.contexts(change, h, w)
         three = self._tables[0][[pos0, pos1, pos2]]
         words = np.frombuffer(payload, dtype="<u4", offset=CDELTA_HEAD).astype(np.uint32)
         try:
             coder = constriction.stream.stack.AnsCoder(words)
-            p_pos = np.take(three, ctx[0], axis=0) if ctx else np.tile(three[0], (h * w, 1))
+            p_pos = np.take(three, ctx.pos, axis=0) if ctx else np.tile(three[0], (h * w, 1))
             pos = coder.decode(_CATEGORICAL, p_pos).astype(bool)
             n = int(pos.sum())
             flat = prev.reshape(c, -1).copy()
             if n:
-                moved = ctx[2][:, pos] if ctx else np.zeros((c // 4, n), dtype=np.intp)
+                moved = ctx.moved[:, pos] if ctx else np.zeros((c // 4, n), dtype=np.float32)
                 groups = coder.decode(_CATEGORICAL, self._flag_probs(gain, again, moved))
                 groups = groups.astype(np.uint8).reshape(-1, 1, n)
                 flags = np.unpackbits(groups, axis=1, count=4, bitorder="little")
@@ -267,7 +301,7 @@ class ContextDeltaCoder(DeltaCoder):
                 at = chans * (h * w) + np.flatnonzero(pos)[where]
                 if len(chans):
                     p_prev = np.take(flat, at).astype(np.intp)
-                    back = None if ctx is None else p_prev - np.take(ctx[1], at)
+                    back = None if ctx is None else p_prev - np.take(ctx.change, at)
                     probs = self._value_probs_ctx(chans, p_prev, back, step, ret)
                     flat.flat[at] = coder.decode(_CATEGORICAL, probs)
             leftover = not coder.is_empty()

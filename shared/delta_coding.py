@@ -64,7 +64,7 @@ class DeltaCoder:
         weights = table.astype(np.int64) + 1
         weights[np.arange(k)[None, :] > ceiling[:, None]] = 0
         self.int_weights, self.w_sum = weights, int(self.w.sum())
-        self.weights, self.channels, self.k = weights.astype(np.float64), c, k
+        self.weights, self.channels, self.k, self.qf = weights.astype(np.float64), c, k, qf
 
     def channel_p(self, gain: int) -> list[int]:
         """P(a channel changes | its position changes) of each channel, in 1/2**16."""

@@ -77,7 +77,7 @@ import numpy as np
 
 from shared import bitstream
 from shared.codebook import Codebook, latent_shape
-from shared.context_delta import ContextDeltaCoder
+from shared.context_delta import ContextDeltaCoder, Contexts
 from shared.delta_coding import DeltaCoder, change_between
 from shared.errors import BitstreamError
 
@@ -124,8 +124,8 @@ class StreamEncoder:
     first_seq: int = 0
     contexts: bool = True
     _prev: np.ndarray | None = field(default=None, init=False)
-    # what the cloud holds with _prev: its change from the frame before (None after a key)
-    _change: np.ndarray | None = field(default=None, init=False)
+    # what the cloud holds with _prev: the contexts of its change (None after a key frame)
+    _ctx: Contexts | None = field(default=None, init=False)
     _seq: int = field(default=-1, init=False)
     _since_key: int = field(default=0, init=False)
 
@@ -151,27 +151,27 @@ class StreamEncoder:
         self._seq += 1
         seq, prev = self._seq, self._prev
         kind: bitstream.FrameType = "key"
-        change: np.ndarray | None = None  # what the cloud will hold with ``out``
+        ctx: Contexts | None = None  # what the next cdelta reads of this frame's change
         if prev is None or self._since_key + 1 >= self.key_interval or prev.shape != symbols.shape:
             payload, changed, out = self.codec.encode(symbols), symbols.size, symbols
         else:
+            differ = prev != symbols
             if self.position_changes == 1:  # the default: every change, nothing to select
-                out, change = symbols, change_between(prev, symbols, self.qf)
-                changed = int(np.count_nonzero(change))
+                out, changed = symbols, int(np.count_nonzero(differ))
             else:
-                differ = prev != symbols
                 send = differ.sum(0) >= self.position_changes
                 out = np.where(send, symbols, prev)
-                change = change_between(prev, out, self.qf)
                 changed = int(differ[:, send].sum())
             if not changed:  # the change is all zero, as a skip leaves it
                 kind, payload, out = "skip", b"", prev
+                ctx = self.delta.still(*prev.shape[1:]) if self.contexts else None
             elif self.contexts and symbols.shape[0] % 4 == 0:  # cdelta flags: 4 channels a symbol
-                kind, payload = "cdelta", self.delta.encode_ctx(prev, out, self._change)
+                kind = "cdelta"
+                payload, ctx = self.delta.encode_next(prev, out, self._ctx)
             else:
                 kind, payload = "delta", self.delta.encode(prev, out)
         self._since_key = 0 if kind == "key" else self._since_key + 1
-        self._change = change
+        self._ctx = ctx
         self._prev = out
         data = pack(self.codebook, out, payload, self.qf, image_size, kind, self.stream_id, seq)
         return StreamFrame(kind, seq, data, out, changed)
