@@ -102,11 +102,6 @@ class ContextDeltaCoder(DeltaCoder):
         ctx = np.take(self._tables[2], score.astype(np.intp))
         return Contexts(ctx, d, packed[:-1], count, 1 + int(count.sum()) % 255)
 
-    def _patterns(self, mask: np.ndarray) -> np.ndarray:
-        """(C, X) bool -> (C/4, X) intp: bit j of row g is row 4g + j."""
-        out: np.ndarray = (self._packer[:-1] @ mask.astype(np.float32)).astype(np.intp)
-        return out
-
     @cached_property
     def _packer(self) -> np.ndarray:
         """(C/4 + 1, C) float32: rows 2**j at channel 4g + j, then a row of ones (a count). A

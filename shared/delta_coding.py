@@ -63,7 +63,7 @@ class DeltaCoder:
         ceiling[: m.latent.channels] = m.base_qf_at(qf)
         weights = table.astype(np.int64) + 1
         weights[np.arange(k)[None, :] > ceiling[:, None]] = 0
-        self.int_weights, self.w_sum = weights, int(self.w.sum())
+        self.w_sum = int(self.w.sum())
         self.weights, self.channels, self.k, self.qf = weights.astype(np.float64), c, k, qf
 
     def channel_p(self, gain: int) -> list[int]:
