@@ -8,7 +8,8 @@ class, and "unknown" where the head has a reject rule) gives the answer it gives
 exact symbols; if none does, the frame is sent exactly. So every frame of a guarded stream gets, from a
 cloud that serves the same head, the answer of the same frame coded alone, at the bytes of the
 cheapest target that keeps it. The price is the classifier on the edge: one run on the exact
-symbols and one per target tried (``SemanticGuard.runs``), each as dear as the encoder itself.
+symbols and one per target tried (``SemanticGuard.runs``), each as dear as the encoder itself;
+a target that keeps everything the cloud holds (a skip) is answered from the last frame's run.
 
 A target keeps, at each symbol, what the cloud holds unless the encoder's value ``y · QF`` has
 left that symbol's quantization cell by more than ``margin`` (a dead zone in time: a value
@@ -67,6 +68,9 @@ class SemanticGuard:
     targets: tuple[tuple[float, int], ...] = TARGETS
     runs: int = 0  # classifier runs
     chosen: dict[str, int] = field(default_factory=dict)  # frames per target ("exact" too)
+    # The symbols last chosen and their answer: what the cloud will hold next, so a target that
+    # keeps all of it (a skip, the commonest choice) needs no run of its own.
+    _known: tuple[bytes, int] | None = None
 
     def choose(
         self, y: np.ndarray, exact: np.ndarray, held: np.ndarray | None, qf: int
@@ -85,11 +89,15 @@ class SemanticGuard:
             tried.add(key)
             if self._answer(out) == want:
                 self._count(f"{margin:g}/{positions}")
+                self._known = key, want
                 return out
         self._count("exact")
+        self._known = exact.tobytes(), want
         return exact
 
     def _answer(self, symbols: np.ndarray) -> int:
+        if self._known is not None and self._known[0] == symbols.tobytes():
+            return self._known[1]
         self.runs += 1
         return int(self.answers(self.to_latent(symbols)[None])[0])
 

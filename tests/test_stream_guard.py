@@ -68,6 +68,11 @@ def test_the_guard_falls_back_to_the_exact_frame_when_every_target_changes_the_a
     calm = SemanticGuard(lambda lat: np.zeros(len(lat), int), lambda s: s / QF)
     first = target(y, held, QF, *calm.targets[0])
     assert np.array_equal(calm.choose(y, exact, held, QF), first) and calm.runs == 2
+    # the cloud now holds that target: a next target that keeps it all (a skip) is answered
+    # from the run just made, so only the exact frame is run
+    again = calm.choose(y, exact, first, QF)
+    assert np.array_equal(again, target(y, first, QF, *calm.targets[0]))
+    assert np.array_equal(again, first) and calm.runs == 3
 
 
 def test_a_guarded_stream_answers_as_the_frames_coded_alone_with_fewer_bytes():
