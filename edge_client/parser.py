@@ -229,7 +229,7 @@ def _stream_flags(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="semantic guard: run the bundle's classifier on the camera and send only the "
         "changes that move its answer (every answer that of the frame coded alone, a fraction "
-        "of the lossless stream's bytes; ~2 classifier runs of edge CPU per frame)",
+        "of the lossless stream's bytes; ~1.5 classifier runs of edge CPU per frame)",
     )
     parser.add_argument("--stream-id", type=int, default=0, help="this camera's stream, 0..65535")
 
