@@ -311,17 +311,19 @@ class ResultsStore:
 
     def devices(self, since_us: int, limit: int) -> list[DeviceSummary]:
         """Per camera (at most ``limit``, by name): frames stored and the newest one's ``AT``
-        (from the device index alone), then frames, unknowns (the default head refused them)
-        and bytes filed since ``since_us``."""
+        (from the device index alone), then frames (a stream's skips included, with the frame
+        they repeat), unknowns (the default head refused them) and bytes filed since
+        ``since_us``."""
         with self.db.read_session() as run:
             totals = run(
                 f"SELECT device, COUNT(*), MAX({AT}) FROM frames GROUP BY device "
                 "ORDER BY device LIMIT ?",
                 (limit,),
             ).fetchall()
+            # a stream's skips count as frames, with the frame they repeat
             recent = run(
-                "SELECT device, COUNT(*), SUM(CASE WHEN unknown = 1 THEN 1 ELSE 0 END), "
-                f"SUM(bytes) FROM frames WHERE {AT} >= ? GROUP BY device",
+                "SELECT device, SUM(1 + repeats), SUM(CASE WHEN unknown = 1 THEN 1 + repeats "
+                f"ELSE 0 END), SUM(bytes) FROM frames WHERE {AT} >= ? GROUP BY device",
                 (since_us,),
             ).fetchall()
         since = {str(r[0]): tuple(int(v) for v in r[1:]) for r in recent}

@@ -80,6 +80,9 @@ def test_skips_are_counted_and_changes_marked(cloud, tmp_path):
     assert rows[2]["last_repeat_at"].startswith("2026-05-28T")  # T0 + 2 s
     assert [f["change"] for f in rows] == ["label", "label", "label"]
     assert len(frames(changes="true")) == 3
+    devices = httpx.get(f"{cloud}/v1/devices", params={"since": "2026-05-28T00:00:00Z"}).json()
+    cam = next(d for d in devices["devices"] if d["device_id"] == "cam-r")
+    assert cam["frames"] == 3 and cam["frames_since"] == 6  # rows; frames, the skips included
     # A stored delta is kept as the frame its symbols make alone: it re-renders, it re-reads.
     delta_id = answers[5]["frame_id"]
     png = httpx.get(f"{cloud}/v1/frames/{delta_id}/reconstruction", timeout=30)

@@ -29,7 +29,9 @@ class DeviceRow(BaseModel):
         description="RFC 3339: the newest frame's capture time (null if a stored row's cannot be written)"
     )
     frames: int = Field(description="frames stored from this camera")
-    frames_since: int = Field(description="frames captured since `since`")
+    frames_since: int = Field(
+        description="frames captured since `since`, a stream's skips (repeats) included"
+    )
     unknowns_since: int = Field(description="of those, frames the default head called unknown")
     bytes_since: int = Field(description="of those, the bytes the camera sent")
 
