@@ -5,11 +5,12 @@ scene most of them are the flicker of values near a quantization boundary, and c
 flickered costs most of a delta's bytes. The guard, on the edge, tries cheaper targets first and
 keeps the first one on which the codec's own classifier (its default head: the most probable
 class, and "unknown" where the head has a reject rule) gives the answer it gives on the frame's
-exact symbols; if none does, the frame is sent exactly. So every frame of a guarded stream gets, from a
-cloud that serves the same head, the answer of the same frame coded alone, at the bytes of the
-cheapest target that keeps it. The price is the classifier on the edge: one run on the exact
-symbols and one per target tried (``SemanticGuard.runs``), each as dear as the encoder itself;
-a target that keeps everything the cloud holds (a skip) is answered from the last frame's run.
+exact symbols; if none does, the frame is sent exactly. So every frame of a guarded stream gets,
+from a cloud that serves the same head, the answer of the same frame coded alone, at the bytes
+of the cheapest target that keeps it. The price is the classifier on the edge: one run on the
+exact symbols and one per target tried (``SemanticGuard.runs``), each as dear as the encoder
+itself; a target that keeps everything the cloud holds (a skip) is answered from the last
+frame's run.
 
 A target keeps, at each symbol, what the cloud holds unless the encoder's value ``y · QF`` has
 left that symbol's quantization cell by more than ``margin`` (a dead zone in time: a value
@@ -34,8 +35,9 @@ from shared.runtime import SpicCodec
 # (margin in quantization steps beyond the cell's half-width, channels a position must change in),
 # from the cheapest target to the dearest. The first sends only values that moved 2.5 steps, at
 # positions where 3 channels did; the last drops only flicker within 0.1 step of a boundary.
-# Chosen on the six clips of bench/streams.py among ladders of 2-5 targets (docs/streams.md):
-# the first target keeps the answer on most frames, so a frame costs ~2.2 classifier runs.
+# Chosen by bytes on the six clips of bench/streams.py among a few ladders of 3-5 targets (a
+# wide first dead zone mattered most; the answers are the same whatever the ladder): the first
+# target keeps the answer on most frames, so a frame costs 1.2-1.6 classifier runs there.
 TARGETS: tuple[tuple[float, int], ...] = ((2.0, 3), (0.5, 2), (0.1, 1))
 
 # latents (N, C, h, w) -> one answer per latent, compared for equality only
