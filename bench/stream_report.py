@@ -78,7 +78,12 @@ def markdown(summary: dict[str, Any]) -> str:
                 floors.append("-")
                 continue
             saved = 100 * (1 - st["bytes"] / alone["bytes"])
-            cells.append(f"{st['bytes']:.0f} (−{saved:.0f}%, {100 * st['agree_alone']:.1f}%)")
+            cell = f"{st['bytes']:.0f} (−{saved:.0f}%, {100 * st['agree_alone']:.1f}%)"
+            hb = c.get(f"{mode}_heartbeat")
+            if hb is not None:
+                cell += f"; {hb['bytes']:.0f} (−{100 * (1 - hb['bytes'] / alone['bytes']):.0f}%)"
+                cell += f" with a skip every {hb['heartbeat_s']:g} s"
+            cells.append(cell)
             at = []
             for codec in ("x264", "x265", "av1"):
                 p = v.get(f"{codec}_at_equal_agreement")

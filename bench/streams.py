@@ -66,6 +66,7 @@ CODECS = {  # name -> (ffmpeg encoder args, elementary stream format); key frame
 }
 CRFS = {"x264": [28, 32, 36, 40, 44, 48, 51], "x265": [28, 32, 36, 40, 44, 48, 51]}
 CRFS["av1"] = [40, 46, 52, 56, 60, 63]
+HEARTBEAT_S = 2.0  # the guarded stream's heartbeat mode: a skip at most every 2 s of video
 
 
 def children_cpu() -> float:
@@ -106,7 +107,12 @@ def agree(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def spic_modes(
-    codec: SpicCodec, crops: np.ndarray, qf: int, key_interval: int, modes: list[int]
+    codec: SpicCodec,
+    crops: np.ndarray,
+    qf: int,
+    key_interval: int,
+    modes: list[int],
+    fps: float,
 ) -> dict[str, Any]:
     """Alone and stream, with their predictions and edge CPU per frame."""
     m, size = codec.manifest, (crops.shape[2], crops.shape[1])
@@ -159,6 +165,21 @@ def spic_modes(
     gp = out["stream_guard"].pop("pred")
     out["stream_guard"]["agree_alone"] = agree(gp, pred_q)
     out["stream_guard"]["agree_u"] = agree(gp, pred_u)
+    # the same stream with a skip sent at most every HEARTBEAT_S (spic-edge stream --heartbeat):
+    # the same symbols and answers; a withheld skip costs nothing, the frame after it the same
+    sizes = out["stream_guard"].pop("sizes")
+    kinds, since, sent = out["stream_guard"].pop("kinds"), 0, 0
+    every = max(1, round(HEARTBEAT_S * fps))
+    for kind, size_b in zip(kinds, sizes, strict=True):
+        since += 1
+        if kind == "skip" and since < every:
+            continue
+        since, sent = 0, sent + size_b
+    out["stream_guard_heartbeat"] = {
+        **{k: out["stream_guard"][k] for k in ("agree_alone", "agree_u", "cpu_ms")},
+        "bytes": sent / n,
+        "heartbeat_s": HEARTBEAT_S,
+    }
     return out
 
 
@@ -195,6 +216,8 @@ def guarded(
         "classifier_runs_per_frame": guard.runs / n,
         "targets": guard.chosen,
         "frames": {k: kinds.count(k) for k in ("key", "delta", "skip")},
+        "kinds": kinds,
+        "sizes": [len(f.data) for f in made],
     }
 
 
@@ -271,7 +294,7 @@ def main() -> None:
             if len(crops) >= args.max_frames:
                 break
         x = np.stack(crops)
-        spic = spic_modes(codec, x, args.qf, args.key_interval, args.position_changes)
+        spic = spic_modes(codec, x, args.qf, args.key_interval, args.position_changes, args.fps)
         all_symbols[clip] = spic.pop("symbols")
         spic.pop("pred_u")
         saved = kept.get(clip, {}).get("codecs", {})

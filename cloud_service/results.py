@@ -197,14 +197,15 @@ class ResultsStore:
                 changed = int(row[2])
         return int(row[0]), changed
 
-    def repeat(self, frame_id: int, at_us: int) -> bool:
-        """A skip frame of a stream repeated row ``frame_id``'s answer at ``at_us``: counted on
-        that row, not stored as one. False if the row is gone (retention, a delete)."""
+    def repeat(self, frame_id: int, at_us: int, count: int = 1) -> bool:
+        """``count`` skip frames of a stream repeated row ``frame_id``'s answer, the last at
+        ``at_us``: counted on that row, not stored as rows. False if the row is gone (retention,
+        a delete)."""
         with self.db.session() as run:
             row = run(
-                "UPDATE frames SET repeats = repeats + 1, last_us = CASE WHEN last_us IS NULL OR "
+                "UPDATE frames SET repeats = repeats + ?, last_us = CASE WHEN last_us IS NULL OR "
                 "last_us < ? THEN ? ELSE last_us END WHERE id = ? RETURNING id",
-                (at_us, at_us, frame_id),
+                (count, at_us, at_us, frame_id),
             ).fetchone()
         return row is not None
 

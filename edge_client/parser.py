@@ -203,6 +203,14 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--fps", type=float, default=None, help="frames per second sampled (all)")
     _stream_flags(st)
     st.add_argument("--max-seconds", type=float, default=None, help="stop after S s of video")
+    st.add_argument(
+        "--heartbeat",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="send a skip frame (nothing changed) at most every S seconds of video, withholding "
+        "the others; the cloud counts them from the next frame (0: send every skip)",
+    )
     st.add_argument("--queue-dir", type=Path, default=S, help="frame queue (./.spic-stream-queue)")
     st.add_argument("--max-queue-mb", type=float, default=S, help="queue size bound")
     st.add_argument("--ttl-hours", type=float, default=S, help="undelivered frames expire")

@@ -64,6 +64,9 @@ class StreamSender:
     key_interval: int = 300
     position_changes: int = 1
     guard: bool = False  # the semantic guard (shared.stream_guard): needs the bundle's classifier
+    # Send a skip only when this many frames have passed since the last frame sent (a heartbeat);
+    # the others are withheld and the cloud counts them from the next frame's reference. 0: all.
+    heartbeat: int = 0
     counts: Counter[str] = field(default_factory=Counter)
     bytes_sent: int = 0
     cpu_ms: list[float] = field(default_factory=list)
@@ -71,6 +74,7 @@ class StreamSender:
     # stream_key(frame) -> symbols and image size of each frame not yet acknowledged (keyed by
     # the frame's bytes, not its sequence number: a restarted edge numbers its stream from 0).
     _pending: dict[str, tuple[np.ndarray, tuple[int, int]]] = field(default_factory=dict)
+    _since_sent: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         self.coder = StreamEncoder(
@@ -101,8 +105,14 @@ class StreamSender:
             del self._pending[next(iter(self._pending))]
         return made
 
-    def capture(self, image: Image.Image, taken: float | None = None) -> QueuedFrame:
+    def capture(self, image: Image.Image, taken: float | None = None) -> QueuedFrame | None:
+        """Code and queue the next frame; None when it is a skip withheld (``heartbeat``)."""
         made = self.code(image)
+        self._since_sent += 1
+        if made.kind == "skip" and self._since_sent < self.heartbeat and self.coder.withhold():
+            self.counts["withheld"] += 1
+            return None
+        self._since_sent = 0
         key = stream_key(self.device_id, made.data)
         item = self.queue.put(
             made.data,
@@ -192,6 +202,7 @@ class StreamSender:
             "bytes_per_frame": self.bytes_sent / frames if frames else 0.0,
             "edge_cpu_ms_per_frame": float(cpu.mean()),
             "guard_runs": 0 if self._guard is None else self._guard.runs,
+            "withheld": c["withheld"],
             "qf": self.encoder.qf,
             "stream_id": self.stream_id,
         }
@@ -249,6 +260,7 @@ def run_stream(args: Any, settings: Any, encoder: Any, client: CloudClient) -> i
         key_interval=args.key_interval,
         position_changes=args.position_changes,
         guard=args.guard,
+        heartbeat=round(args.heartbeat * args.fps),
     )
     retry_at, shown = 0.0, 0
 

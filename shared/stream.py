@@ -183,7 +183,9 @@ class StreamEncoder:
     stream decodes to exactly the frames coded alone. Higher values drop the flicker of a symbol
     or two near a quantization boundary that sensor noise makes (lossy: each position then
     differs from its frame coded alone in fewer than ``position_changes`` channels). Every delta
-    and skip refers to the frame just before it, which the edge's durable queue delivers first."""
+    and skip refers to the last frame sent, which the edge's durable queue delivers first: the
+    frame just before it, unless skips were withheld (``withhold``: a camera that sends a skip
+    only every few seconds, as a heartbeat)."""
 
     codebook: Codebook
     qf: int
@@ -194,6 +196,9 @@ class StreamEncoder:
     _prev: np.ndarray | None = field(default=None, init=False)
     _seq: int = field(default=-1, init=False)
     _since_key: int = field(default=0, init=False)
+    _ref: int = field(default=-1, init=False)  # the last frame sent: what the next refers to
+    _ref_before: int = field(default=-1, init=False)
+    _last_kind: str = field(default="", init=False)
 
     def __post_init__(self) -> None:
         if self.position_changes < 1 or self.key_interval < 1:
@@ -220,6 +225,16 @@ class StreamEncoder:
         """The sequence number of the last frame made."""
         return self._seq
 
+    def withhold(self) -> bool:
+        """Do not send the skip frame just made: the next frame refers to the one before it. False
+        (send it after all) when the last frame was no skip or the gap would outgrow the format."""
+        if self._last_kind != "skip" or self._ref != self._seq:
+            return False
+        if self._seq + 1 - self._ref_before > bitstream.MAX_REF_GAP:
+            return False
+        self._ref = self._ref_before
+        return True
+
     def encode(self, symbols: np.ndarray, image_size: tuple[int, int]) -> StreamFrame:
         self._seq += 1
         seq, prev = self._seq, self._prev
@@ -237,7 +252,11 @@ class StreamEncoder:
                 kind, payload = "delta", self.delta.encode(prev, out)
         self._since_key = 0 if kind == "key" else self._since_key + 1
         self._prev = out
-        data = pack(self.codebook, out, payload, self.qf, image_size, kind, self.stream_id, seq)
+        ref = seq if kind == "key" else self._ref
+        self._ref_before, self._ref, self._last_kind = self._ref, seq, kind
+        data = pack(
+            self.codebook, out, payload, self.qf, image_size, kind, self.stream_id, seq, ref
+        )
         return StreamFrame(kind, seq, data, out, changed)
 
 
@@ -250,7 +269,11 @@ def pack(
     kind: bitstream.FrameType,
     stream_id: int,
     seq: int,
+    ref_seq: int | None = None,
 ) -> bytes:
+    """A frame of a stream; a delta or skip refers to ``ref_seq`` (default: the frame before)."""
+    if ref_seq is None:
+        ref_seq = seq if kind == "key" else seq - 1
     frame = bitstream.Frame(
         codec=bitstream.RANS_ID,
         qf=qf,
@@ -266,7 +289,7 @@ def pack(
         frame_type=kind,
         stream_id=stream_id,
         seq=seq,
-        ref_seq=seq if kind == "key" else seq - 1,
+        ref_seq=ref_seq,
     )
     return bitstream.pack(frame)
 

@@ -220,3 +220,26 @@ def test_seconds_held_per_camera_and_answer(engine, request, tmp_path):
         assert {(d, us / s) for d, _, _, _, us in only} == {("cam-1", 2.0), ("cam-2", 0.0)}
     finally:
         store.close()
+
+
+def test_withheld_skips_are_counted_from_the_next_frame(cloud, tmp_path):
+    from edge_client.client import CloudClient
+    from tests.test_stream_cloud import scene
+
+    images = scene(6, seed=9)  # frames 2, 3 and 4 are one picture: two skips
+    encoder = EdgeEncoder(DEFAULT_BUNDLE, qf=4)
+    client = CloudClient(cloud, device_id="cam-h", max_retries=1, timeout=30)
+    sender = StreamSender(encoder, client, FrameQueue(tmp_path / "q"), "cam-h", heartbeat=10)
+    for im in images:
+        sender.capture(im)
+    assert sender.drain()
+    summary = sender.summary()
+    assert summary["withheld"] == 2 == summary["skip"] and summary["frames"] == len(images)
+    assert len(sender.results) == len(images) - 2  # what went: the key frame and the deltas
+    rows = httpx.get(f"{cloud}/v1/frames", params={"device": "cam-h"}).json()["frames"]
+    assert len(rows) == len(images) - 2 and sum(r["repeats"] for r in rows) == 2
+    assert rows[-3]["repeats"] == 2  # on frame 2's row, the answer the skips repeated
+    alone = CloudClient(cloud, device_id="cam-h-alone", max_retries=1, timeout=30)
+    sent = [im for i, im in enumerate(images) if i not in (3, 4)]
+    want = [alone.classify(encoder.encode(im), f"h-{i}")["label"] for i, im in enumerate(sent)]
+    assert [r["label"] for r in sender.results] == want

@@ -124,3 +124,29 @@ def test_the_delta_payload_spec_is_in_the_bitstream_page():
     root = Path(__file__).resolve().parent.parent
     spec = (root / "shared" / "stream.py").read_text().split('"""')[1].strip("\n")
     assert spec in (root / "docs" / "bitstream.md").read_text()
+
+
+def test_withheld_skips_make_the_next_frame_refer_further_back(codebook, monkeypatch):
+    base = clip(codebook, 2, 0.02, seed=5)
+    frames = [base[0], base[0], base[0], base[1], base[1]]
+    enc, dec = StreamEncoder(codebook, QF), StreamDecoder(codebook)
+    key = enc.encode(frames[0], (640, 360))
+    assert not enc.withhold()  # a key frame is always sent
+    state = StreamState.after(*dec.decode(bitstream.unpack(key.data), None))
+    for s in frames[1:3]:  # two skips, withheld: nothing reaches the cloud
+        assert enc.encode(s, (640, 360)).kind == "skip" and enc.withhold()
+        assert not enc.withhold()  # once only
+    delta = enc.encode(frames[3], (640, 360))
+    assert delta.kind == "delta" and not enc.withhold()  # only a skip may be withheld
+    parsed, got = dec.decode(bitstream.unpack(delta.data), state)
+    assert (parsed.seq, parsed.ref_seq) == (3, 0)
+    np.testing.assert_array_equal(got, frames[3])
+    state = StreamState.after(parsed, got)
+    skip = enc.encode(frames[4], (640, 360))  # sent: refers to the delta just before it
+    assert dec.decode(bitstream.unpack(skip.data), state)[0].ref_seq == 3
+    # a gap the format cannot carry is never made: the skip goes after all
+    monkeypatch.setattr(bitstream, "MAX_REF_GAP", 2)
+    enc.encode(frames[4], (640, 360))
+    assert enc.withhold()
+    enc.encode(frames[4], (640, 360))
+    assert not enc.withhold()

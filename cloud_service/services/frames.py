@@ -79,8 +79,8 @@ async def held(
     return await asyncio.to_thread(held_by_answer, results, bucket_us, q, max_rows, gap_us)
 
 
-async def repeat(results: ResultsStore, frame_id: int, at_us: int) -> bool:
-    return await asyncio.to_thread(results.repeat, frame_id, at_us)
+async def repeat(results: ResultsStore, frame_id: int, at_us: int, count: int = 1) -> bool:
+    return await asyncio.to_thread(results.repeat, frame_id, at_us, count)
 
 
 async def devices(results: ResultsStore, since_us: int, limit: int) -> list[DeviceSummary]:

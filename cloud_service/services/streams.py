@@ -187,6 +187,10 @@ async def classify_stream(
         repeated = await repeat(state, runtime, frame, frame_in, request_id, top, unknown, kept)
         if repeated is not None:
             return repeated
+    elif frame.frame_type == "delta" and frame.seq - frame.ref_seq > 1 and held is not None:
+        # skips the camera withheld (a heartbeat) repeated the held answer until this frame
+        withheld = frame.seq - frame.ref_seq - 1
+        await withheld_repeats(state, held.answer, frame_in, withheld)
     if frame.frame_type != "key":
         frame_in = replace(frame_in, stored=standalone(runtime, frame, symbols))
     result = await answer(
@@ -196,6 +200,18 @@ async def classify_stream(
         kept["frame_id"] = result.frame_id
         await asyncio.to_thread(store.note, device, frame, kept)
     return result
+
+
+async def withheld_repeats(
+    state: ServiceState, held: dict[str, Any], frame_in: FrameIn, count: int
+) -> None:
+    """Count ``count`` skips a camera withheld on the row whose answer they repeated (``held``,
+    the stream's state before this frame); nothing when that row is not known or rows are kept
+    per skip (a withheld skip has no bytes to keep)."""
+    s, frame_id = state.settings, held.get("frame_id")
+    if s.store_results and isinstance(frame_id, int):
+        at = frame_in.captured_us if frame_in.captured_us is not None else now_us()
+        await frames.repeat(frames.store(state), frame_id, at, count)
 
 
 async def repeat(
@@ -220,7 +236,9 @@ async def repeat(
     if s.stream_skip_rows or not s.store_results or not isinstance(frame_id, int):
         return None
     at = frame_in.captured_us if frame_in.captured_us is not None else now_us()
-    if count and not await frames.repeat(frames.store(state), frame_id, at):
+    # this skip and those the camera withheld before it (a heartbeat: it refers further back)
+    n = frame.seq - frame.ref_seq
+    if count and not await frames.repeat(frames.store(state), frame_id, at, n):
         return None
     result = ClassifyResponse(
         **base_answer(runtime, frame, top, unknown, frame_in, request_id),
