@@ -7,9 +7,14 @@ window function (``LEAD``) that SQLite and PostgreSQL both run.
 
 from __future__ import annotations
 
-from typing import Any
-
-from cloud_service.results import AT, LABEL_OR_UNKNOWN, FrameQuery, ResultsStore
+from cloud_service.results import (
+    AT,
+    LABEL_OR_UNKNOWN,
+    FrameQuery,
+    ResultsStore,
+    answer_filters,
+    camera_time_filters,
+)
 
 
 def held(
@@ -23,28 +28,8 @@ def held(
     otherwise until that last sign (a camera gone quiet is not counted as seeing it). The
     next frame is looked for within ``q``'s camera and time filters; the answer filters
     (label, confidence, unknown) apply afterwards, so they never join two answers."""
-    where: list[str] = []
-    params: list[Any] = []
-    for condition, value in (
-        ("device = ?", q.device),
-        (f"{AT} >= ?", q.after_us),
-        (f"{AT} < ?", q.before_us),
-    ):
-        if value is not None:
-            where.append(condition)
-            params.append(value)
-    outer: list[str] = []
-    more: list[Any] = []
-    answers: tuple[tuple[str, Any], ...] = (
-        ("lower(label) = lower(?) AND unknown = 0", q.label),
-        ("confidence >= ?", q.min_confidence),
-    )
-    for condition, value in answers:
-        if value is not None:
-            outer.append(condition)
-            more.append(value)
-    if q.unknown is not None:
-        outer.append("unknown = 1" if q.unknown else "unknown = 0")
+    where, params = camera_time_filters(q)
+    outer, more = answer_filters(q)
     inner = (
         f"SELECT device, {LABEL_OR_UNKNOWN} AS answer, label, unknown, confidence, "
         f"repeats, {AT} AS at, COALESCE(last_us, {AT}) AS seen, "

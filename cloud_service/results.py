@@ -121,6 +121,33 @@ def _record(row: Sequence[Any]) -> FrameRecord:
     )
 
 
+def _conditions(pairs: tuple[tuple[str, Any], ...]) -> tuple[list[str], list[Any]]:
+    """The conditions whose value is given, and their values in order (never user text in SQL)."""
+    given = [(c, v) for c, v in pairs if v is not None]
+    return [c for c, _ in given], [v for _, v in given]
+
+
+def camera_time_filters(q: FrameQuery) -> tuple[list[str], list[Any]]:
+    """``q``'s camera and filing-time conditions."""
+    return _conditions(
+        (("device = ?", q.device), (f"{AT} >= ?", q.after_us), (f"{AT} < ?", q.before_us))
+    )
+
+
+def answer_filters(q: FrameQuery) -> tuple[list[str], list[Any]]:
+    """``q``'s conditions on the answer: label, confidence, unknown."""
+    where, params = _conditions(
+        (
+            # `Church` finds `church`; an unknown frame has no label to match
+            ("lower(label) = lower(?) AND unknown = 0", q.label),
+            ("confidence >= ?", q.min_confidence),
+        )
+    )
+    if q.unknown is not None:  # literal, so that the partial index of unknowns matches it
+        where.append("unknown = 1" if q.unknown else "unknown = 0")
+    return where, params
+
+
 def change_of(p: Prediction, before: Sequence[Any] | None, bounds: Sequence[float]) -> int:
     """1 when ``p``'s answer (its label, or unknown) is not that of ``before`` (the camera's
     previous row: label, unknown, confidence; None: its first frame), 2 when it is but the
@@ -236,24 +263,11 @@ class ResultsStore:
 
     @staticmethod
     def _filters(q: FrameQuery) -> tuple[list[str], list[Any]]:
-        where: list[str] = []
-        params: list[Any] = []
-        for condition, value in (
-            ("device = ?", q.device),
-            # `Church` finds `church`; an unknown frame has no label to match
-            ("lower(label) = lower(?) AND unknown = 0", q.label),
-            ("confidence >= ?", q.min_confidence),
-            (f"{AT} >= ?", q.after_us),
-            (f"{AT} < ?", q.before_us),
-        ):
-            if value is not None:
-                where.append(condition)
-                params.append(value)
-        if q.unknown is not None:  # literal, so that the partial index of unknowns matches it
-            where.append("unknown = 1" if q.unknown else "unknown = 0")
+        where, params = camera_time_filters(q)
+        more, values = answer_filters(q)
         if q.changes:
-            where.append("changed > 0")
-        return where, params
+            more.append("changed > 0")
+        return where + more, params + values
 
     def since(self, after_id: int, q: FrameQuery) -> list[FrameRecord]:
         """Frames stored after ``after_id`` that match ``q``'s filters, oldest first (at most

@@ -76,6 +76,30 @@ class StreamSender:
     _pending: dict[str, tuple[np.ndarray, tuple[int, int]]] = field(default_factory=dict)
     _since_sent: int = field(default=0, init=False)
 
+    @classmethod
+    def from_flags(
+        cls,
+        encoder: Any,
+        client: CloudClient,
+        queue: FrameQueue,
+        settings: Any,
+        args: Any,
+        **kw: Any,
+    ) -> StreamSender:
+        """A sender as ``spic-edge stream`` and ``watch --stream`` set one up: the edge's
+        settings and the stream flags (``parser._stream_flags``)."""
+        return cls(
+            encoder,
+            client,
+            queue,
+            device_id=settings.device_id,
+            stream_id=args.stream_id,
+            key_interval=args.key_interval,
+            position_changes=args.position_changes,
+            guard=args.guard,
+            **kw,
+        )
+
     def __post_init__(self) -> None:
         self.coder = StreamEncoder(
             self.encoder.codebook,
@@ -251,16 +275,8 @@ def run_stream(args: Any, settings: Any, encoder: Any, client: CloudClient) -> i
         ttl_s=settings.ttl_hours * 3600,
         policy=settings.policy,
     )
-    sender = StreamSender(
-        encoder,
-        client,
-        queue,
-        device_id=settings.device_id,
-        stream_id=args.stream_id,
-        key_interval=args.key_interval,
-        position_changes=args.position_changes,
-        guard=args.guard,
-        heartbeat=round(args.heartbeat * args.fps),
+    sender = StreamSender.from_flags(
+        encoder, client, queue, settings, args, heartbeat=round(args.heartbeat * args.fps)
     )
     retry_at, shown = 0.0, 0
 

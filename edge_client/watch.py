@@ -275,16 +275,7 @@ def run_watch(args: argparse.Namespace, settings: EdgeSettings, encoder: Any, cl
     if getattr(args, "stream", False):  # the folder's images as one stream's frames
         from edge_client.stream import StreamImages, StreamSender, StreamUploader
 
-        sender = StreamSender(
-            encoder,
-            client,
-            queue,
-            device_id=settings.device_id,
-            stream_id=args.stream_id,
-            key_interval=args.key_interval,
-            position_changes=args.position_changes,
-            guard=args.guard,
-        )
+        sender = StreamSender.from_flags(encoder, client, queue, settings, args)
         watcher.encoder = StreamImages(sender)
         uploader = StreamUploader(
             sender, lambda src, r: print(prediction_line(src, r, args.json), flush=True)
