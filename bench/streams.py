@@ -11,7 +11,8 @@ On each fixed-camera clip, frames sampled at ``--fps`` and cut to the bundle's 2
   channels changed, a frame with none is a skip);
 * SPIC stream with the semantic guard (``shared.stream_guard``, ``spic-edge stream --guard``):
   the cheapest target symbols that keep the bundle's answer, the classifier's runs counted in
-  the edge CPU;
+  the edge CPU; and its mildest target sent unchecked on every frame (``stream_dead_zone``: the
+  same edge CPU as a lossless stream, what the answers cost without the classifier);
 * x264, x265 and AV1 (SVT-AV1) through ffmpeg on the same crops at the same frame rate, a key
   frame every ``--key-interval`` frames, over the CRFs in ``CRFS``; bytes: the elementary stream.
 
@@ -49,7 +50,7 @@ from shared.bundles import DEFAULT_BUNDLE
 from shared.preprocess import resize_center_crop
 from shared.runtime import SpicCodec
 from shared.stream import StreamEncoder
-from shared.stream_guard import guard_for
+from shared.stream_guard import guard_for, target
 
 CLIPS = {  # file -> what the camera is (SOURCE.md beside the clips says where they come from)
     "bgslibrary_video.avi": "fixed, road from above",
@@ -66,6 +67,7 @@ CODECS = {  # name -> (ffmpeg encoder args, elementary stream format); key frame
 }
 CRFS = {"x264": [28, 32, 36, 40, 44, 48, 51], "x265": [28, 32, 36, 40, 44, 48, 51]}
 CRFS["av1"] = [40, 46, 52, 56, 60, 63]
+DEAD_ZONE = (0.1, 1)  # shared.stream_guard.TARGETS' last: re-send what moved 0.1 step past a cell
 HEARTBEAT_S = 2.0  # the guarded stream's heartbeat mode: a skip at most every 2 s of video
 
 
@@ -161,10 +163,14 @@ def spic_modes(
                 np.mean([np.mean(a == b) for a, b in zip(symbols, symbols[1:], strict=False)])
             ),
         }
-    out["stream_guard"] = guarded(codec, y, symbols, qf, key_interval, size, t_net + t_quant)
-    gp = out["stream_guard"].pop("pred")
-    out["stream_guard"]["agree_alone"] = agree(gp, pred_q)
-    out["stream_guard"]["agree_u"] = agree(gp, pred_u)
+    # the guard's mildest target on every frame, unchecked (no classifier on the edge)
+    for name, zone in (("stream_guard", None), ("stream_dead_zone", DEAD_ZONE)):
+        out[name] = guarded(codec, y, symbols, qf, key_interval, size, t_net + t_quant, zone)
+        gp = out[name].pop("pred")
+        out[name]["agree_alone"] = agree(gp, pred_q)
+        out[name]["agree_u"] = agree(gp, pred_u)
+    for k in ("sizes", "kinds"):
+        out["stream_dead_zone"].pop(k)
     # the same stream with a skip sent at most every HEARTBEAT_S (spic-edge stream --heartbeat):
     # the same symbols and answers; a withheld skip costs nothing, the frame after it the same
     sizes = out["stream_guard"].pop("sizes")
@@ -191,16 +197,23 @@ def guarded(
     key_interval: int,
     size: tuple[int, int],
     t_before: float,
+    dead_zone: tuple[float, int] | None = None,
 ) -> dict[str, Any]:
     """The stream with the semantic guard: its bytes, answers and edge CPU (the encoder's share
-    ``t_before``, then the guard's classifier runs and the delta coding)."""
+    ``t_before``, then the guard's classifier runs and the delta coding). With ``dead_zone``, that
+    target sent on every frame with no classifier on the edge: what the guard's runs buy."""
     guard = guard_for(codec, qf)
     assert guard is not None, f"QF {qf} frames carry a layer: no guard"
     enc = StreamEncoder(codec.codebook, qf, key_interval=key_interval)
     t0 = time.process_time()
     made = []
     for v, s in zip(y, symbols, strict=True):
-        made.append(enc.encode(guard.choose(v, s, enc.reference, qf), size))
+        held = enc.reference
+        if dead_zone is None:
+            chosen = guard.choose(v, s, held, qf)
+        else:
+            chosen = s if held is None else target(v[: s.shape[0]], held, qf, *dead_zone)
+        made.append(enc.encode(chosen, size))
     t_guard = time.process_time() - t0
     sent = [f.symbols for f in made]
     n = len(made)

@@ -34,7 +34,7 @@ from tqdm import tqdm
 from edge_client.encoder import EdgeEncoder
 from evaluation.outlier_exposure import inputs_at, train_detector
 from evaluation.reject_card import unknown_markdown
-from models.data import DATA_HELP, split_folder
+from models.data import DATA_HELP, images_under, split_folder
 from shared.manifest import BundleFile, load_manifest, write_manifest
 from shared.reject import (
     SCORES,
@@ -50,15 +50,10 @@ from shared.reject import (
 from shared.reject_oe import OEDetector, oe_score, save_detector
 from shared.runtime import SpicCodec
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 BANK_FILE = "reject_bank.npy"
 BANK_ROLE = "reject_bank"
 DETECTOR_FILE = "reject_oe.json"
 DETECTOR_ROLE = "reject_detector"
-
-
-def images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def skimage_samples(into: Path) -> list[Path]:
@@ -124,7 +119,7 @@ def pick(paths: list[Path], n: int, seed: int) -> list[Path]:
 def bank_paths(train: Path, n: int, seed: int) -> list[Path]:
     classes = sorted(d for d in train.iterdir() if d.is_dir())
     per = max(1, n // len(classes))
-    return [p for d in classes for p in pick(images_in(d), per, seed)]
+    return [p for d in classes for p in pick(images_under(d), per, seed)]
 
 
 def oe_detector(
@@ -133,10 +128,10 @@ def oe_detector(
     """The ``oe`` detector: training frames apart from the bank's against ``--outliers``."""
     banked = set(bank_paths(train, args.bank, args.seed))
     classes = sorted(d for d in train.iterdir() if d.is_dir())
-    rest = [[p for p in images_in(d) if p not in banked] for d in classes]
+    rest = [[p for p in images_under(d) if p not in banked] for d in classes]
     in_paths = [p for r in rest for p in pick(r, args.oe_in, args.seed + 1)]
     out_paths = [
-        p for d in args.outliers for p in pick(images_in(d), args.oe_per_source, args.seed)
+        p for d in args.outliers for p in pick(images_under(d), args.oe_per_source, args.seed)
     ]
     qfs = [int(q) for q in args.oe_qfs.split(",")]
 
@@ -154,9 +149,11 @@ def measure(args: argparse.Namespace) -> dict:
     train, val = split_folder(args.data, "train"), split_folder(args.data, "val")
     t0 = time.perf_counter()
     _, bank, _ = scorer.run(bank_paths(train, args.bank, args.seed), "bank")
-    val_frames = scorer.run(images_in(val), "val")
+    val_frames = scorer.run(images_under(val), "val")
     tmp = Path(tempfile.mkdtemp(prefix="spic-foreign-"))
-    sources = {source_name(d): pick(images_in(d), args.per_source, args.seed) for d in args.foreign}
+    sources = {
+        source_name(d): pick(images_under(d), args.per_source, args.seed) for d in args.foreign
+    }
     if args.skimage:
         sources["skimage"] = skimage_samples(tmp)
     foreign = {name: scorer.run(paths, name) for name, paths in sources.items() if paths}

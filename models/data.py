@@ -69,6 +69,11 @@ def data_provenance(root: str | Path) -> str:
     return path.read_text().strip() if path.is_file() else ""
 
 
+def images_under(folder: Path) -> list[Path]:
+    """Every image file below ``folder``, at any depth, sorted: a set of photos without labels."""
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
 def scan_image_folder(root: str | Path) -> tuple[list[Path], np.ndarray, list[str]]:
     """``root/<class>/<image>`` -> (paths, integer labels, sorted class names)."""
     root = Path(root)

@@ -107,8 +107,6 @@ def encode_folder(
 ) -> LatentSet:
     """Every image of ``root/<class>/`` through the codec's encoder (and its mirror, when
     ``mirror``): the encoder outputs, base channels only (heads read those)."""
-    from tqdm import tqdm
-
     paths, labels, found = scan_image_folder(root)
     if classes is not None and found != classes:
         # Validation images of a class the head was not trained on cannot be scored.
@@ -117,16 +115,31 @@ def encode_folder(
         if missing:
             raise ValueError(f"{root} has classes {missing} that the train split lacks")
         labels = np.asarray([index[found[j]] for j in labels], dtype=np.int64)
+    latent = encode_paths(codec, paths, mirror, progress, threads, f"encode {root.name}")
+    return LatentSet(latent, labels, classes or found, names=[str(p) for p in paths])
+
+
+def encode_paths(
+    codec: SpicCodec,
+    paths: list[Path],
+    mirror: bool = False,
+    progress: bool = True,
+    threads: int = 2,
+    what: str = "encode",
+) -> np.ndarray:
+    """(N, V, C, h, w) encoder outputs, base channels, of ``paths`` (V = 2 with the mirror)."""
+    from tqdm import tqdm
+
     session, c = codec.session("encoder"), codec.manifest.latent.channels
     views: list[np.ndarray] = []
-    bar = tqdm(total=len(paths), desc=f"encode {root.name}", unit="img", disable=not progress)
+    bar = tqdm(total=len(paths), desc=what, unit="img", disable=not progress)
     for x in prepared_images(codec, paths, threads):
         batch = [x, x[:, :, :, ::-1]] if mirror else [x]
         ys = [session.run(None, {"image": np.ascontiguousarray(v)})[0][:, :c] for v in batch]
         views.append(np.stack(ys, axis=1))
         bar.update(len(x))
     bar.close()
-    return LatentSet(np.concatenate(views), labels, classes or found, names=[str(p) for p in paths])
+    return np.concatenate(views)
 
 
 def load_folder_sets(

@@ -6,7 +6,10 @@ exporter), and heads are trained where the bundle is, not where it was trained. 
 ``spic-export`` writes are plain conv nets: Conv, Relu / LeakyRelu, Add, pooling, Flatten and one
 closing Gemm. ``OnnxTrunk`` runs every node up to that Gemm's input, each Conv a trainable
 ``nn.Conv2d`` holding the file's weights; ``OnnxTrunk.last`` is the Gemm as an ``nn.Linear``.
-A graph with another operator is refused by name, not guessed at.
+A graph with another operator is refused by name, not guessed at. With ``start`` it replays only
+the layers after one of the graph's activations (what ``models.outlier_tune`` trains, reading the
+frozen layers' output from onnxruntime), and ``write_onnx`` puts trained weights back into a copy
+of the file, every other byte of the graph as it was.
 """
 
 from __future__ import annotations
@@ -47,11 +50,27 @@ def _path_to(nodes: Any, output: str) -> list[Any]:
     return keep[::-1]
 
 
+def _after(nodes: list[Any], start: str, constants: set[str]) -> list[Any]:
+    """The nodes of ``nodes`` computed from ``start``; refused if one also reads an activation
+    from before it (a skip connection across ``start`` cannot be replayed from it alone)."""
+    have, keep = {start}, []
+    for node in nodes:
+        inputs = [n for n in node.input if n and n not in constants]
+        if have & set(inputs):
+            if not set(inputs) <= have:
+                raise ValueError(f"{node.name or node.op_type} also reads from before {start}")
+            keep.append(node)
+            have |= set(node.output)
+    if not keep:
+        raise ValueError(f"nothing on the logits' path is computed from {start}")
+    return keep
+
+
 class OnnxTrunk(nn.Module):
     """(N, C, h, w) latent -> (N, D) pooled features, as the ONNX classifier computes them before
     its last layer; ``last`` is that layer (D -> classes)."""
 
-    def __init__(self, onnx_path: str | Path):
+    def __init__(self, onnx_path: str | Path, start: str | None = None):
         super().__init__()
         import onnx
         from onnx import numpy_helper
@@ -59,13 +78,16 @@ class OnnxTrunk(nn.Module):
         graph = onnx.load(str(onnx_path)).graph
         init = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
         nodes = _path_to(graph.node, graph.output[0].name)  # a features output is not replayed
+        if start is not None:
+            nodes = _after(nodes, start, set(init))
         unknown = sorted({n.op_type for n in nodes} - SUPPORTED)
         if unknown:
             raise ValueError(f"{onnx_path}: operators {unknown} are not replayed by spic-head")
         gemms = [n for n in nodes if n.op_type == "Gemm"]
         if len(gemms) != 1 or nodes[-1].op_type != "Gemm":
             raise ValueError(f"{onnx_path}: not a classifier ending in one linear layer")
-        self.input_name = graph.input[0].name
+        self.input_name = start or graph.input[0].name
+        self.weights: dict[str, tuple[str, str | None]] = {}  # conv key -> initializer names
         self.nodes: list[tuple[str, list[str], str, dict[str, Any], str]] = []
         self.convs = nn.ModuleDict()
         for i, node in enumerate(nodes[:-1]):
@@ -88,12 +110,14 @@ class OnnxTrunk(nn.Module):
                     if conv.bias is not None:
                         conv.bias.copy_(torch.from_numpy(np.array(init[node.input[2]])))
                 self.convs[key] = conv
+                self.weights[key] = (node.input[1], node.input[2] if len(node.input) > 2 else None)
             inputs = [n for n in node.input if n not in init or node.op_type != "Conv"]
             self.nodes.append((node.op_type, list(inputs), node.output[0], attrs, key))
         gemm = gemms[0]
         self.feature_name = gemm.input[0]
         w, b = init[gemm.input[1]], init[gemm.input[2]]
-        if not _attrs(gemm).get("transB", 0):
+        self.last_names = (gemm.input[1], gemm.input[2], bool(_attrs(gemm).get("transB", 0)))
+        if not self.last_names[2]:
             w = w.T
         self.width = int(w.shape[1])
         self.last = nn.Linear(self.width, int(w.shape[0]))
@@ -127,6 +151,28 @@ class OnnxTrunk(nn.Module):
             pads = attrs.get("pads", [0, 0, 0, 0])
             return F.max_pool2d(x, attrs["kernel_shape"], attrs.get("strides", 1), pads[:2])
         raise ValueError(f"operator {op}")  # refused at load; here for the type checker
+
+    def write_onnx(self, src: str | Path, dst: str | Path) -> None:
+        """``src`` with this module's conv and last-layer weights in place of the file's."""
+        import onnx
+        from onnx import numpy_helper
+
+        model = onnx.load(str(src))
+        arrays: dict[str, torch.Tensor] = {}
+        for key, (w_name, b_name) in self.weights.items():
+            conv = self.convs[key]
+            assert isinstance(conv, nn.Conv2d)
+            arrays[w_name] = conv.weight
+            if b_name is not None and conv.bias is not None:
+                arrays[b_name] = conv.bias
+        w_name, b_name, trans_b = self.last_names
+        arrays[w_name] = self.last.weight if trans_b else self.last.weight.T
+        arrays[b_name] = self.last.bias
+        for t in model.graph.initializer:
+            if t.name in arrays:
+                value = arrays[t.name].detach().cpu().numpy().astype(np.float32)
+                t.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(value), t.name))
+        onnx.save(model, str(dst))
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
         values = {self.input_name: latent}

@@ -4,8 +4,9 @@ Chromium may reach 127.0.0.1 only (every other host resolves to nothing), so the
 entirely from the service. The test sends frames while the page is open and checks the feed, the
 live stream, the per-camera lines, the camera filter on both feed and chart, a chart of one bucket
 (axes, counts), the confidence filter and a frame's detail.
-``SPIC_DASHBOARD_SCREENSHOT=docs/dashboard.png`` keeps the screenshot it takes: camera filter
-applied, one-bucket chart, a frame's detail open.
+``SPIC_DASHBOARD_SCREENSHOT=shot.png`` keeps the screenshot it takes (a PNG): camera filter
+applied, one-bucket chart, a frame's detail open; `scripts/dashboard_screenshot.py` writes the
+README's docs/dashboard.webp.
 """
 
 from __future__ import annotations

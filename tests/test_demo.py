@@ -20,8 +20,10 @@ def test_the_demo_prints_every_sample_and_stops(tmp_path):
         timeout=180,
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    rows = [line for line in out.stdout.splitlines() if line.startswith(("astronaut", "hubble"))]
+    rows = [line for line in out.stdout.splitlines() if line.startswith(("astronaut", "chelsea"))]
     assert len(rows) == 2 and "cloud stopped" in out.stdout
-    # scikit-image's Hubble photo is no Imagenette class: the shipped head says so.
+    # scikit-image's cat is no Imagenette class: the shipped head says so. (Its Hubble photo was
+    # refused until the head's outlier-exposure tune; one of 724 foreign photos the rule is
+    # measured on, docs/research/unknown.md.)
     assert "unknown (" in rows[1]
     assert len(list(tmp_path.glob("*_spic.png"))) >= 6
