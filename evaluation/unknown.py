@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import re
 import sys
 import tempfile
@@ -34,7 +33,7 @@ from tqdm import tqdm
 from edge_client.encoder import EdgeEncoder
 from evaluation.outlier_exposure import inputs_at, train_detector
 from evaluation.reject_card import unknown_markdown
-from models.data import DATA_HELP, images_under, split_folder
+from models.data import DATA_HELP, images_under, pick, split_folder
 from shared.manifest import BundleFile, load_manifest, write_manifest
 from shared.reject import (
     SCORES,
@@ -109,11 +108,6 @@ def source_name(folder: Path) -> str:
     """A foreign folder's name in the report: ``clothing_small/val`` is ``clothing_small``."""
     generic = {"val", "train", "test", "images"}
     return folder.parent.name if folder.name in generic else folder.name
-
-
-def pick(paths: list[Path], n: int, seed: int) -> list[Path]:
-    rng = random.Random(seed)
-    return sorted(rng.sample(paths, n)) if len(paths) > n else paths
 
 
 def bank_paths(train: Path, n: int, seed: int) -> list[Path]:

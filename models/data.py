@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import queue
+import random
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -67,6 +68,11 @@ def data_provenance(root: str | Path) -> str:
     """The text of ``root``'s provenance file, or "" for original data (no such file)."""
     path = Path(root) / PROVENANCE_FILE
     return path.read_text().strip() if path.is_file() else ""
+
+
+def pick(paths: list[Path], n: int, seed: int) -> list[Path]:
+    """At most ``n`` of ``paths``, drawn with ``seed``, sorted (all of them when there are fewer)."""
+    return sorted(random.Random(seed).sample(paths, n)) if len(paths) > n else paths
 
 
 def images_under(folder: Path) -> list[Path]:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import re
 import shlex
 import sys
@@ -46,7 +45,7 @@ from onnx import TensorProto, helper
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from models.data import DATA_HELP, images_under
+from models.data import DATA_HELP, images_under, pick
 from models.head_data import encode_folder, encode_paths
 from models.onnx_trunk import OnnxTrunk
 from shared.manifest import BundleFile, load_manifest, write_manifest
@@ -132,10 +131,7 @@ def tune(args: argparse.Namespace) -> dict[str, float]:
     classes = [c.id for c in codec.manifest.classes]
     train = encode_folder(codec, args.data / "train", classes, False, progress)
     val = encode_folder(codec, args.data / "val", classes, False, progress)
-    photos = []
-    for d in args.outliers:
-        found = images_under(d)
-        photos += sorted(random.Random(args.seed).sample(found, min(len(found), args.per_source)))
+    photos = [p for d in args.outliers for p in pick(images_under(d), args.per_source, args.seed)]
     if not photos:
         raise SystemExit("no outlier photos under --outliers")
     out_y = encode_paths(codec, photos, progress=progress, what="encode outliers")[:, 0]
