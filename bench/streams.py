@@ -13,6 +13,9 @@ On each fixed-camera clip, frames sampled at ``--fps`` and cut to the bundle's 2
   the cheapest target symbols that keep the bundle's answer, the classifier's runs counted in
   the edge CPU; and its mildest target sent unchecked on every frame (``stream_dead_zone``: the
   same edge CPU as a lossless stream, what the answers cost without the classifier);
+* SPIC stream steered by the cloud's answers (``stream_feedback_T``): no classifier on the edge;
+  the camera sends that mildest target while the margin (top-1 minus top-2 logit) the cloud
+  reported for the frame it holds is above ``T``, else the exact symbols (``FEEDBACK_MARGINS``);
 * x264, x265 and AV1 (SVT-AV1) through ffmpeg on the same crops at the same frame rate, a key
   frame every ``--key-interval`` frames, over the CRFs in ``CRFS``; bytes: the elementary stream.
 
@@ -68,6 +71,9 @@ CODECS = {  # name -> (ffmpeg encoder args, elementary stream format); key frame
 CRFS = {"x264": [28, 32, 36, 40, 44, 48, 51], "x265": [28, 32, 36, 40, 44, 48, 51]}
 CRFS["av1"] = [40, 46, 52, 56, 60, 63]
 DEAD_ZONE = (0.1, 1)  # shared.stream_guard.TARGETS' last: re-send what moved 0.1 step past a cell
+# Logit margins for the feedback modes: a sweep, not a choice (no threshold was picked on these
+# clips); the cloud's runs are not edge CPU.
+FEEDBACK_MARGINS = (0.5, 1.0, 2.0)
 HEARTBEAT_S = 2.0  # the guarded stream's heartbeat mode: a skip at most every 2 s of video
 
 
@@ -164,13 +170,16 @@ def spic_modes(
             ),
         }
     # the guard's mildest target on every frame, unchecked (no classifier on the edge)
-    for name, zone in (("stream_guard", None), ("stream_dead_zone", DEAD_ZONE)):
-        out[name] = guarded(codec, y, symbols, qf, key_interval, size, t_net + t_quant, zone)
+    runs: dict[str, dict[str, Any]] = {"stream_guard": {}, "stream_dead_zone": {"dead_zone": True}}
+    runs |= {f"stream_feedback_{t:g}": {"feedback": t} for t in FEEDBACK_MARGINS}
+    for name, how in runs.items():
+        out[name] = guarded(codec, y, symbols, qf, key_interval, size, t_net + t_quant, **how)
         gp = out[name].pop("pred")
         out[name]["agree_alone"] = agree(gp, pred_q)
         out[name]["agree_u"] = agree(gp, pred_u)
-    for k in ("sizes", "kinds"):
-        out["stream_dead_zone"].pop(k)
+        if name != "stream_guard":
+            for k in ("sizes", "kinds"):
+                out[name].pop(k)
     # the same stream with a skip sent at most every HEARTBEAT_S (spic-edge stream --heartbeat):
     # the same symbols and answers; a withheld skip costs nothing, the frame after it the same
     sizes = out["stream_guard"].pop("sizes")
@@ -197,24 +206,34 @@ def guarded(
     key_interval: int,
     size: tuple[int, int],
     t_before: float,
-    dead_zone: tuple[float, int] | None = None,
+    dead_zone: bool = False,
+    feedback: float | None = None,
 ) -> dict[str, Any]:
     """The stream with the semantic guard: its bytes, answers and edge CPU (the encoder's share
-    ``t_before``, then the guard's classifier runs and the delta coding). With ``dead_zone``, that
-    target sent on every frame with no classifier on the edge: what the guard's runs buy."""
+    ``t_before``, then the guard's classifier runs and the delta coding). With ``dead_zone``, the
+    guard's mildest target (``DEAD_ZONE``) sent on every frame with no classifier on the edge:
+    what the guard's runs buy. With ``feedback``, that target only while the margin of the
+    cloud's answer on the frame it holds (which a camera reads from the cloud's replies) is above
+    it; the cloud's classifier runs are timed apart, not edge CPU."""
     guard = guard_for(codec, qf)
     assert guard is not None, f"QF {qf} frames carry a layer: no guard"
     enc = StreamEncoder(codec.codebook, qf, key_interval=key_interval)
-    t0 = time.process_time()
+    t0, t_cloud, margin = time.process_time(), 0.0, -np.inf
     made = []
     for v, s in zip(y, symbols, strict=True):
         held = enc.reference
-        if dead_zone is None:
-            chosen = guard.choose(v, s, held, qf)
+        mild = dead_zone or (feedback is not None and margin > feedback)
+        if held is not None and mild:
+            chosen = target(v[: s.shape[0]], held, qf, *DEAD_ZONE)
         else:
-            chosen = s if held is None else target(v[: s.shape[0]], held, qf, *dead_zone)
+            chosen = s if dead_zone or feedback is not None else guard.choose(v, s, held, qf)
         made.append(enc.encode(chosen, size))
-    t_guard = time.process_time() - t0
+        if feedback is not None:
+            t1 = time.process_time()
+            p = np.sort(codec.classify_latents(codec.latents([made[-1].symbols], [qf]))[0])
+            margin = float(np.log(p[-1]) - np.log(max(p[-2], 1e-30)))  # = the logits' difference
+            t_cloud += time.process_time() - t1
+    t_guard = time.process_time() - t0 - t_cloud
     sent = [f.symbols for f in made]
     n = len(made)
     # the guard's answer is 2 · most probable class + the unknown verdict (shared.stream_guard)
