@@ -123,14 +123,16 @@ def save(args: argparse.Namespace, codec: SpicCodec, row: dict) -> dict:
     it measured); a row of the same set, method and share measured before is replaced."""
     row["bench_command"] = "python bench/heads.py " + " ".join(args.argv)
     print(json.dumps(row), flush=True)
-    old = json.loads(args.out.read_text())["rows"] if args.out.is_file() else []
+    before = json.loads(args.out.read_text()) if args.out.is_file() else {}
     key = (row["dataset"], row["method"], row["share"])
-    rows = [r for r in old if (r["dataset"], r["method"], r["share"]) != key] + [row]
+    rows = [r for r in before.get("rows", []) if (r["dataset"], r["method"], r["share"]) != key]
+    rows.append(row)
     summary = {
         "bench": "heads",
         "codec": str(args.codec),
         "codec_id": codec.model_id,
-        "reference": str(args.reference),
+        # a run without the baseline (--no-pixel) keeps the pixel rows, so it keeps their reference
+        "reference": str(args.reference) if args.reference else before.get("reference"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{args.threads} thread(s) per run",
         "rows": rows,
