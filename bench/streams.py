@@ -169,7 +169,8 @@ def spic_modes(
                 np.mean([np.mean(a == b) for a, b in zip(symbols, symbols[1:], strict=False)])
             ),
         }
-    # the guard's mildest target on every frame, unchecked (no classifier on the edge)
+    # the guard; its mildest target unchecked on every frame; that target steered by the margin
+    # of the answer the cloud holds (neither with a classifier on the edge)
     runs: dict[str, dict[str, Any]] = {"stream_guard": {}, "stream_dead_zone": {"dead_zone": True}}
     runs |= {f"stream_feedback_{t:g}": {"feedback": t} for t in FEEDBACK_MARGINS}
     for name, how in runs.items():
