@@ -223,11 +223,12 @@ def guarded(
     made = []
     for v, s in zip(y, symbols, strict=True):
         held = enc.reference
-        mild = dead_zone or (feedback is not None and margin > feedback)
-        if held is not None and mild:
+        if not dead_zone and feedback is None:
+            chosen = guard.choose(v, s, held, qf)
+        elif held is not None and (dead_zone or (feedback is not None and margin > feedback)):
             chosen = target(v[: s.shape[0]], held, qf, *DEAD_ZONE)
         else:
-            chosen = s if dead_zone or feedback is not None else guard.choose(v, s, held, qf)
+            chosen = s
         made.append(enc.encode(chosen, size))
         if feedback is not None:
             t1 = time.process_time()
