@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install postgres browser test lint bench demo certs docker-engine wheelhouse base-image e2e-compose old-codecs gpu-pack clean
+.PHONY: install postgres browser media test lint bench demo certs docker-engine wheelhouse base-image e2e-compose old-codecs gpu-pack clean
 
 install: $(STAMP)
 
@@ -33,7 +33,12 @@ browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null)
 
-test: install postgres browser
+# `spic-edge stream` reads video through the ffmpeg program; its tests make a clip with it.
+media:
+	@command -v ffmpeg >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null)
+
+test: install postgres browser media
 	$(PY) -m pytest -q
 
 lint: install
